@@ -1,0 +1,154 @@
+//! Errors of the bundle format. Every variant except `Io`, `Output` and `InputChanged`
+//! means the bundle itself was refused.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = BundleError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read bundle {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} changed while the bundle was being written (sha256 was {expected}, is now {actual})"
+    )]
+    InputChanged {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("not a bundle: {reason}")]
+    NotABundle { reason: String },
+    #[error("the compressed stream is damaged at byte {offset} of the tar stream: {message}")]
+    Compression { offset: u64, message: String },
+    #[error("the bundle is truncated: the stream ends inside {context}")]
+    Truncated { context: String },
+    #[error("trailing data after the end of the {what}")]
+    TrailingData { what: &'static str },
+    #[error("the bundle index is {size} bytes, over the {max}-byte limit")]
+    IndexTooLarge { size: u64, max: u64 },
+    #[error("the signature entry is {size} bytes, over the {max}-byte limit")]
+    SignaturesTooLarge { size: u64, max: u64 },
+    #[error("the bundle is unsigned: it carries no rinbundle.sig entry")]
+    Unsigned,
+    #[error("the bundle's signatures were refused")]
+    Untrusted {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the bundle uses format {found:?}; this program reads {supported:?}")]
+    UnsupportedFormat {
+        found: String,
+        supported: &'static str,
+    },
+    #[error("the bundle index is invalid: {reason}")]
+    InvalidIndex { reason: String },
+
+    #[error("corrupt tar header at byte {offset} of the tar stream (checksum mismatch)")]
+    CorruptHeader { offset: u64 },
+    #[error("entry {path:?} has an unsafe path ({problem})")]
+    UnsafePath { path: String, problem: &'static str },
+    #[error("entry {path:?} is a {kind}, only regular files are allowed")]
+    NonRegularEntry { path: String, kind: String },
+    #[error("entry {path:?} is not listed in the signed index")]
+    UnlistedEntry { path: String },
+    #[error("entry {path:?} appears more than once")]
+    DuplicateEntry { path: String },
+    #[error("entry {path:?} is out of order: the signed index expects {expected:?} here")]
+    OutOfOrder { path: String, expected: String },
+    #[error("{count} entries of the signed index are missing, the first is {first:?}")]
+    MissingEntries { first: String, count: usize },
+    #[error(
+        "entry {path:?} is {actual} bytes, larger than the {declared} bytes declared in the signed index"
+    )]
+    EntryTooLarge {
+        path: String,
+        declared: u64,
+        actual: u64,
+    },
+    #[error("entry {path:?} is {actual} bytes, the signed index declares {declared}")]
+    SizeMismatch {
+        path: String,
+        declared: u64,
+        actual: u64,
+    },
+    #[error(
+        "entry {path:?} has a tar header that is not the canonical one (mode, owner, time or layout differ)"
+    )]
+    NonCanonicalHeader { path: String },
+    #[error("entry {path:?} is followed by non-zero padding")]
+    NonZeroPadding { path: String },
+    #[error("entry {path:?} does not match the signed index: sha256 {actual}, expected {expected}")]
+    HashMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("cannot extract into {path}: it already exists")]
+    StagingExists { path: PathBuf },
+}
+
+impl BundleError {
+    /// True when the bundle was refused (as opposed to a local I/O or usage problem).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            BundleError::Io { .. }
+                | BundleError::Output { .. }
+                | BundleError::InputChanged { .. }
+                | BundleError::StagingExists { .. }
+        )
+    }
+
+    /// The next thing the operator can do about this error.
+    pub fn hint(&self) -> Option<&'static str> {
+        use BundleError::*;
+        Some(match self {
+            Io { .. } => "check the path and that the file is readable",
+            Output { .. } => "check free space and permissions where the output goes",
+            InputChanged { .. } => {
+                "something modified the stack's files during the build; run the build again"
+            }
+            Compression { .. }
+            | Truncated { .. }
+            | TrailingData { .. }
+            | CorruptHeader { .. }
+            | NonZeroPadding { .. }
+            | HashMismatch { .. }
+            | MissingEntries { .. }
+            | EntryTooLarge { .. }
+            | SizeMismatch { .. } => {
+                "the file was damaged or altered after it was signed: copy the bundle again and compare its sha256 with the one printed when it was built"
+            }
+            NotABundle { .. } => "pass the .tar.zst file that rinbundle build wrote",
+            IndexTooLarge { .. }
+            | SignaturesTooLarge { .. }
+            | UnsafePath { .. }
+            | NonRegularEntry { .. }
+            | UnlistedEntry { .. }
+            | DuplicateEntry { .. }
+            | OutOfOrder { .. }
+            | NonCanonicalHeader { .. }
+            | InvalidIndex { .. } => {
+                "this bundle was not written by rinbundle or was crafted; do not use it, and ask its builder for a bundle built with rinbundle build"
+            }
+            Unsigned => "ask the builder to sign it: rinbundle build --key NAME.key",
+            Untrusted { .. } => return None,
+            UnsupportedFormat { .. } => "use a rininstall release that reads this format version",
+            StagingExists { .. } => {
+                "choose a directory that does not exist yet; it is created on success only"
+            }
+        })
+    }
+}

@@ -1,0 +1,354 @@
+//! The bundle index (`rinbundle.json`): its types, its canonical JSON form, and its validation.
+
+use crate::digest::{is_oci_digest, is_sha256_hex};
+use crate::error::{BundleError, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The `format` value of this version of the format.
+pub const FORMAT: &str = "rinbundle/v1";
+/// Path of the first entry.
+pub const INDEX_PATH: &str = "rinbundle.json";
+/// Path of the second entry.
+pub const SIGNATURES_PATH: &str = "rinbundle.sig";
+/// Largest index a reader accepts.
+pub const MAX_INDEX_SIZE: u64 = 16 << 20;
+/// Largest signature entry a reader accepts.
+pub const MAX_SIGNATURES_SIZE: u64 = 1 << 20;
+/// Mode of an ordinary entry.
+pub const MODE_FILE: u32 = 0o644;
+/// Mode of an executable entry (the K3s binary, install.sh, rininstall).
+pub const MODE_EXEC: u32 = 0o755;
+/// Longest path an entry may have.
+pub const MAX_PATH_LEN: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Index {
+    /// Always [`FORMAT`].
+    pub format: String,
+    pub stack: Stack,
+    /// RFC 3339 UTC, whole seconds; also the mtime of every tar header.
+    pub created: String,
+    /// `os/arch` of every platform the bundle carries, sorted.
+    pub platforms: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s: Option<K3s>,
+    pub images: Vec<Image>,
+    pub charts: Vec<Chart>,
+    /// Set on a delta bundle: the bundle it must be applied onto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Base>,
+    /// Every entry after the first two, in archive order.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stack {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K3s {
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// The image reference as the stack names it, e.g. `docker.io/library/nginx:1.27`.
+    pub reference: String,
+    /// Digest of the top-level manifest or index stored in `oci/` for this image.
+    pub digest: String,
+    pub media_type: String,
+    /// The source's digest when the bundle stores a platform-filtered index instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_digest: Option<String>,
+    pub platforms: Vec<ImagePlatform>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePlatform {
+    /// `os/arch` or `os/arch/variant`.
+    pub platform: String,
+    /// Digest of the platform's image manifest.
+    pub digest: String,
+    /// Bytes of manifest, config and layers of this platform.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chart {
+    pub name: String,
+    pub version: String,
+    /// Digest of the chart's OCI manifest in `oci/`.
+    pub digest: String,
+    /// sha256 of the chart archive (`.tgz`), the chart layer.
+    pub archive_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Base {
+    /// sha256 of the base bundle's `rinbundle.json`.
+    pub index_sha256: String,
+    /// Blobs the delta leaves out because the base carries them.
+    pub blobs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub mode: u32,
+}
+
+impl Index {
+    /// The canonical JSON bytes: object keys sorted, no insignificant white space, integers only.
+    pub fn to_canonical_json(&self) -> Vec<u8> {
+        canonical_json(self)
+    }
+
+    /// Parse and validate an index that has already passed the trust check.
+    pub fn from_canonical_json(bytes: &[u8]) -> Result<Self> {
+        let invalid = |reason: String| BundleError::InvalidIndex { reason };
+        // Look at the format first, so a future format gets a clear message.
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(BundleError::UnsupportedFormat {
+                    found: other.to_string(),
+                    supported: FORMAT,
+                });
+            }
+            None => return Err(invalid("no \"format\" field".into())),
+        }
+        let index: Index = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+        if index.to_canonical_json() != bytes {
+            return Err(invalid("not in canonical form".into()));
+        }
+        index.validate()?;
+        Ok(index)
+    }
+
+    /// The creation time as seconds since the Unix epoch.
+    pub fn created_epoch(&self) -> Result<u64> {
+        parse_created(&self.created).ok_or_else(|| BundleError::InvalidIndex {
+            reason: format!(
+                "created {:?} is not an RFC 3339 UTC time in whole seconds",
+                self.created
+            ),
+        })
+    }
+
+    /// Total bytes of all entries.
+    pub fn content_size(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(BundleError::InvalidIndex { reason });
+        self.created_epoch()?;
+        let mut seen = HashSet::new();
+        for e in &self.entries {
+            if let Err(problem) = check_entry_path(&e.path) {
+                return Err(BundleError::UnsafePath {
+                    path: e.path.clone(),
+                    problem,
+                });
+            }
+            if e.path == INDEX_PATH || e.path == SIGNATURES_PATH || !seen.insert(e.path.as_str()) {
+                return invalid(format!("entry {:?} is listed twice", e.path));
+            }
+            if !is_sha256_hex(&e.sha256) {
+                return invalid(format!("entry {:?} has a malformed sha256", e.path));
+            }
+            if e.mode != MODE_FILE && e.mode != MODE_EXEC {
+                return invalid(format!(
+                    "entry {:?} has mode {:o}, only 644 and 755 are allowed",
+                    e.path, e.mode
+                ));
+            }
+        }
+        let digests = self
+            .images
+            .iter()
+            .flat_map(|i| {
+                std::iter::once(&i.digest)
+                    .chain(i.upstream_digest.iter())
+                    .chain(i.platforms.iter().map(|p| &p.digest))
+            })
+            .chain(self.charts.iter().map(|c| &c.digest));
+        for d in digests {
+            if !is_oci_digest(d) {
+                return invalid(format!("{d:?} is not a sha256 digest"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Check that an entry path is relative, normalised and free of surprises.
+pub fn check_entry_path(path: &str) -> std::result::Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("empty path");
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err("path too long");
+    }
+    if path.starts_with('/') {
+        return Err("absolute path");
+    }
+    if path.chars().any(|c| c == '\\' || c.is_control()) {
+        return Err("backslash or control character");
+    }
+    for comp in path.split('/') {
+        match comp {
+            "" => return Err("empty path component"),
+            "." => return Err("`.` component"),
+            ".." => return Err("`..` component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Canonical JSON of any serialisable value: serde_json's `Value` keeps object keys in a sorted
+/// map, and the compact writer adds no white space.
+pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain data structures (strings, integers, vectors, maps with string keys)
+    // cannot fail.
+    let v = serde_json::to_value(value).expect("serialisable data");
+    serde_json::to_vec(&v).expect("serialisable value")
+}
+
+/// `created` for a time given in seconds since the epoch.
+pub fn format_created(epoch: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(epoch)).to_string()
+}
+
+fn parse_created(s: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339(s).ok()?;
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    (format_created(secs) == s).then_some(secs)
+}
+
+/// Seconds since the epoch now.
+pub fn now_epoch() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Index {
+        Index {
+            format: FORMAT.into(),
+            stack: Stack {
+                name: "demo".into(),
+                version: "1.0.0".into(),
+            },
+            created: format_created(1_700_000_000),
+            platforms: vec!["linux/amd64".into()],
+            k3s: None,
+            images: vec![],
+            charts: vec![],
+            base: None,
+            entries: vec![Entry {
+                path: "manifests/a.yaml".into(),
+                size: 3,
+                sha256: "0".repeat(64),
+                mode: 0o644,
+            }],
+        }
+    }
+
+    #[test]
+    fn canonical_round_trip_and_sorted_keys() {
+        let i = sample();
+        let bytes = i.to_canonical_json();
+        let s = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            s.starts_with(
+                r#"{"charts":[],"created":"2023-11-14T22:13:20Z","entries":[{"mode":420,"path":"#
+            ),
+            "{s}"
+        );
+        assert_eq!(Index::from_canonical_json(&bytes).unwrap(), i);
+    }
+
+    #[test]
+    fn refuses_non_canonical_unknown_and_future() {
+        let i = sample();
+        let pretty = serde_json::to_vec_pretty(&i).unwrap();
+        assert!(matches!(
+            Index::from_canonical_json(&pretty),
+            Err(BundleError::InvalidIndex { .. })
+        ));
+        let s = String::from_utf8(i.to_canonical_json()).unwrap();
+        let future = s.replace("rinbundle/v1", "rinbundle/v2");
+        assert!(matches!(
+            Index::from_canonical_json(future.as_bytes()),
+            Err(BundleError::UnsupportedFormat { .. })
+        ));
+        let unknown = s.replacen("{", r#"{"aaa":1,"#, 1);
+        assert!(matches!(
+            Index::from_canonical_json(unknown.as_bytes()),
+            Err(BundleError::InvalidIndex { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_unsafe_and_duplicate_paths() {
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/./b",
+            "a\\b",
+            "",
+        ] {
+            let mut i = sample();
+            i.entries[0].path = bad.into();
+            let r = Index::from_canonical_json(&i.to_canonical_json());
+            assert!(
+                matches!(r, Err(BundleError::UnsafePath { .. })),
+                "{bad}: {r:?}"
+            );
+        }
+        let mut i = sample();
+        i.entries.push(i.entries[0].clone());
+        assert!(matches!(
+            Index::from_canonical_json(&i.to_canonical_json()),
+            Err(BundleError::InvalidIndex { .. })
+        ));
+        let mut i = sample();
+        i.entries[0].mode = 0o4755;
+        assert!(matches!(
+            Index::from_canonical_json(&i.to_canonical_json()),
+            Err(BundleError::InvalidIndex { .. })
+        ));
+    }
+
+    #[test]
+    fn created_is_strict() {
+        assert_eq!(parse_created("2023-11-14T22:13:20Z"), Some(1_700_000_000));
+        assert_eq!(parse_created("2023-11-14T22:13:20.5Z"), None);
+        assert_eq!(parse_created("2023-11-14 22:13:20Z"), None);
+    }
+}

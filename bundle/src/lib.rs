@@ -1,0 +1,18 @@
+//! The Rin bundle format, version 1: the signed index, canonical tar headers, the deterministic
+//! writer and the one-pass verifying reader. Plain synchronous `Read`/`Write` code: no network,
+//! no async runtime. `docs/FORMAT.md` is the contract this crate implements.
+
+pub mod digest;
+pub mod error;
+pub mod header;
+pub mod index;
+pub mod oci;
+pub mod progress;
+pub mod reader;
+pub mod writer;
+
+pub use error::{BundleError, Result};
+pub use index::Index;
+pub use progress::{Progress, Silent};
+pub use reader::{Opened, Trust, Verified, open, peek, verify};
+pub use writer::{Source, write_bundle, write_bundle_file};
