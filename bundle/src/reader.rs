@@ -17,6 +17,7 @@ use crate::index::{
     check_entry_path,
 };
 use crate::progress::Progress;
+use crate::writer::FRAME_HEADER;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -362,11 +363,22 @@ impl Stream {
             source,
         };
         let mut file = File::open(path).map_err(io_err)?;
-        let mut magic = [0u8; 4];
-        let n = read_full(&mut file, &mut magic).map_err(io_err)?;
-        if n < 4 || magic != ZSTD_MAGIC {
+        let mut head = [0u8; 6];
+        let n = read_full(&mut file, &mut head).map_err(io_err)?;
+        if n < 4 || head[..4] != ZSTD_MAGIC {
             return Err(BundleError::NotABundle {
                 reason: "the file is not zstd-compressed".into(),
+            });
+        }
+        if n < 6 || head != FRAME_HEADER {
+            // Only these header bytes are valid in v1: any other value is a damaged or foreign
+            // file (decoders ignore some header bits, so a flip there would pass unnoticed).
+            return Err(BundleError::NotABundle {
+                reason: format!(
+                    "the zstd frame header is {:02x?}, a v1 bundle has {:02x?}",
+                    &head[..n],
+                    FRAME_HEADER
+                ),
             });
         }
         let file = {

@@ -1,9 +1,9 @@
 //! The deterministic bundle writer.
 //!
 //! Settings are pinned so the same index, signatures and content always give the same bytes:
-//! canonical tar headers (see `header`), zstd level 3 with a content checksum, one frame. The
-//! worker count does not change the output (zstd's multi-threaded mode produces the same frame
-//! for every worker count of one or more; a unit test holds it to that).
+//! canonical tar headers (see `header`), zstd level 3, window log 21, content checksum, one frame,
+//! always in zstd's multi-threaded mode. The worker count does not change the output (that mode
+//! produces the same frame for every worker count of one or more; a unit test holds it to that).
 
 use crate::digest::HashingWriter;
 use crate::error::{BundleError, Result};
@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 
 /// The zstd level of format v1 bundles.
 pub const ZSTD_LEVEL: i32 = 3;
+/// The zstd window log of format v1 bundles (2 MiB), set explicitly so the frame header is fixed.
+pub const ZSTD_WINDOW_LOG: u32 = 21;
+/// The bytes every v1 bundle starts with: zstd magic, frame header descriptor (checksum flag,
+/// no content size, no dictionary), window descriptor for 2^21.
+pub const FRAME_HEADER: [u8; 6] = [0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58];
 const COPY_BUF: usize = 256 << 10;
 
 /// Where an entry's bytes come from.
@@ -53,9 +58,11 @@ pub fn write_bundle<W: Write>(
     let mut enc = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).map_err(io_err)?;
     enc.include_checksum(true).map_err(io_err)?;
     enc.include_contentsize(false).map_err(io_err)?;
-    if threads > 0 {
-        enc.multithread(threads).map_err(io_err)?;
-    }
+    enc.include_dictid(false).map_err(io_err)?;
+    enc.window_log(ZSTD_WINDOW_LOG).map_err(io_err)?;
+    // Always zstd's multi-threaded mode: its output is the same for every worker count of one
+    // or more, but differs from the single-threaded mode's.
+    enc.multithread(threads.max(1)).map_err(io_err)?;
 
     let index_bytes = index.to_canonical_json();
     write_small(&mut enc, INDEX_PATH, &index_bytes, mtime).map_err(io_err)?;
@@ -135,7 +142,8 @@ fn write_small(w: &mut impl Write, path: &str, bytes: &[u8], mtime: u64) -> io::
 }
 
 /// Write a bundle to `path` safely: into `path.partial`, synced, then renamed, so a file at
-/// `path` is always complete. The partial file is removed on any error.
+/// `path` is always complete. The partial file is removed on any error. Returns the sha256 and
+/// size of the written file.
 pub fn write_bundle_file(
     path: &Path,
     index: &Index,
@@ -143,7 +151,7 @@ pub fn write_bundle_file(
     sources: &[Source],
     threads: u32,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<(String, u64)> {
     let partial = partial_path(path);
     let out_err = |source: io::Error| BundleError::Output {
         path: path.to_path_buf(),
@@ -151,17 +159,13 @@ pub fn write_bundle_file(
     };
     let result = (|| {
         let f = File::create(&partial).map_err(out_err)?;
-        let w = write_bundle(
-            BufWriter::with_capacity(1 << 20, f),
-            index,
-            signatures,
-            sources,
-            threads,
-            progress,
-        )?;
+        let hw = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
+        let hw = write_bundle(hw, index, signatures, sources, threads, progress)?;
+        let (w, sha256, size) = hw.finish();
         let f = w.into_inner().map_err(|e| out_err(e.into_error()))?;
         f.sync_all().map_err(out_err)?;
-        fs::rename(&partial, path).map_err(out_err)
+        fs::rename(&partial, path).map_err(out_err)?;
+        Ok((sha256, size))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&partial);
@@ -174,4 +178,71 @@ pub fn partial_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".partial");
     PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{Entry, FORMAT, Stack, format_created};
+
+    fn index_with(content: &[u8]) -> Index {
+        Index {
+            format: FORMAT.into(),
+            stack: Stack {
+                name: "t".into(),
+                version: "1".into(),
+            },
+            created: format_created(0),
+            platforms: vec![],
+            k3s: None,
+            images: vec![],
+            charts: vec![],
+            base: None,
+            entries: vec![Entry {
+                path: "files/data".into(),
+                size: content.len() as u64,
+                sha256: crate::digest::sha256_hex(content),
+                mode: 0o644,
+            }],
+        }
+    }
+
+    #[test]
+    fn output_and_frame_header_do_not_depend_on_threads() {
+        // Several MiB of mixed data so the multi-threaded encoder cuts it into several jobs.
+        let content: Vec<u8> = (0..6u64 << 20)
+            .map(|i| ((i * 2654435761) >> 13) as u8 ^ (i % 7) as u8)
+            .collect();
+        let index = index_with(&content);
+        let out: Vec<(String, Vec<u8>)> = [0u32, 1, 3]
+            .iter()
+            .map(|&t| {
+                let b = write_bundle(
+                    Vec::new(),
+                    &index,
+                    b"{}",
+                    &[Source::Bytes(content.clone())],
+                    t,
+                    &crate::Silent,
+                )
+                .unwrap();
+                (crate::digest::sha256_hex(&b), b[..6].to_vec())
+            })
+            .collect();
+        assert_eq!(out[0].1, FRAME_HEADER);
+        assert_eq!(out[0].0, out[1].0, "0 (meaning 1) and 1 worker differ");
+        assert_eq!(out[1].0, out[2].0, "one and three workers differ");
+    }
+
+    #[test]
+    fn changed_input_is_refused_and_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::write(&src, b"hello").unwrap();
+        let index = index_with(b"hellO");
+        let out = dir.path().join("b.tar.zst");
+        let r = write_bundle_file(&out, &index, b"{}", &[Source::File(src)], 1, &crate::Silent);
+        assert!(matches!(r, Err(BundleError::InputChanged { .. })), "{r:?}");
+        assert!(!out.exists() && !partial_path(&out).exists());
+    }
 }

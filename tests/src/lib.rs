@@ -1,1 +1,32 @@
+//! The test harness: fixture image builders (real multi-arch OCI layouts with gzip'd tar
+//! layers), test stacks, bundle crafting and tampering helpers, and the paths of the binaries.
 
+pub mod craft;
+pub mod fixture;
+
+use std::path::PathBuf;
+
+/// Path of a workspace binary (`rinbundle`, `rininstall`), built by `cargo test --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (which builds it) or `cargo build --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}

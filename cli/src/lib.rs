@@ -1,0 +1,191 @@
+//! What both binaries share: the error renderer and exit codes, the progress display, the
+//! trust-policy arguments and the `verify` command.
+
+use anyhow::Context as _;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rin_bundle::{BundleError, Progress};
+use rin_signing::{KeyError, TrustError, TrustPolicy};
+use std::error::Error as StdError;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Exit codes of both binaries (documented in README.md).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A local problem: a file that cannot be read or written, a bad stack, an internal error.
+    pub const ERROR: u8 = 1;
+    /// The command line was wrong (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The bundle was refused: damaged, altered, unsigned, untrusted or malformed.
+    pub const REFUSED: u8 = 3;
+}
+
+/// Every environment variable the programs read, declared once.
+pub mod env {
+    /// Directory of trusted public keys (`*.pub`), as `--trusted-keys`.
+    pub const RIN_TRUSTED_KEYS: &str = "RIN_TRUSTED_KEYS";
+    /// Seconds since the epoch to record as the bundle's creation time (reproducible builds).
+    pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+}
+
+/// Print `err` as `error: <one line>` and `hint: <next step>`; return the exit code.
+pub fn render(
+    err: &anyhow::Error,
+    extra_hint: &dyn Fn(&(dyn StdError + 'static)) -> Option<String>,
+) -> u8 {
+    let line: Vec<String> = err.chain().map(|e| e.to_string()).collect();
+    eprintln!("error: {}", line.join(": "));
+    let mut refused = false;
+    let mut hint = None;
+    for e in err.chain() {
+        if let Some(b) = e.downcast_ref::<BundleError>() {
+            refused |= b.is_refusal();
+            hint = hint.or(b.hint().map(str::to_string));
+        } else if let Some(t) = e.downcast_ref::<TrustError>() {
+            refused = true;
+            hint = Some(t.hint().to_string());
+        } else if let Some(k) = e.downcast_ref::<KeyError>() {
+            hint = hint.or(k.hint().map(str::to_string));
+        } else if hint.is_none() {
+            hint = extra_hint(e);
+        }
+    }
+    if let Some(h) = hint {
+        eprintln!("hint: {h}");
+    }
+    if refused { exit::REFUSED } else { exit::ERROR }
+}
+
+/// indicatif bars for library progress; draws nothing when quiet or when stderr is no terminal.
+pub struct Bars {
+    quiet: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    pub fn new(quiet: bool) -> Self {
+        Bars {
+            quiet,
+            bar: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn begin(&self, phase: &str, total: u64) {
+        if self.quiet {
+            return;
+        }
+        let bar = ProgressBar::new(total);
+        let style = ProgressStyle::with_template(
+            "{msg:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_message(phase.to_string());
+        if let Ok(mut b) = self.bar.lock() {
+            *b = Some(bar);
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(bar) = b.as_ref() {
+                bar.inc(bytes);
+            }
+        }
+    }
+
+    fn end(&self) {
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(bar) = b.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+/// The trust policy on the command line.
+#[derive(Debug, Clone, Args)]
+pub struct TrustArgs {
+    /// A trusted public key (NAME.pub, SPKI PEM); repeat for several.
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// A directory whose *.pub files are trusted public keys.
+    #[arg(long, value_name = "DIR", env = env::RIN_TRUSTED_KEYS)]
+    pub trusted_keys: Option<PathBuf>,
+    /// How many distinct trusted keys must have signed the bundle.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threshold: usize,
+}
+
+impl TrustArgs {
+    /// The policy; `default_dir` is used when neither --key nor --trusted-keys is given.
+    pub fn policy(&self, default_dir: Option<&Path>) -> anyhow::Result<TrustPolicy> {
+        let dir = self.trusted_keys.as_deref().or(if self.keys.is_empty() {
+            default_dir
+        } else {
+            None
+        });
+        if self.keys.is_empty() && dir.is_none_or(|d| !d.is_dir()) {
+            let where_ = default_dir
+                .map(|d| format!(" and {} does not exist", d.display()))
+                .unwrap_or_default();
+            return Err(
+                KeyError::NoKeys(format!("no --key or --trusted-keys was given{where_}")).into(),
+            );
+        }
+        Ok(TrustPolicy::load(&self.keys, dir, self.threshold)?)
+    }
+}
+
+/// `verify FILE`: check the bundle in one pass, optionally extracting it.
+pub fn verify_command(
+    file: &Path,
+    trust: &TrustArgs,
+    default_dir: Option<&Path>,
+    extract: Option<&Path>,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let policy = trust.policy(default_dir)?;
+    let bars = Bars::new(quiet || json);
+    let v = rin_bundle::verify(file, &policy, extract, &bars)
+        .with_context(|| format!("bundle {} refused", file.display()))?;
+    if json {
+        let out = serde_json::json!({
+            "verified": true,
+            "stack": v.index.stack,
+            "index_sha256": v.index_sha256,
+            "signers": v.signers,
+            "threshold": policy.threshold(),
+            "entries": v.entries,
+            "bytes": v.bytes,
+            "extracted": v.extracted,
+        });
+        println!("{out}");
+    } else if !quiet {
+        println!(
+            "verified {} {}: {} entries, {}, signed by {} ({} of {} required)",
+            v.index.stack.name,
+            v.index.stack.version,
+            v.entries,
+            human_bytes(v.bytes),
+            v.signers.join(", "),
+            v.signers.len(),
+            policy.threshold()
+        );
+        if let Some(dir) = &v.extracted {
+            println!("extracted to {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// `1.5 MiB` style sizes.
+pub fn human_bytes(n: u64) -> String {
+    indicatif::BinaryBytes(n).to_string()
+}
