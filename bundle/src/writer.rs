@@ -55,14 +55,7 @@ pub fn write_bundle<W: Write>(
         path: PathBuf::from("<bundle stream>"),
         source,
     };
-    let mut enc = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).map_err(io_err)?;
-    enc.include_checksum(true).map_err(io_err)?;
-    enc.include_contentsize(false).map_err(io_err)?;
-    enc.include_dictid(false).map_err(io_err)?;
-    enc.window_log(ZSTD_WINDOW_LOG).map_err(io_err)?;
-    // Always zstd's multi-threaded mode: its output is the same for every worker count of one
-    // or more, but differs from the single-threaded mode's.
-    enc.multithread(threads.max(1)).map_err(io_err)?;
+    let mut enc = encoder(out, threads).map_err(io_err)?;
 
     let index_bytes = index.to_canonical_json();
     write_small(&mut enc, INDEX_PATH, &index_bytes, mtime).map_err(io_err)?;
@@ -120,6 +113,22 @@ pub fn write_bundle<W: Write>(
     enc.write_all(&[0u8; 2 * BLOCK]).map_err(io_err)?;
     progress.end();
     enc.finish().map_err(io_err)
+}
+
+/// A zstd encoder with the format's pinned settings: level 3, window log 21, content checksum,
+/// no content size, no dictionary id, and always zstd's multi-threaded mode (its output is the
+/// same for every worker count of one or more, but differs from the single-threaded mode's).
+pub fn encoder<W: Write>(
+    out: W,
+    threads: u32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut enc = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+    enc.include_checksum(true)?;
+    enc.include_contentsize(false)?;
+    enc.include_dictid(false)?;
+    enc.window_log(ZSTD_WINDOW_LOG)?;
+    enc.multithread(threads.max(1))?;
+    Ok(enc)
 }
 
 fn changed(path: String, source: &Source, expected: &str, what: &str) -> BundleError {

@@ -106,17 +106,11 @@ pub fn tar(members: &[Member]) -> Vec<u8> {
     out
 }
 
-/// zstd with the format's settings (level 3, checksum).
+/// zstd with exactly the format's settings (the writer's own encoder).
 pub fn compress(tar: &[u8]) -> Vec<u8> {
-    let mut enc = zstd_encoder();
+    let mut enc = rin_bundle::writer::encoder(Vec::new(), 1).expect("zstd");
     std::io::Write::write_all(&mut enc, tar).expect("in-memory zstd");
     enc.finish().expect("in-memory zstd")
-}
-
-fn zstd_encoder() -> zstd::stream::write::Encoder<'static, Vec<u8>> {
-    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("zstd");
-    enc.include_checksum(true).expect("zstd");
-    enc
 }
 
 /// The whole decompressed tar stream of a bundle file.

@@ -1,0 +1,401 @@
+//! One crafted archive for each refusal rule. Most are signed by a trusted key, so the refusal
+//! comes from the structural check itself, not from the signature.
+
+use rin_bundle::header::canonical_header;
+use rin_bundle::index::{INDEX_PATH, MAX_INDEX_SIZE, MODE_FILE, SIGNATURES_PATH};
+use rin_bundle::{BundleError, Silent};
+use rin_signing::{TrustError, TrustPolicy};
+use rin_tests::craft::{CREATED, Member, compress, head, index_for, keys, policy, tar};
+use std::fs;
+use tar::EntryType;
+
+const A: &[u8] = b"alpha\n";
+const B: &[u8] = b"bravo bravo\n";
+
+/// Write `bytes` as a bundle, verify it with extraction, check nothing is left, return the error.
+fn refused(bytes: &[u8], pol: &TrustPolicy) -> BundleError {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.tar.zst");
+    fs::write(&path, bytes).unwrap();
+    let staging = dir.path().join("staging");
+    let err = rin_bundle::verify(&path, pol, Some(&staging), &Silent)
+        .expect_err("crafted bundle accepted");
+    let left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "staging left behind: {left:?}");
+    assert!(err.is_refusal(), "{err}");
+    assert!(
+        err.hint().is_some() || matches!(err, BundleError::Untrusted { .. }),
+        "no hint for {err}"
+    );
+    err
+}
+
+fn trust_error(e: BundleError) -> TrustError {
+    match e {
+        BundleError::Untrusted { source } => {
+            *source.downcast::<TrustError>().expect("a TrustError")
+        }
+        other => panic!("expected a trust refusal, got {other}"),
+    }
+}
+
+/// A valid two-entry bundle body with custom members after the signed head.
+fn with_members(files: &[(&str, &[u8])], members: Vec<Member>) -> (Vec<u8>, TrustPolicy) {
+    let ks = keys(1);
+    let mut all = head(&index_for(files), &ks);
+    all.extend(members);
+    (compress(&tar(&all)), policy(&ks, 1))
+}
+
+#[test]
+fn a_well_formed_crafted_bundle_is_accepted() {
+    // The baseline every case below departs from.
+    let (bytes, pol) = with_members(
+        &[("a", A), ("b", B)],
+        vec![Member::file("a", A), Member::file("b", B)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ok.tar.zst");
+    fs::write(&p, bytes).unwrap();
+    let v = rin_bundle::verify(&p, &pol, Some(&dir.path().join("x")), &Silent).unwrap();
+    assert_eq!(v.entries, 2);
+    assert_eq!(fs::read(dir.path().join("x/b")).unwrap(), B);
+}
+
+#[test]
+fn unsigned_unknown_bad_and_below_threshold() {
+    let ks = keys(3);
+    let index = index_for(&[("a", A)]);
+    let body = vec![Member::file("a", A)];
+
+    // No signature entry at all.
+    let mut m = vec![Member::file(INDEX_PATH, &index.to_canonical_json())];
+    m.push(Member::file("a", A));
+    assert!(matches!(
+        refused(&compress(&tar(&m)), &policy(&ks, 1)),
+        BundleError::Unsigned
+    ));
+
+    // A signature entry with no signatures.
+    let mut m = head(&index, &[]);
+    m.extend([Member::file("a", A)]);
+    assert!(matches!(
+        trust_error(refused(&compress(&tar(&m)), &policy(&ks, 1))),
+        TrustError::Unsigned
+    ));
+
+    // Signed by a key nobody trusts.
+    let mut m = head(&index, &keys(1));
+    m.extend([Member::file("a", A)]);
+    assert!(matches!(
+        trust_error(refused(&compress(&tar(&m)), &policy(&ks, 1))),
+        TrustError::UnknownKeys { .. }
+    ));
+
+    // A trusted signature over a different index.
+    let other = index_for(&[("a", B)]);
+    let sig = rin_signing::sign(&other.to_canonical_json(), &ks[..1]);
+    let m = vec![
+        Member::file(INDEX_PATH, &index.to_canonical_json()),
+        Member::file(SIGNATURES_PATH, &sig),
+        Member::file("a", A),
+    ];
+    assert!(matches!(
+        trust_error(refused(&compress(&tar(&m)), &policy(&ks, 1))),
+        TrustError::BadSignature { .. }
+    ));
+
+    // 2 of 3 required, 1 given; and 2 given passes.
+    let mut m = head(&index, &ks[..1]);
+    m.extend(body);
+    assert!(matches!(
+        trust_error(refused(&compress(&tar(&m)), &policy(&ks, 2))),
+        TrustError::BelowThreshold {
+            have: 1,
+            need: 2,
+            ..
+        }
+    ));
+    let mut m = head(&index, &ks[1..]);
+    m.push(Member::file("a", A));
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("ok"), compress(&tar(&m))).unwrap();
+    let v = rin_bundle::verify(&dir.path().join("ok"), &policy(&ks, 2), None, &Silent).unwrap();
+    assert_eq!(v.signers.len(), 2);
+}
+
+#[test]
+fn entry_order_and_presence() {
+    let files: &[(&str, &[u8])] = &[("a", A), ("b", B)];
+    let (x, p) = with_members(
+        &files[..1],
+        vec![Member::file("a", A), Member::file("b", B)],
+    );
+    assert!(matches!(refused(&x, &p), BundleError::UnlistedEntry { path } if path == "b"));
+    let (x, p) = with_members(files, vec![Member::file("a", A)]);
+    assert!(
+        matches!(refused(&x, &p), BundleError::MissingEntries { first, count: 1 } if first == "b")
+    );
+    let (x, p) = with_members(
+        files,
+        vec![
+            Member::file("a", A),
+            Member::file("a", A),
+            Member::file("b", B),
+        ],
+    );
+    assert!(matches!(refused(&x, &p), BundleError::DuplicateEntry { path } if path == "a"));
+    let (x, p) = with_members(
+        files,
+        vec![
+            Member::file("a", A),
+            Member::file(INDEX_PATH, b"{}"),
+            Member::file("b", B),
+        ],
+    );
+    assert!(matches!(refused(&x, &p), BundleError::DuplicateEntry { path } if path == INDEX_PATH));
+    let (x, p) = with_members(files, vec![Member::file("b", B), Member::file("a", A)]);
+    assert!(
+        matches!(refused(&x, &p), BundleError::OutOfOrder { path, expected } if path == "b" && expected == "a")
+    );
+}
+
+#[test]
+fn sizes_hashes_headers_and_padding() {
+    // Larger than declared: the header says 12 bytes where the index says 6.
+    let (x, p) = with_members(&[("a", A)], vec![Member::file("a", B)]);
+    assert!(matches!(
+        refused(&x, &p),
+        BundleError::EntryTooLarge {
+            declared: 6,
+            actual: 12,
+            ..
+        }
+    ));
+    // Smaller than declared.
+    let (x, p) = with_members(&[("a", B)], vec![Member::file("a", A)]);
+    assert!(matches!(
+        refused(&x, &p),
+        BundleError::SizeMismatch {
+            declared: 12,
+            actual: 6,
+            ..
+        }
+    ));
+    // Same size, other bytes.
+    let (x, p) = with_members(&[("a", A)], vec![Member::file("a", b"ALPHA\n")]);
+    assert!(matches!(refused(&x, &p), BundleError::HashMismatch { path, .. } if path == "a"));
+    // Mode differs from the index (0600 instead of 0644).
+    let m = Member {
+        header: canonical_header("a", A.len() as u64, 0o600, CREATED),
+        content: A.to_vec(),
+    };
+    let (x, p) = with_members(&[("a", A)], vec![m]);
+    assert!(matches!(refused(&x, &p), BundleError::NonCanonicalHeader { path } if path == "a"));
+    // An owner set.
+    let mut h = canonical_header("a", A.len() as u64, MODE_FILE, CREATED);
+    h[108..115].copy_from_slice(b"0001750");
+    fix_checksum(&mut h);
+    let (x, p) = with_members(
+        &[("a", A)],
+        vec![Member {
+            header: h,
+            content: A.to_vec(),
+        }],
+    );
+    assert!(matches!(
+        refused(&x, &p),
+        BundleError::NonCanonicalHeader { .. }
+    ));
+    // Bytes hidden in the padding after the content.
+    let ks = keys(1);
+    let mut t = tar(&{
+        let mut m = head(&index_for(&[("a", A)]), &ks);
+        m.push(Member::file("a", A));
+        m
+    });
+    let at = t.len() - 1024 - 512 + A.len() + 3;
+    t[at] = b'!';
+    assert!(
+        matches!(refused(&compress(&t), &policy(&ks, 1)), BundleError::NonZeroPadding { path } if path == "a")
+    );
+}
+
+fn fix_checksum(h: &mut [u8]) {
+    let block: &mut [u8; 512] = (&mut h[..512]).try_into().unwrap();
+    let sum = rin_bundle::header::checksum(block);
+    block[148..154].copy_from_slice(format!("{sum:06o}").as_bytes());
+}
+
+#[test]
+fn unsafe_paths_in_the_archive_and_in_a_signed_index() {
+    for (path, problem) in [
+        (&b"/etc/passwd"[..], "absolute path"),
+        (b"../escape", "`..` component"),
+        (b"a/../../escape", "`..` component"),
+    ] {
+        let (x, p) = with_members(
+            &[("a", A)],
+            vec![Member::raw(path, EntryType::Regular, A, None)],
+        );
+        match refused(&x, &p) {
+            BundleError::UnsafePath { problem: got, .. } => assert_eq!(got, problem),
+            other => panic!("{}: {other}", String::from_utf8_lossy(path)),
+        }
+    }
+    // Even signed by a trusted key, an index naming such paths is refused before any entry.
+    for bad in ["/etc/passwd", "../x", "ok/../../x"] {
+        let ks = keys(1);
+        let mut index = index_for(&[("a", A)]);
+        index.entries[0].path = bad.into();
+        let mut m = head(&index, &ks);
+        m.push(Member::file("a", A));
+        assert!(
+            matches!(
+                refused(&compress(&tar(&m)), &policy(&ks, 1)),
+                BundleError::UnsafePath { .. }
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn links_devices_fifos_and_directories() {
+    let cases = [
+        (EntryType::Symlink, "symbolic link", Some("/etc/shadow")),
+        (EntryType::Link, "hard link", Some("a")),
+        (EntryType::Char, "character device", None),
+        (EntryType::Block, "block device", None),
+        (EntryType::Fifo, "fifo", None),
+        (EntryType::Directory, "directory", None),
+        (EntryType::GNUSparse, "sparse file", None),
+    ];
+    for (kind, name, link) in cases {
+        let (x, p) = with_members(&[("a", A)], vec![Member::raw(b"a", kind, b"", link)]);
+        match refused(&x, &p) {
+            BundleError::NonRegularEntry { kind, .. } => assert_eq!(kind, name),
+            other => panic!("{name}: {other}"),
+        }
+    }
+}
+
+#[test]
+fn oversized_index_is_refused_before_it_is_read() {
+    // The header claims more than the cap; no such amount of data follows.
+    let h = canonical_header(INDEX_PATH, MAX_INDEX_SIZE + 1, MODE_FILE, CREATED);
+    let mut t = h;
+    t.extend_from_slice(&[b'{'; 4096]);
+    let ks = keys(1);
+    assert!(matches!(
+        refused(&compress(&t), &policy(&ks, 1)),
+        BundleError::IndexTooLarge { .. }
+    ));
+    let h = canonical_header(INDEX_PATH, 2, MODE_FILE, CREATED);
+    let mut t = h;
+    t.extend_from_slice(b"{}");
+    t.resize(512 + 512, 0);
+    t.extend(canonical_header(
+        SIGNATURES_PATH,
+        2 << 20,
+        MODE_FILE,
+        CREATED,
+    ));
+    assert!(matches!(
+        refused(&compress(&t), &policy(&ks, 1)),
+        BundleError::SignaturesTooLarge { .. }
+    ));
+}
+
+#[test]
+fn truncation_and_trailing_data() {
+    let (good, pol) = with_members(
+        &[("a", A), ("b", B)],
+        vec![Member::file("a", A), Member::file("b", B)],
+    );
+    // Cut the compressed file anywhere after the frame header.
+    for cut in [7, good.len() / 2, good.len() - 5, good.len() - 1] {
+        let e = refused(&good[..cut], &pol);
+        assert!(
+            matches!(
+                e,
+                BundleError::Truncated { .. } | BundleError::Compression { .. }
+            ),
+            "cut at {cut}: {e}"
+        );
+    }
+    // A tar cut short, compressed properly: the stream ends inside an entry or the end marker.
+    let ks = keys(1);
+    let mut m = head(&index_for(&[("a", A)]), &ks);
+    m.push(Member::file("a", A));
+    let full = tar(&m);
+    for cut in [
+        full.len() - 1024 - 512 + 3,
+        full.len() - 700,
+        full.len() - 10,
+    ] {
+        let e = refused(&compress(&full[..cut]), &policy(&ks, 1));
+        assert!(
+            matches!(e, BundleError::Truncated { .. }),
+            "tar cut at {cut}: {e}"
+        );
+    }
+    // Data after the end-of-archive marker, inside the compressed stream.
+    let mut more = full.clone();
+    more.extend_from_slice(b"hidden payload");
+    assert!(matches!(
+        refused(&compress(&more), &policy(&ks, 1)),
+        BundleError::TrailingData {
+            what: "tar archive"
+        }
+    ));
+    // Zero blocks beyond the two of the marker are trailing data too.
+    let mut zeros = full.clone();
+    zeros.resize(full.len() + 512, 0);
+    assert!(matches!(
+        refused(&compress(&zeros), &policy(&ks, 1)),
+        BundleError::TrailingData { .. }
+    ));
+    // Bytes after the zstd frame, and a second frame.
+    let mut after = good.clone();
+    after.extend_from_slice(b"junk");
+    assert!(matches!(
+        refused(&after, &pol),
+        BundleError::TrailingData {
+            what: "compressed stream"
+        }
+    ));
+    let mut two = good.clone();
+    two.extend(compress(b"second frame"));
+    assert!(matches!(
+        refused(&two, &pol),
+        BundleError::TrailingData {
+            what: "compressed stream"
+        }
+    ));
+}
+
+#[test]
+fn not_a_bundle() {
+    let pol = policy(&keys(1), 1);
+    assert!(matches!(
+        refused(b"plain text, not zstd", &pol),
+        BundleError::NotABundle { .. }
+    ));
+    // A zstd file with a different frame header (content size recorded).
+    let mut other = Vec::new();
+    zstd::stream::copy_encode(&b"data"[..], &mut other, 3).unwrap();
+    assert!(matches!(
+        refused(&other, &pol),
+        BundleError::NotABundle { .. }
+    ));
+    // A tar whose first entry is something else.
+    let t = tar(&[Member::file("README", b"hi")]);
+    assert!(matches!(
+        refused(&compress(&t), &pol),
+        BundleError::NotABundle { .. }
+    ));
+}
