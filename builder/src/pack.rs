@@ -155,14 +155,14 @@ pub fn plan(stack: &Stack, opts: &BuildOptions) -> Result<(Index, Vec<Source>)> 
             });
         }
     }
-    if let Some(k) = &spec.k3s {
-        if let Some(dir) = &k.files {
-            files.extend(collect::k3s_files(
-                &stack.resolve(dir),
-                &k.version,
-                &arches,
-            )?);
-        }
+    if let Some(k) = &spec.k3s
+        && let Some(dir) = &k.files
+    {
+        files.extend(collect::k3s_files(
+            &stack.resolve(dir),
+            &k.version,
+            &arches,
+        )?);
     }
 
     // Every entry with its source; then sorted by path, which is the archive order.

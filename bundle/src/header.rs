@@ -192,14 +192,7 @@ mod tests {
     #[test]
     fn big_size_goes_through_pax() {
         let h = canonical_header("oci/blobs/sha256/x", USTAR_MAX_SIZE + 1, 0o644, 0);
-        let recs = parse_pax(
-            &h[BLOCK..2 * BLOCK]
-                .split(|&c| c == 0)
-                .next()
-                .unwrap()
-                .to_vec(),
-        )
-        .unwrap();
+        let recs = parse_pax(h[BLOCK..2 * BLOCK].split(|&c| c == 0).next().unwrap()).unwrap();
         assert_eq!(
             recs,
             vec![(

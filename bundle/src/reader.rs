@@ -416,10 +416,9 @@ impl Stream {
         if self.done {
             return Ok(false);
         }
-        if !self.cur.is_empty() {
-            if let Some(pool) = &self.pool {
-                let _ = pool.send(std::mem::take(&mut self.cur));
-            }
+        if let (false, Some(pool)) = (self.cur.is_empty(), &self.pool) {
+            // Hand the consumed buffer back to the worker for reuse.
+            let _ = pool.send(std::mem::take(&mut self.cur));
         }
         let msg = self.rx.as_ref().and_then(|rx| rx.recv().ok());
         match msg {

@@ -130,9 +130,14 @@ pub fn write_keypair(
 ) -> Result<(PathBuf, PathBuf, String), KeyError> {
     let key_path = with_suffix(base, ".key");
     let pub_path = with_suffix(base, ".pub");
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .expect("ed25519 PKCS#8 encoding");
+    // PKCS#8 v1 (no embedded public key), as `openssl genpkey` writes it: OpenSSL 3.0 cannot
+    // read the v2 form that ed25519-dalek writes by default.
+    let pem = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .expect("ed25519 PKCS#8 encoding");
     let public = key
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)

@@ -1,6 +1,8 @@
 //! One crafted archive for each refusal rule. Most are signed by a trusted key, so the refusal
 //! comes from the structural check itself, not from the signature.
 
+#![allow(clippy::unwrap_used)]
+
 use rin_bundle::header::canonical_header;
 use rin_bundle::index::{INDEX_PATH, MAX_INDEX_SIZE, MODE_FILE, SIGNATURES_PATH};
 use rin_bundle::{BundleError, Silent};

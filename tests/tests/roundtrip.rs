@@ -1,6 +1,8 @@
 //! Build the fixture stack and verify it: contents, platform selection, shared blobs,
 //! determinism, and that a standard tar reader sees the same archive.
 
+#![allow(clippy::unwrap_used)]
+
 use rin_bundle::Silent;
 use rin_bundle::index::Index;
 use rin_tests::craft::{self, build_stack, keys, policy};

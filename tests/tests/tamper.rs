@@ -2,6 +2,8 @@
 //! the tar stream (re-compressed with the format's settings): every copy must be refused, and no
 //! file may remain in staging.
 
+#![allow(clippy::unwrap_used)]
+
 use rin_bundle::Silent;
 use rin_tests::craft::{self, build_stack, keys, policy};
 use rin_tests::fixture::write_stack;

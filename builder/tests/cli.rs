@@ -1,0 +1,82 @@
+//! rinbundle's command line on its own: keys, usage errors and their exit codes.
+//! (End-to-end builds through the CLI are in the rin-tests crate.)
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+fn rinbundle() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rinbundle"))
+}
+
+#[test]
+fn keygen_writes_a_key_pair_and_never_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = rinbundle()
+        .args(["keygen", "--out"])
+        .arg(tmp.path().join("k"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("key id sha256:"), "{stdout}");
+    let key = rin_signing::load_signing_key(&tmp.path().join("k.key")).unwrap();
+    let public = rin_signing::load_verifying_key(&tmp.path().join("k.pub")).unwrap();
+    assert_eq!(key.verifying_key(), public);
+    let again = rinbundle()
+        .args(["keygen", "--out"])
+        .arg(tmp.path().join("k"))
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(
+        rin_signing::load_signing_key(&tmp.path().join("k.key"))
+            .unwrap()
+            .to_bytes(),
+        key.to_bytes()
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_local_errors_exit_1_with_a_hint() {
+    let out = rinbundle()
+        .args(["build", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = rinbundle()
+        .args(["build", "--stack"])
+        .arg(tmp.path())
+        .arg("--unsigned")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: cannot read ") && err.contains("bundle.yaml"),
+        "{err}"
+    );
+    assert!(err.contains("\nhint: "), "{err}");
+    let out = rinbundle()
+        .args(["build", "--stack"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rinbundle keygen"));
+}
+
+#[test]
+fn a_file_that_is_not_a_bundle_is_refused_with_exit_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("x.tar.zst");
+    std::fs::write(&f, b"not a bundle").unwrap();
+    let out = rinbundle().arg("inspect").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a bundle: the file is not zstd-compressed"),
+        "{err}"
+    );
+}

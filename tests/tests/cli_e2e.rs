@@ -1,0 +1,257 @@
+//! The operator's path through both binaries: keygen, build, inspect, verify (with thresholds,
+//! a trusted-keys directory, extraction), refusals and their exit codes, and determinism of
+//! `rinbundle build` under SOURCE_DATE_EPOCH.
+
+#![allow(clippy::unwrap_used)]
+
+use rin_tests::bin;
+use rin_tests::fixture::write_stack;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cmd(name: &str) -> Command {
+    let mut c = Command::new(bin(name));
+    c.env_remove("RIN_TRUSTED_KEYS")
+        .env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let o = cmd("rinbundle")
+        .args(["keygen", "--out"])
+        .arg(dir.join(name))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    )
+}
+
+fn build(stack: &Path, out: &Path, keys: &[&Path], epoch: &str) -> Output {
+    let mut c = cmd("rinbundle");
+    c.args([
+        "build", "--quiet", "--arch", "amd64", "--arch", "arm64", "--stack",
+    ])
+    .arg(stack)
+    .arg("-o")
+    .arg(out);
+    for k in keys {
+        c.arg("--key").arg(k);
+    }
+    c.env("SOURCE_DATE_EPOCH", epoch).output().unwrap()
+}
+
+#[test]
+fn build_inspect_verify_and_refuse_through_the_binaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_key, a_pub) = keygen(tmp.path(), "a");
+    let (b_key, b_pub) = keygen(tmp.path(), "b");
+    let (_c_key, c_pub) = keygen(tmp.path(), "c");
+    let stack = write_stack(&tmp.path().join("stack")).unwrap();
+    let bundle = tmp.path().join("bundle.tar.zst");
+    let o = build(&stack, &bundle, &[&a_key, &b_key], "1700000000");
+    assert!(o.status.success(), "{}", text(&o));
+    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let sha = rin_bundle::digest::sha256_reader(fs::File::open(&bundle).unwrap())
+        .unwrap()
+        .0;
+    assert!(
+        line.starts_with(&sha),
+        "the printed sha256 is the file's: {line}"
+    );
+
+    // inspect, text and JSON
+    let o = cmd("rinbundle")
+        .arg("inspect")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for want in [
+        "stack      demo 1.0.0",
+        "linux/amd64, linux/arm64",
+        "k3s        v1.31.4+k3s1",
+        "registry.example/demo/worker:1.0",
+        "demo 0.1.0",
+        "not verified",
+    ] {
+        assert!(t.contains(want), "inspect lacks {want:?}:\n{t}");
+    }
+    let o = cmd("rinbundle")
+        .args(["inspect", "--json"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["signers"].as_array().unwrap().len(), 2);
+    assert_eq!(j["index"]["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(j["verified"], false);
+
+    // verify with one key, with 2 of 3, with a directory; JSON; extraction
+    for bin_name in ["rininstall", "rinbundle"] {
+        let o = cmd(bin_name)
+            .arg("verify")
+            .arg(&bundle)
+            .arg("--key")
+            .arg(&a_pub)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("verified demo 1.0.0"), "{}", text(&o));
+    }
+    let o = cmd("rininstall")
+        .arg("verify")
+        .arg(&bundle)
+        .args(["--threshold", "2", "--key"])
+        .arg(&a_pub)
+        .arg("--key")
+        .arg(&b_pub)
+        .arg("--key")
+        .arg(&c_pub)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("(2 of 2 required)"), "{}", text(&o));
+    let dir = tmp.path().join("trusted");
+    fs::create_dir(&dir).unwrap();
+    fs::copy(&b_pub, dir.join("b.pub")).unwrap();
+    let staging = tmp.path().join("staging");
+    let o = cmd("rininstall")
+        .arg("verify")
+        .arg(&bundle)
+        .arg("--json")
+        .arg("--extract")
+        .arg(&staging)
+        .env("RIN_TRUSTED_KEYS", &dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["verified"], true);
+    assert!(staging.join("manifests/00-namespace.yaml").is_file());
+
+    // 2 of 3 needed, only a signed
+    let single = tmp.path().join("single.tar.zst");
+    assert!(
+        build(&stack, &single, &[&a_key], "1700000000")
+            .status
+            .success()
+    );
+    let o = cmd("rininstall")
+        .arg("verify")
+        .arg(&single)
+        .args(["--threshold", "2", "--key"])
+        .arg(&a_pub)
+        .arg("--key")
+        .arg(&b_pub)
+        .arg("--key")
+        .arg(&c_pub)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 of the required 2 trusted signatures"),
+        "{}",
+        text(&o)
+    );
+
+    // unknown key
+    let o = cmd("rininstall")
+        .arg("verify")
+        .arg(&single)
+        .arg("--key")
+        .arg(&c_pub)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        text(&o).contains("signed only by unknown key(s) sha256:"),
+        "{}",
+        text(&o)
+    );
+
+    // a damaged copy: exit 3, one error line, a hint, no staging left
+    let mut bytes = fs::read(&bundle).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x40;
+    let damaged = tmp.path().join("damaged.tar.zst");
+    fs::write(&damaged, bytes).unwrap();
+    let staging2 = tmp.path().join("staging2");
+    let o = cmd("rininstall")
+        .arg("verify")
+        .arg(&damaged)
+        .arg("--key")
+        .arg(&a_pub)
+        .arg("--extract")
+        .arg(&staging2)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("error: bundle ") && lines[0].contains(" refused: "),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("hint: the file was damaged or altered"),
+        "{err}"
+    );
+    assert!(!staging2.exists() && !tmp.path().join(".staging2.partial").exists());
+}
+
+#[test]
+fn cli_builds_are_identical_with_source_date_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(tmp.path(), "k");
+    let one = write_stack(&tmp.path().join("one/stack")).unwrap();
+    let o1 = build(&one, &tmp.path().join("one.tar.zst"), &[&key], "1750000000");
+    assert!(o1.status.success(), "{}", text(&o1));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let two = write_stack(&tmp.path().join("two/deeper/stack")).unwrap();
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(42);
+    for f in [
+        "bundle.yaml",
+        "notes.txt",
+        "manifests/00-namespace.yaml",
+        "k3s/k3s",
+    ] {
+        fs::File::options()
+            .write(true)
+            .open(two.join(f))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let o2 = build(&two, &tmp.path().join("two.tar.zst"), &[&key], "1750000000");
+    assert!(o2.status.success(), "{}", text(&o2));
+    assert_eq!(
+        fs::read(tmp.path().join("one.tar.zst")).unwrap(),
+        fs::read(tmp.path().join("two.tar.zst")).unwrap()
+    );
+    // A different SOURCE_DATE_EPOCH is a different bundle.
+    let o3 = build(
+        &one,
+        &tmp.path().join("three.tar.zst"),
+        &[&key],
+        "1750000001",
+    );
+    assert!(o3.status.success());
+    assert_ne!(
+        fs::read(tmp.path().join("one.tar.zst")).unwrap(),
+        fs::read(tmp.path().join("three.tar.zst")).unwrap()
+    );
+}

@@ -1,0 +1,207 @@
+//! The format checked with standard tools: openssl reads our keys and verifies our signatures,
+//! our code takes openssl's keys, and the "checking a bundle by hand" commands of docs/FORMAT.md
+//! run exactly as written against a bundle the tests build (and fail on a damaged one).
+
+#![allow(clippy::unwrap_used)]
+
+use rin_tests::craft::{self, build_stack};
+use rin_tests::fixture::write_stack;
+use rin_tests::{bin, repo_root};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (is it installed? .ci/run installs it)")
+    })
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The fenced block after `<!-- by-hand -->` in docs/FORMAT.md.
+fn by_hand_block() -> String {
+    let doc = fs::read_to_string(repo_root().join("docs/FORMAT.md")).unwrap();
+    let after = doc
+        .split("<!-- by-hand -->")
+        .nth(1)
+        .expect("FORMAT.md has a by-hand block");
+    let body = after.split("```sh\n").nth(1).expect("a ```sh block");
+    body.split("\n```").next().unwrap().to_string()
+}
+
+fn run_by_hand(bundle: &Path, pubkey: &Path, dir: &Path) -> Output {
+    run(Command::new("bash")
+        .arg("-c")
+        .arg(by_hand_block())
+        .current_dir(dir)
+        .env("BUNDLE", bundle)
+        .env("PUBKEY", pubkey))
+}
+
+#[test]
+fn keygen_keys_are_read_by_openssl_and_openssl_verifies_the_index_signature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("site");
+    ok(Command::new(bin("rinbundle"))
+        .args(["keygen", "--out"])
+        .arg(&base));
+    let key = tmp.path().join("site.key");
+    let public = tmp.path().join("site.pub");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = ok(Command::new("openssl")
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(&key));
+    assert!(text.contains("ED25519 Private-Key"), "{text}");
+    let text = ok(Command::new("openssl")
+        .args(["pkey", "-pubin", "-noout", "-text", "-in"])
+        .arg(&public));
+    assert!(text.contains("ED25519 Public-Key"), "{text}");
+
+    let stack = write_stack(&tmp.path().join("stack")).unwrap();
+    let out = tmp.path().join("b.tar.zst");
+    let signing = rin_signing::load_signing_key(&key).unwrap();
+    build_stack(&stack, &out, &[signing], &["amd64"], 1);
+    let x = tmp.path().join("x");
+    fs::create_dir(&x).unwrap();
+    let tar = craft::decompress(&out);
+    fs::write(x.join("b.tar"), &tar).unwrap();
+    ok(Command::new("tar")
+        .args(["-xf", "b.tar", "rinbundle.json", "rinbundle.sig"])
+        .current_dir(&x));
+    let sigs: serde_json::Value =
+        serde_json::from_slice(&fs::read(x.join("rinbundle.sig")).unwrap()).unwrap();
+    let entry = &sigs["signatures"][0];
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(entry["signature"].as_str().unwrap())
+        .unwrap();
+    fs::write(x.join("index.sig"), raw).unwrap();
+    let verified = ok(Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+        .arg(&public)
+        .args(["-rawin", "-in", "rinbundle.json", "-sigfile", "index.sig"])
+        .current_dir(&x));
+    assert!(
+        verified.contains("Signature Verified Successfully"),
+        "{verified}"
+    );
+
+    // The key id is the SHA-256 of the SPKI DER, as openssl encodes it.
+    let der = run(Command::new("openssl")
+        .args(["pkey", "-pubin", "-outform", "DER", "-in"])
+        .arg(&public))
+    .stdout;
+    assert_eq!(
+        entry["key_id"].as_str().unwrap(),
+        format!("sha256:{}", rin_bundle::digest::sha256_hex(&der))
+    );
+
+    // And openssl refuses the signature over a changed index.
+    let mut index = fs::read(x.join("rinbundle.json")).unwrap();
+    index[10] ^= 1;
+    fs::write(x.join("rinbundle.json"), index).unwrap();
+    let out = run(Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+        .arg(&public)
+        .args(["-rawin", "-in", "rinbundle.json", "-sigfile", "index.sig"])
+        .current_dir(&x));
+    assert!(!out.status.success());
+}
+
+#[test]
+fn keys_made_by_openssl_sign_and_verify_bundles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("ops.key");
+    let public = tmp.path().join("ops.pub");
+    ok(Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key));
+    ok(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public));
+    let stack = write_stack(&tmp.path().join("stack")).unwrap();
+    let out = tmp.path().join("b.tar.zst");
+    build_stack(
+        &stack,
+        &out,
+        &[rin_signing::load_signing_key(&key).unwrap()],
+        &["arm64"],
+        1,
+    );
+    let policy = rin_signing::TrustPolicy::load(&[public], None, 1).unwrap();
+    rin_bundle::verify(&out, &policy, None, &rin_bundle::Silent).unwrap();
+}
+
+#[test]
+fn the_by_hand_commands_of_format_md_check_a_real_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stack = write_stack(&tmp.path().join("stack")).unwrap();
+    let ks = craft::keys(1);
+    rin_signing::write_keypair(&tmp.path().join("site"), &ks[0]).unwrap();
+    let public = tmp.path().join("site.pub");
+    let out = tmp.path().join("b.tar.zst");
+    build_stack(&stack, &out, &ks, &["amd64", "arm64"], 2);
+
+    let good = tmp.path().join("good");
+    fs::create_dir(&good).unwrap();
+    let o = run_by_hand(&out, &public, &good);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.status.success(),
+        "by-hand check failed on a good bundle:\n{text}"
+    );
+    assert!(
+        text.contains("Signature Verified Successfully") && text.contains("bundle checked"),
+        "{text}"
+    );
+    assert!(text.contains("registry.example/demo/web:1.0"), "{text}");
+
+    // One changed byte of content (index and signature intact): the commands must fail.
+    let mut tar = craft::decompress(&out);
+    let at = tar
+        .windows(14)
+        .position(|w| w == b"operator notes")
+        .expect("notes.txt content");
+    tar[at] = b'O';
+    let bad_bundle = tmp.path().join("bad.tar.zst");
+    fs::write(&bad_bundle, craft::compress(&tar)).unwrap();
+    let bad = tmp.path().join("bad");
+    fs::create_dir(&bad).unwrap();
+    let o = run_by_hand(&bad_bundle, &public, &bad);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !o.status.success(),
+        "by-hand check passed a damaged bundle:\n{text}"
+    );
+    assert!(text.contains("files/notes.txt: FAILED"), "{text}");
+
+    // A bundle signed by another key fails at the signature step.
+    let other = tmp.path().join("other.tar.zst");
+    build_stack(&stack, &other, &craft::keys(1), &["amd64"], 1);
+    let o = run_by_hand(&other, &public, &tmp.path().join("stack"));
+    assert!(!o.status.success());
+}
