@@ -255,3 +255,76 @@ fn cli_builds_are_identical_with_source_date_epoch() {
         fs::read(tmp.path().join("three.tar.zst")).unwrap()
     );
 }
+
+/// README's main job on a copy of the demo stack: the same steps as examples/demo/run.sh.
+#[test]
+fn the_embedded_demo_stack_builds_for_two_arches_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    let src = rin_tests::repo_root().join("examples/demo");
+    copy_tree(&src, &demo);
+    let _ = fs::remove_dir_all(demo.join("build"));
+    let o = Command::new(env!("CARGO_BIN_EXE_rin-fixture"))
+        .args([
+            "image",
+            "--name",
+            "hello:0.1.0",
+            "--arch",
+            "amd64",
+            "--arch",
+            "arm64",
+            "--out",
+        ])
+        .arg(demo.join("build/hello"))
+        .arg("--rootfs")
+        .arg(demo.join("image"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (key, public) = keygen(tmp.path(), "demo");
+    let bundle = tmp.path().join("rin-demo.tar.zst");
+    let mut c = cmd("rinbundle");
+    c.args(["build", "--stack"])
+        .arg(&demo)
+        .args(["--arch", "amd64", "--arch", "arm64", "--key"])
+        .arg(&key)
+        .arg("-o")
+        .arg(&bundle);
+    let o = c.env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cmd("rininstall")
+        .arg("verify")
+        .arg(&bundle)
+        .arg("--key")
+        .arg(&public)
+        .arg("--extract")
+        .arg(tmp.path().join("staging"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(tmp.path().join("staging/rinbundle.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        index["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+    assert_eq!(
+        index["images"][0]["reference"],
+        "registry.local/rin-demo/hello:0.1.0"
+    );
+    assert!(tmp.path().join("staging/manifests/10-hello.yaml").is_file());
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}

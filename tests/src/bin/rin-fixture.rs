@@ -1,1 +1,122 @@
-fn main() {}
+//! Makes fixture inputs for the demo and the benchmark, offline:
+//!
+//!   rin-fixture image --out DIR --name NAME --rootfs DIR [--arch ARCH]...
+//!       an OCI image layout holding a multi-arch image whose base layer is the rootfs
+//!       directory's files and whose per-platform layer records the architecture.
+//!   rin-fixture bench-stack --out DIR --size-mib N
+//!       a stack whose one extra file is N MiB of incompressible bytes.
+
+use anyhow::{Context as _, bail};
+use rin_tests::fixture::{FixtureImage, LayerFile, LayoutWriter};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        bail!("usage: rin-fixture image|bench-stack ... (see the source's header)");
+    };
+    let mut out = None;
+    let mut name = None;
+    let mut rootfs = None;
+    let mut arches = Vec::new();
+    let mut size_mib: u64 = 1024;
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--out" => out = Some(PathBuf::from(value)),
+            "--name" => name = Some(value.clone()),
+            "--rootfs" => rootfs = Some(PathBuf::from(value)),
+            "--arch" => arches.push(value.clone()),
+            "--size-mib" => size_mib = value.parse().context("--size-mib takes a whole number")?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    let out = out.context("--out DIR is required")?;
+    match command.as_str() {
+        "image" => {
+            let name = name.context("--name is required")?;
+            let rootfs = rootfs.context("--rootfs is required")?;
+            if arches.is_empty() {
+                arches = vec!["amd64".into(), "arm64".into()];
+            }
+            let mut base = Vec::new();
+            collect(&rootfs, "", &mut base)?;
+            let img = FixtureImage {
+                name: name.clone(),
+                arches,
+                base,
+                per_arch: vec![LayerFile::new("etc/rin-arch", "{arch}\n")],
+                cmd: vec!["/app/hello.sh".into()],
+            };
+            if out.exists() {
+                fs::remove_dir_all(&out)
+                    .with_context(|| format!("cannot replace {}", out.display()))?;
+            }
+            let digest = LayoutWriter::new(&out)?.image(&img)?;
+            println!("{name} {digest} -> {}", out.display());
+        }
+        "bench-stack" => bench_stack(&out, size_mib)?,
+        other => bail!("unknown command {other}"),
+    }
+    Ok(())
+}
+
+/// Files below `dir` as layer files, with their modes.
+fn collect(dir: &Path, prefix: &str, out: &mut Vec<LayerFile>) -> anyhow::Result<()> {
+    let mut names: Vec<_> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        let rel = format!("{prefix}{}", n.to_string_lossy());
+        if p.is_dir() {
+            collect(&p, &format!("{rel}/"), out)?;
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if fs::metadata(&p)?.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            out.push(LayerFile {
+                path: rel,
+                content: fs::read(&p)?,
+                mode,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A stack with one incompressible file of `size_mib` MiB, written in 1 MiB pieces.
+fn bench_stack(dir: &Path, size_mib: u64) -> anyhow::Result<()> {
+    fs::create_dir_all(dir.join("manifests"))?;
+    fs::write(
+        dir.join("manifests/ns.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n",
+    )?;
+    fs::write(
+        dir.join("bundle.yaml"),
+        "name: bench\nversion: 1.0.0\nplatforms: [amd64]\nfiles: [blob.bin]\n",
+    )?;
+    let mut f = std::io::BufWriter::new(fs::File::create(dir.join("blob.bin"))?);
+    // xorshift64*: fast, and its output does not compress.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..size_mib {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            chunk.copy_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        f.write_all(&buf)?;
+    }
+    f.flush()?;
+    println!("bench stack with {size_mib} MiB -> {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The main job on the embedded demo stack, with no network: make the demo image as a two-arch
+# OCI layout, make a signing key, build a signed amd64+arm64 bundle, inspect it, and verify it
+# the way a site does (signature first, then every entry, extracting into a staging directory).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-demo-out}
+cargo build --quiet --bins
+BIN=target/debug
+rm -rf "$OUT" examples/demo/build
+mkdir -p "$OUT"
+
+echo "== demo image (two architectures, from examples/demo/image)"
+$BIN/rin-fixture image --out examples/demo/build/hello --name hello:0.1.0 --rootfs examples/demo/image --arch amd64 --arch arm64
+
+echo "== signing key"
+$BIN/rinbundle keygen --out "$OUT/demo"
+
+echo "== build"
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
+$BIN/rinbundle build --stack examples/demo --arch amd64 --arch arm64 --key "$OUT/demo.key" -o "$OUT/rin-demo.tar.zst"
+
+echo "== inspect"
+$BIN/rinbundle inspect "$OUT/rin-demo.tar.zst"
+
+echo "== verify at the site"
+$BIN/rininstall verify "$OUT/rin-demo.tar.zst" --key "$OUT/demo.pub" --extract "$OUT/staging"
+ls "$OUT/staging"
