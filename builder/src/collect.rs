@@ -32,14 +32,7 @@ impl BlobSet {
         if self.blobs.contains_key(&desc.digest) {
             return Ok(());
         }
-        let f = File::open(path).map_err(|source| BuildError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let (hex, size) = sha256_reader(f).map_err(|source| BuildError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let (hex, size) = hash_file(path)?;
         let actual = format!("sha256:{hex}");
         if actual != desc.digest || size != desc.size {
             return Err(BuildError::DigestMismatch {
@@ -443,12 +436,54 @@ fn chart_metadata(
     Err("no <chart>/Chart.yaml in the archive (is it a `helm package` .tgz?)".into())
 }
 
-/// A file to carry: its path in the bundle, where it comes from, and its mode.
+/// The sha256 (hex) and size of a file, read once in a stream.
+pub fn hash_file(path: &Path) -> Result<(String, u64)> {
+    let read_err = |source| BuildError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    sha256_reader(File::open(path).map_err(read_err)?).map_err(read_err)
+}
+
+/// A file to carry: its path in the bundle, where it comes from, its mode, and its sha256 and
+/// size (hashed once, when it is collected).
 #[derive(Debug, Clone)]
 pub struct FileEntry {
     pub path: String,
     pub source: PathBuf,
     pub mode: u32,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl FileEntry {
+    fn hashed(path: String, source: PathBuf, mode: u32) -> Result<Self> {
+        let (sha256, size) = hash_file(&source)?;
+        Ok(FileEntry {
+            path,
+            source,
+            mode,
+            sha256,
+            size,
+        })
+    }
+
+    /// A regular file carried as `path`, mode 0755 if it is executable, else 0644.
+    pub fn regular(path: String, source: PathBuf) -> Result<Self> {
+        let meta = fs::symlink_metadata(&source).map_err(|e| BuildError::Read {
+            path: source.clone(),
+            source: e,
+        })?;
+        if !meta.is_file() {
+            return Err(BuildError::Read {
+                path: source,
+                source: std::io::Error::other(
+                    "only regular files and directories can be carried (not links or special files)",
+                ),
+            });
+        }
+        Self::hashed(path, source, mode_of(&meta))
+    }
 }
 
 fn mode_of(meta: &fs::Metadata) -> u32 {
@@ -486,19 +521,8 @@ pub fn tree(dir: &Path, prefix: &str, out: &mut Vec<FileEntry>) -> Result<()> {
         let rel = format!("{prefix}/{name_s}");
         if meta.is_dir() {
             tree(&path, &rel, out)?;
-        } else if meta.is_file() {
-            out.push(FileEntry {
-                path: rel,
-                source: path,
-                mode: mode_of(&meta),
-            });
         } else {
-            return Err(BuildError::Read {
-                path,
-                source: std::io::Error::other(
-                    "only regular files and directories can be carried (not links or special files)",
-                ),
-            });
+            out.push(FileEntry::regular(rel, path)?);
         }
     }
     Ok(())
@@ -516,15 +540,12 @@ pub fn k3s_files(dir: &Path, version: &str, arches: &[String]) -> Result<Vec<Fil
         if !p.is_file() {
             return Ok(false);
         }
-        out.push(FileEntry {
-            path: format!("k3s/{name}"),
-            source: p,
-            mode: if exec {
-                index::MODE_EXEC
-            } else {
-                index::MODE_FILE
-            },
-        });
+        let mode = if exec {
+            index::MODE_EXEC
+        } else {
+            index::MODE_FILE
+        };
+        out.push(FileEntry::hashed(format!("k3s/{name}"), p, mode)?);
         Ok(true)
     };
     if !push("install.sh", true, &mut out)? {
@@ -568,14 +589,7 @@ pub fn k3s_files(dir: &Path, version: &str, arches: &[String]) -> Result<Vec<Fil
             for f in &out[start..] {
                 let name = f.path.trim_start_matches("k3s/");
                 if let Some(expected) = listed.get(name) {
-                    let file = File::open(&f.source).map_err(|source| BuildError::Read {
-                        path: f.source.clone(),
-                        source,
-                    })?;
-                    let (actual, _) = sha256_reader(file).map_err(|source| BuildError::Read {
-                        path: f.source.clone(),
-                        source,
-                    })?;
+                    let actual = f.sha256.clone();
                     if actual != *expected {
                         return Err(BuildError::DigestMismatch {
                             path: f.source.clone(),

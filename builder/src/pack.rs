@@ -4,12 +4,10 @@ use crate::collect::{self, BlobSet, FileEntry};
 use crate::error::{BuildError, Result};
 use crate::spec::Stack;
 use ed25519_dalek::SigningKey;
-use rin_bundle::digest::sha256_reader;
 use rin_bundle::index::{self, Entry, Index, K3s};
 use rin_bundle::oci::{self, Descriptor};
 use rin_bundle::{Progress, Source};
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::PathBuf;
 
 pub struct BuildOptions {
@@ -138,21 +136,7 @@ pub fn plan(stack: &Stack, opts: &BuildOptions) -> Result<(Index, Vec<Source>)> 
         if p.is_dir() {
             collect::tree(&p, &format!("files/{name}"), &mut files)?;
         } else {
-            let meta = std::fs::metadata(&p).map_err(|source| BuildError::Read {
-                path: p.clone(),
-                source,
-            })?;
-            use std::os::unix::fs::PermissionsExt;
-            let mode = if meta.permissions().mode() & 0o111 != 0 {
-                index::MODE_EXEC
-            } else {
-                index::MODE_FILE
-            };
-            files.push(FileEntry {
-                path: format!("files/{name}"),
-                source: p,
-                mode,
-            });
+            files.push(FileEntry::regular(format!("files/{name}"), p)?);
         }
     }
     if let Some(k) = &spec.k3s
@@ -208,23 +192,13 @@ pub fn plan(stack: &Stack, opts: &BuildOptions) -> Result<(Index, Vec<Source>)> 
         )?;
     }
     for f in files {
-        let file = File::open(&f.source).map_err(|source| BuildError::Read {
-            path: f.source.clone(),
-            source,
-        })?;
-        let (sha256, size) = sha256_reader(file).map_err(|source| BuildError::Read {
-            path: f.source.clone(),
-            source,
-        })?;
-        add(
-            Entry {
-                path: f.path,
-                size,
-                sha256,
-                mode: f.mode,
-            },
-            Source::File(f.source),
-        )?;
+        let entry = Entry {
+            path: f.path,
+            size: f.size,
+            sha256: f.sha256,
+            mode: f.mode,
+        };
+        add(entry, Source::File(f.source))?;
     }
 
     let (entries, sources): (Vec<Entry>, Vec<Source>) = planned.into_values().unzip();

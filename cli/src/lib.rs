@@ -125,32 +125,109 @@ pub struct TrustArgs {
 impl TrustArgs {
     /// The policy; `default_dir` is used when neither --key nor --trusted-keys is given.
     pub fn policy(&self, default_dir: Option<&Path>) -> anyhow::Result<TrustPolicy> {
-        let dir = self.trusted_keys.as_deref().or(if self.keys.is_empty() {
-            default_dir
-        } else {
-            None
-        });
-        if self.keys.is_empty() && dir.is_none_or(|d| !d.is_dir()) {
-            let where_ = default_dir
-                .map(|d| format!(" and {} does not exist", d.display()))
-                .unwrap_or_default();
-            return Err(
-                KeyError::NoKeys(format!("no --key or --trusted-keys was given{where_}")).into(),
+        if let Some(dir) = &self.trusted_keys
+            && !dir.is_dir()
+        {
+            let reason = format!(
+                "the trusted-keys directory {} does not exist",
+                dir.display()
             );
+            return Err(KeyError::NoKeys(reason).into());
+        }
+        let dir = match (&self.trusted_keys, self.keys.is_empty()) {
+            (Some(d), _) => Some(d.as_path()),
+            (None, true) => default_dir.filter(|d| d.is_dir()),
+            (None, false) => None,
+        };
+        if self.keys.is_empty() && dir.is_none() {
+            let where_ = default_dir
+                .map(|d| format!(", and {} does not exist", d.display()))
+                .unwrap_or_default();
+            let reason = format!("no --key or --trusted-keys was given{where_}");
+            return Err(KeyError::NoKeys(reason).into());
         }
         Ok(TrustPolicy::load(&self.keys, dir, self.threshold)?)
     }
 }
 
-/// `verify FILE`: check the bundle in one pass, optionally extracting it.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(keys: &[&Path], dir: Option<&Path>) -> TrustArgs {
+        TrustArgs {
+            keys: keys.iter().map(|k| k.to_path_buf()).collect(),
+            trusted_keys: dir.map(Path::to_path_buf),
+            threshold: 1,
+        }
+    }
+
+    #[test]
+    fn policy_sources_and_their_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = rin_signing::generate().unwrap();
+        let (_, public, id) = rin_signing::write_keypair(&tmp.path().join("k"), &key).unwrap();
+        let missing = tmp.path().join("missing");
+        let e = args(&[], Some(&missing))
+            .policy(None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("trusted-keys directory") && e.contains("missing"),
+            "{e}"
+        );
+        let e = args(&[], None)
+            .policy(Some(&missing))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no --key or --trusted-keys was given") && e.contains("missing"),
+            "{e}"
+        );
+        assert_eq!(
+            args(&[&public], None)
+                .policy(Some(&missing))
+                .unwrap()
+                .key_ids(),
+            vec![id.clone()]
+        );
+        // The default directory is used only when nothing is named.
+        assert_eq!(
+            args(&[], None).policy(Some(tmp.path())).unwrap().key_ids(),
+            vec![id]
+        );
+    }
+}
+
+/// `verify FILE`, the same in both binaries.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The bundle file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Also extract into this new directory (it appears only when everything verified).
+    #[arg(long, value_name = "DIR")]
+    pub extract: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `verify FILE`: check the bundle in one pass, optionally extracting it. `default_dir` is the
+/// trusted-keys directory used when no key is named.
 pub fn verify_command(
-    file: &Path,
-    trust: &TrustArgs,
+    args: &VerifyArgs,
     default_dir: Option<&Path>,
-    extract: Option<&Path>,
-    json: bool,
     quiet: bool,
 ) -> anyhow::Result<()> {
+    let VerifyArgs {
+        file,
+        trust,
+        extract,
+        json,
+    } = args;
+    let (file, extract, json) = (file.as_path(), extract.as_deref(), *json);
     let policy = trust.policy(default_dir)?;
     let bars = Bars::new(quiet || json);
     let v = rin_bundle::verify(file, &policy, extract, &bars)

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use rin_builder::{BuildError, BuildOptions, Stack};
-use rin_cli::{Bars, TrustArgs, env, exit, human_bytes};
+use rin_cli::{Bars, VerifyArgs, env, exit, human_bytes};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -58,17 +58,7 @@ enum Command {
         json: bool,
     },
     /// Verify a bundle in one pass: signatures against the trusted keys, then every entry.
-    Verify {
-        file: PathBuf,
-        #[command(flatten)]
-        trust: TrustArgs,
-        /// Also extract into this new directory (created only when everything verified).
-        #[arg(long, value_name = "DIR")]
-        extract: Option<PathBuf>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,12 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             jobs,
         } => build(&stack, arches, &keys, unsigned, output, jobs, cli.quiet),
         Command::Inspect { file, json } => inspect(&file, json),
-        Command::Verify {
-            file,
-            trust,
-            extract,
-            json,
-        } => rin_cli::verify_command(&file, &trust, None, extract.as_deref(), json, cli.quiet),
+        Command::Verify(args) => rin_cli::verify_command(&args, None, cli.quiet),
     }
 }
 

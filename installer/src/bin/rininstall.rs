@@ -1,8 +1,7 @@
 //! `rininstall`: verify and install a bundle on an air-gapped node.
 
 use clap::{Parser, Subcommand};
-use rin_cli::{TrustArgs, exit};
-use std::path::PathBuf;
+use rin_cli::{VerifyArgs, exit};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -22,33 +21,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Verify a bundle in one pass: signatures against the trusted keys first, then every entry.
-    Verify {
-        file: PathBuf,
-        #[command(flatten)]
-        trust: TrustArgs,
-        /// Also extract into this new directory (it appears only when everything verified).
-        #[arg(long, value_name = "DIR")]
-        extract: Option<PathBuf>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(VerifyArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Verify {
-            file,
-            trust,
-            extract,
-            json,
-        } => rin_cli::verify_command(
-            &file,
-            &trust,
+        Command::Verify(args) => rin_cli::verify_command(
+            &args,
             Some(std::path::Path::new(rin_installer::DEFAULT_TRUSTED_KEYS)),
-            extract.as_deref(),
-            json,
             cli.quiet,
         ),
     };
