@@ -1,12 +1,18 @@
-//! Flip one byte at hundreds of random offsets of a real bundle, in the compressed file and in
-//! the tar stream (re-compressed with the format's settings): every copy must be refused, and no
-//! file may remain in staging.
+//! Flip one byte at hundreds of random offsets of a real bundle, in the tar stream (re-compressed
+//! with the format's settings) and in the compressed file: no changed content may be accepted, and
+//! no file may remain in staging.
+//!
+//! Every byte of the tar stream is covered, so every flip there must be refused. The zstd encoding
+//! itself is not unique: a few flips of the compressed file (about 0.3% measured, in block and
+//! entropy-table headers) decode to the very same tar stream. Such a copy installs exactly what
+//! was signed; the test accepts it only after an independent decoder confirms the identical bytes.
 
 #![allow(clippy::unwrap_used)]
 
 use rin_bundle::Silent;
 use rin_tests::craft::{self, build_stack, keys, policy};
 use rin_tests::fixture::write_stack;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
@@ -26,46 +32,54 @@ impl Rng {
 }
 
 /// Checks the bundle is refused and staging is empty; returns the kind of refusal.
-fn assert_refused_and_clean(
-    bundle: &Path,
-    work: &Path,
-    pol: &rin_signing::TrustPolicy,
-    what: &str,
-) -> String {
+/// Verify `bundle` with extraction. Refused: checks staging is empty and returns the kind of
+/// refusal. Accepted: returns `None` (the caller decides whether that was right).
+fn check(bundle: &Path, work: &Path, pol: &rin_signing::TrustPolicy, what: &str) -> Option<String> {
     let staging = work.join("staging");
-    let r = rin_bundle::verify(bundle, pol, Some(&staging), &Silent);
-    let err = r
-        .err()
-        .unwrap_or_else(|| panic!("{what}: a tampered bundle was accepted"));
-    assert!(
-        err.is_refusal(),
-        "{what}: refused for a local reason instead of the bundle: {err}"
-    );
-    let left: Vec<_> = fs::read_dir(work)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(
-        left,
-        vec![std::ffi::OsString::from("b.tar.zst")],
-        "{what}: something remained next to the bundle: {left:?}"
-    );
-    let debug = format!("{err:?}");
-    debug
-        .split([' ', '{', '('])
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    match rin_bundle::verify(bundle, pol, Some(&staging), &Silent) {
+        Ok(_) => {
+            fs::remove_dir_all(&staging).unwrap();
+            None
+        }
+        Err(err) => {
+            assert!(
+                err.is_refusal(),
+                "{what}: refused for a local reason instead of the bundle: {err}"
+            );
+            let left: Vec<_> = fs::read_dir(work)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                left,
+                vec![std::ffi::OsString::from("b.tar.zst")],
+                "{what}: something remained: {left:?}"
+            );
+            let debug = format!("{err:?}");
+            Some(
+                debug
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        }
+    }
 }
 
+/// Flip bytes of `original` (a compressed bundle, or a tar stream that `make` compresses) and
+/// check each copy. A copy may be accepted only when `same_content` confirms it carries the
+/// original tar stream byte for byte. Returns the refusal kinds and the number accepted.
 fn flip_all(
     original: &[u8],
     seed: u64,
     pol: &rin_signing::TrustPolicy,
     make: impl Fn(Vec<u8>) -> Vec<u8>,
+    same_content: impl Fn(&[u8]) -> bool,
     label: &str,
-) -> std::collections::BTreeMap<String, usize> {
-    let mut kinds = std::collections::BTreeMap::new();
+) -> (BTreeMap<String, usize>, usize) {
+    let mut kinds = BTreeMap::new();
+    let mut accepted = 0;
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("b.tar.zst");
     let mut rng = Rng(seed);
@@ -78,21 +92,29 @@ fn flip_all(
     for &off in &offsets {
         let mut copy = original.to_vec();
         copy[off] ^= 1 + (rng.next() % 255) as u8;
-        fs::write(&bundle, make(copy)).unwrap();
-        let kind = assert_refused_and_clean(
-            &bundle,
-            work.path(),
-            pol,
-            &format!("{label} offset {off} of {}", original.len()),
-        );
-        *kinds.entry(kind).or_insert(0) += 1;
+        let file = make(copy);
+        fs::write(&bundle, &file).unwrap();
+        let what = format!("{label} offset {off} of {}", original.len());
+        match check(&bundle, work.path(), pol, &what) {
+            Some(kind) => *kinds.entry(kind).or_insert(0) += 1,
+            None => {
+                assert!(
+                    same_content(&file),
+                    "{what}: a copy with changed content was accepted"
+                );
+                accepted += 1;
+            }
+        }
     }
-    eprintln!("{label}: {kinds:?}");
-    kinds
+    eprintln!(
+        "{label}: {} flips, refused {kinds:?}, accepted with identical content {accepted}",
+        offsets.len()
+    );
+    (kinds, accepted)
 }
 
 #[test]
-fn every_flipped_byte_is_refused_and_leaves_nothing() {
+fn no_flipped_byte_changes_what_is_accepted_and_nothing_is_left() {
     let tmp = tempfile::tempdir().unwrap();
     let stack = write_stack(&tmp.path().join("stack")).unwrap();
     let ks = keys(1);
@@ -108,8 +130,9 @@ fn every_flipped_byte_is_refused_and_leaves_nothing() {
     fs::write(&recompressed, craft::compress(&tar)).unwrap();
     rin_bundle::verify(&recompressed, &pol, None, &Silent).unwrap();
 
-    flip_all(&compressed, 1, &pol, |b| b, "compressed");
-    let kinds = flip_all(&tar, 2, &pol, |t| craft::compress(&t), "tar");
+    // The tar stream: every flip refused.
+    let (kinds, accepted) = flip_all(&tar, 2, &pol, |t| craft::compress(&t), |_| false, "tar");
+    assert_eq!(accepted, 0);
     // The flips land everywhere in the tar stream, so several different checks must fire.
     for expected in ["HashMismatch", "Untrusted"] {
         assert!(
@@ -120,5 +143,21 @@ fn every_flipped_byte_is_refused_and_leaves_nothing() {
     assert!(
         kinds.len() >= 4,
         "refusals came from too few checks: {kinds:?}"
+    );
+
+    // The compressed file: refused, or (rarely) an alternative encoding of the same tar stream,
+    // which an independent decoder (zstd's own one-shot API) must confirm.
+    let decodes_to_original = |file: &[u8]| zstd::stream::decode_all(file).is_ok_and(|d| d == tar);
+    let (_, accepted) = flip_all(
+        &compressed,
+        1,
+        &pol,
+        |b| b,
+        decodes_to_original,
+        "compressed",
+    );
+    assert!(
+        accepted * 20 < FLIPS,
+        "{accepted} of {FLIPS} compressed flips went unnoticed: far more than zstd's encoding freedom explains"
     );
 }
