@@ -1,6 +1,6 @@
 //! The bundle index (`rinbundle.json`): its types, its canonical JSON form, and its validation.
 
-use crate::digest::{is_oci_digest, is_sha256_hex};
+use crate::digest::{SHA256_PREFIX, is_oci_digest, is_sha256_hex};
 use crate::error::{BundleError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -194,6 +194,25 @@ impl Index {
                 return invalid(format!("{d:?} is not a sha256 digest"));
             }
         }
+        // What the index says is carried must be carried (or, in a delta, be in its base).
+        let in_base = |d: &str| {
+            self.base
+                .as_ref()
+                .is_some_and(|b| b.blobs.iter().any(|x| x == d))
+        };
+        let carried = self
+            .images
+            .iter()
+            .flat_map(|i| std::iter::once(&i.digest).chain(i.platforms.iter().map(|p| &p.digest)))
+            .chain(self.charts.iter().map(|c| &c.digest));
+        for d in carried {
+            let path = format!("oci/blobs/sha256/{}", &d[SHA256_PREFIX.len()..]);
+            if !seen.contains(path.as_str()) && !in_base(d) {
+                return invalid(format!(
+                    "{d} is named by the index but not carried as {path}"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -343,6 +362,42 @@ mod tests {
             Index::from_canonical_json(&i.to_canonical_json()),
             Err(BundleError::InvalidIndex { .. })
         ));
+    }
+
+    #[test]
+    fn every_named_image_digest_is_carried_or_in_the_base() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let mut i = sample();
+        i.images.push(Image {
+            reference: "r/x:1".into(),
+            digest: digest.clone(),
+            media_type: crate::oci::MT_OCI_MANIFEST.into(),
+            upstream_digest: None,
+            platforms: vec![ImagePlatform {
+                platform: "linux/amd64".into(),
+                digest: digest.clone(),
+                size: 1,
+            }],
+        });
+        let r = Index::from_canonical_json(&i.to_canonical_json());
+        assert!(
+            matches!(r, Err(BundleError::InvalidIndex { ref reason }) if reason.contains("not carried")),
+            "{r:?}"
+        );
+        let mut carried = i.clone();
+        carried.entries.push(Entry {
+            path: format!("oci/blobs/sha256/{}", "a".repeat(64)),
+            size: 1,
+            sha256: "a".repeat(64),
+            mode: 0o644,
+        });
+        Index::from_canonical_json(&carried.to_canonical_json()).unwrap();
+        let mut delta = i;
+        delta.base = Some(Base {
+            index_sha256: "b".repeat(64),
+            blobs: vec![digest],
+        });
+        Index::from_canonical_json(&delta.to_canonical_json()).unwrap();
     }
 
     #[test]
