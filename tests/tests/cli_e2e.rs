@@ -38,6 +38,16 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
 }
 
+/// `rininstall verify --threshold 2` trusting `keys`.
+fn verify_two_of(bundle: &Path, keys: &[&Path]) -> Output {
+    let mut c = cmd("rininstall");
+    c.arg("verify").arg(bundle).args(["--threshold", "2"]);
+    for k in keys {
+        c.arg("--key").arg(k);
+    }
+    c.output().unwrap()
+}
+
 fn build(stack: &Path, out: &Path, keys: &[&Path], epoch: &str) -> Output {
     let mut c = cmd("rinbundle");
     c.args([
@@ -111,17 +121,7 @@ fn build_inspect_verify_and_refuse_through_the_binaries() {
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("verified demo 1.0.0"), "{}", text(&o));
     }
-    let o = cmd("rininstall")
-        .arg("verify")
-        .arg(&bundle)
-        .args(["--threshold", "2", "--key"])
-        .arg(&a_pub)
-        .arg("--key")
-        .arg(&b_pub)
-        .arg("--key")
-        .arg(&c_pub)
-        .output()
-        .unwrap();
+    let o = verify_two_of(&bundle, &[&a_pub, &b_pub, &c_pub]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("(2 of 2 required)"), "{}", text(&o));
     let dir = tmp.path().join("trusted");
@@ -149,17 +149,7 @@ fn build_inspect_verify_and_refuse_through_the_binaries() {
             .status
             .success()
     );
-    let o = cmd("rininstall")
-        .arg("verify")
-        .arg(&single)
-        .args(["--threshold", "2", "--key"])
-        .arg(&a_pub)
-        .arg("--key")
-        .arg(&b_pub)
-        .arg("--key")
-        .arg(&c_pub)
-        .output()
-        .unwrap();
+    let o = verify_two_of(&single, &[&a_pub, &b_pub, &c_pub]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(
         text(&o).contains("1 of the required 2 trusted signatures"),

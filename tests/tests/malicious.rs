@@ -401,3 +401,33 @@ fn not_a_bundle() {
         BundleError::NotABundle { .. }
     ));
 }
+
+#[test]
+fn index_time_must_match_the_headers() {
+    let ks = keys(1);
+    let mut index = index_for(&[("a", A)]);
+    index.created = rin_bundle::index::format_created(CREATED + 1);
+    let mut m = head(&index, &ks);
+    m.push(Member::file("a", A));
+    let e = refused(&compress(&tar(&m)), &policy(&ks, 1));
+    assert!(
+        matches!(e, BundleError::InvalidIndex { ref reason } if reason.contains("created")),
+        "{e}"
+    );
+}
+
+#[test]
+fn extraction_never_touches_an_existing_directory() {
+    let (bytes, pol) = with_members(&[("a", A)], vec![Member::file("a", A)]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.tar.zst");
+    fs::write(&path, bytes).unwrap();
+    let target = dir.path().join("existing");
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("keep.txt"), b"mine").unwrap();
+    let e = rin_bundle::verify(&path, &pol, Some(&target), &Silent).unwrap_err();
+    assert!(matches!(e, BundleError::StagingExists { .. }), "{e}");
+    assert!(!e.is_refusal(), "a local problem, not a bad bundle");
+    assert_eq!(fs::read(target.join("keep.txt")).unwrap(), b"mine");
+    assert_eq!(fs::read_dir(&target).unwrap().count(), 1);
+}
