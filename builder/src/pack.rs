@@ -179,7 +179,7 @@ pub fn plan(stack: &Stack, opts: &BuildOptions) -> Result<(Index, Vec<Source>)> 
     add(e, s)?;
     for (digest, blob) in blobs.blobs {
         let path =
-            collect::bundle_blob_path(&digest).expect("blob digests were checked when collected");
+            oci::bundle_blob_path(&digest).expect("blob digests were checked when collected");
         let hex = digest.trim_start_matches("sha256:").to_string();
         add(
             Entry {
@@ -192,13 +192,7 @@ pub fn plan(stack: &Stack, opts: &BuildOptions) -> Result<(Index, Vec<Source>)> 
         )?;
     }
     for f in files {
-        let entry = Entry {
-            path: f.path,
-            size: f.size,
-            sha256: f.sha256,
-            mode: f.mode,
-        };
-        add(entry, Source::File(f.source))?;
+        add(f.entry, Source::File(f.source))?;
     }
 
     let (entries, sources): (Vec<Entry>, Vec<Source>) = planned.into_values().unzip();

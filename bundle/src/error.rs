@@ -20,7 +20,7 @@ pub enum BundleError {
         source: std::io::Error,
     },
     #[error(
-        "{path} changed while the bundle was being written (sha256 was {expected}, is now {actual})"
+        "{path} changed while the bundle was being written (it was {expected}, it is now {actual})"
     )]
     InputChanged {
         path: String,

@@ -1,6 +1,6 @@
 //! The bundle index (`rinbundle.json`): its types, its canonical JSON form, and its validation.
 
-use crate::digest::{SHA256_PREFIX, is_oci_digest, is_sha256_hex};
+use crate::digest::{is_oci_digest, is_sha256_hex};
 use crate::error::{BundleError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -206,7 +206,8 @@ impl Index {
             .flat_map(|i| std::iter::once(&i.digest).chain(i.platforms.iter().map(|p| &p.digest)))
             .chain(self.charts.iter().map(|c| &c.digest));
         for d in carried {
-            let path = format!("oci/blobs/sha256/{}", &d[SHA256_PREFIX.len()..]);
+            // `d` is a well-formed digest (checked just above), so it has a blob path.
+            let path = crate::oci::bundle_blob_path(d).unwrap_or_default();
             if !seen.contains(path.as_str()) && !in_base(d) {
                 return invalid(format!(
                     "{d} is named by the index but not carried as {path}"

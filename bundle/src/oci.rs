@@ -33,6 +33,14 @@ pub fn blob_path(digest: &str) -> Option<String> {
     crate::digest::digest_hex(digest).map(|h| format!("blobs/sha256/{h}"))
 }
 
+/// The bundle's OCI layout directory.
+pub const BUNDLE_LAYOUT_DIR: &str = "oci";
+
+/// Path of a blob inside a bundle: `oci/blobs/sha256/<hex>`.
+pub fn bundle_blob_path(digest: &str) -> Option<String> {
+    blob_path(digest).map(|p| format!("{BUNDLE_LAYOUT_DIR}/{p}"))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
     #[serde(rename = "mediaType")]

@@ -56,10 +56,6 @@ pub struct Verified {
     pub index_sha256: String,
     /// Key ids of the signatures that satisfied the trust policy.
     pub signers: Vec<String>,
-    /// Entries checked after the index and signatures.
-    pub entries: usize,
-    /// Content bytes hashed.
-    pub bytes: u64,
     /// Where the content was extracted, if asked.
     pub extracted: Option<PathBuf>,
 }
@@ -167,6 +163,11 @@ impl Opened {
                 Ok(())
             })?;
             s.expect_zero_padding(entry.size, &entry.path)?;
+            if let Some((f, p)) = out {
+                // On disk before the directory can appear under its final name (see `commit`).
+                f.sync_all()
+                    .map_err(|source| BundleError::Output { path: p, source })?;
+            }
             let actual = hex::encode(hasher.finalize());
             if actual != entry.sha256 {
                 return Err(BundleError::HashMismatch {
@@ -202,8 +203,6 @@ impl Opened {
         Ok(Verified {
             index_sha256: crate::digest::sha256_hex(&self.index_bytes),
             signers: self.signers,
-            entries: entries.len(),
-            bytes: self.index.content_size(),
             index: self.index,
             extracted,
         })
@@ -706,17 +705,43 @@ impl Staging {
     fn write_whole(&mut self, rel: &str, bytes: &[u8], mode: u32) -> Result<()> {
         let (mut f, p) = self.create_file(rel, mode)?;
         f.write_all(bytes)
+            .and_then(|()| f.sync_all())
             .map_err(|source| BundleError::Output { path: p, source })
     }
 
+    /// Make the verified tree durable, then give it its final name: every file was synced when
+    /// it was written; here every directory of the tree is synced, the rename is made, and the
+    /// parent is synced, so after a power cut the target is either absent or complete.
     fn commit(mut self) -> Result<PathBuf> {
-        fs::rename(&self.partial, &self.target).map_err(|source| BundleError::Output {
-            path: self.target.clone(),
-            source,
-        })?;
+        let out = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BundleError::Output { path, source }
+        };
+        sync_dirs(&self.partial).map_err(out(&self.partial))?;
+        fs::rename(&self.partial, &self.target).map_err(out(&self.target))?;
         self.committed = true;
+        let parent = match self.target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        sync_dir(parent).map_err(out(parent))?;
         Ok(self.target.clone())
     }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// fsync `dir` and every directory below it (files are synced as they are written).
+fn sync_dirs(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            sync_dirs(&e.path())?;
+        }
+    }
+    sync_dir(dir)
 }
 
 impl Drop for Staging {

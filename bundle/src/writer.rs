@@ -22,6 +22,8 @@ pub const ZSTD_WINDOW_LOG: u32 = 21;
 /// no content size, no dictionary), window descriptor for 2^21.
 pub const FRAME_HEADER: [u8; 6] = [0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58];
 const COPY_BUF: usize = 256 << 10;
+/// Padding and the end-of-archive marker are taken from here.
+const ZEROS: [u8; 2 * BLOCK] = [0; 2 * BLOCK];
 
 /// Where an entry's bytes come from.
 #[derive(Debug, Clone)]
@@ -72,45 +74,45 @@ pub fn write_bundle<W: Write>(
         ))
         .map_err(io_err)?;
         let mut hw = HashingWriter::new(&mut enc);
+        // Set when the file holds more than planned; its extra bytes are never written.
+        let mut grew = false;
         match source {
             Source::Bytes(b) => hw.write_all(b).map_err(io_err)?,
             Source::File(p) => {
-                let mut f = File::open(p).map_err(|source| BundleError::Io {
+                let read_err = |source| BundleError::Io {
                     path: p.clone(),
                     source,
-                })?;
-                // Copy at most the declared size plus one byte, so a grown file is noticed
-                // without writing past the entry.
-                let mut left = entry.size + 1;
-                while left > 0 {
-                    let want = buf.len().min(left as usize);
-                    let n = f.read(&mut buf[..want]).map_err(|source| BundleError::Io {
-                        path: p.clone(),
-                        source,
-                    })?;
+                };
+                let mut f = File::open(p).map_err(read_err)?;
+                loop {
+                    let n = f.read(&mut buf).map_err(read_err)?;
                     if n == 0 {
                         break;
                     }
                     if hw.written() + n as u64 > entry.size {
-                        return Err(changed(entry.path.clone(), source, &entry.sha256, "grew"));
+                        grew = true;
+                        break;
                     }
                     hw.write_all(&buf[..n]).map_err(io_err)?;
                     progress.advance(n as u64);
-                    left -= n as u64;
                 }
             }
         }
         let (_, sha, n) = hw.finish();
-        if n != entry.size || sha != entry.sha256 {
+        if grew || n != entry.size || sha != entry.sha256 {
             return Err(BundleError::InputChanged {
-                path: source.describe(),
-                expected: entry.sha256.clone(),
-                actual: sha,
+                path: format!("{} ({})", entry.path, source.describe()),
+                expected: format!("{} bytes, sha256 {}", entry.size, entry.sha256),
+                actual: if grew {
+                    format!("more than {} bytes", entry.size)
+                } else {
+                    format!("{n} bytes, sha256 {sha}")
+                },
             });
         }
-        enc.write_all(&vec![0u8; padding(n)]).map_err(io_err)?;
+        enc.write_all(&ZEROS[..padding(n)]).map_err(io_err)?;
     }
-    enc.write_all(&[0u8; 2 * BLOCK]).map_err(io_err)?;
+    enc.write_all(&ZEROS).map_err(io_err)?;
     progress.end();
     enc.finish().map_err(io_err)
 }
@@ -131,14 +133,6 @@ pub fn encoder<W: Write>(
     Ok(enc)
 }
 
-fn changed(path: String, source: &Source, expected: &str, what: &str) -> BundleError {
-    BundleError::InputChanged {
-        path: format!("{path} ({})", source.describe()),
-        expected: expected.to_string(),
-        actual: what.to_string(),
-    }
-}
-
 fn write_small(w: &mut impl Write, path: &str, bytes: &[u8], mtime: u64) -> io::Result<()> {
     w.write_all(&canonical_header(
         path,
@@ -147,7 +141,7 @@ fn write_small(w: &mut impl Write, path: &str, bytes: &[u8], mtime: u64) -> io::
         mtime,
     ))?;
     w.write_all(bytes)?;
-    w.write_all(&vec![0u8; padding(bytes.len() as u64)])
+    w.write_all(&ZEROS[..padding(bytes.len() as u64)])
 }
 
 /// Write a bundle to `path` safely: into `path.partial`, synced, then renamed, so a file at

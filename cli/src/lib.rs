@@ -239,8 +239,8 @@ pub fn verify_command(
             "index_sha256": v.index_sha256,
             "signers": v.signers,
             "threshold": policy.threshold(),
-            "entries": v.entries,
-            "bytes": v.bytes,
+            "entries": v.index.entries.len(),
+            "bytes": v.index.content_size(),
             "extracted": v.extracted,
         });
         println!("{out}");
@@ -249,8 +249,8 @@ pub fn verify_command(
             "verified {} {}: {} entries, {}, signed by {} ({} of {} required)",
             v.index.stack.name,
             v.index.stack.version,
-            v.entries,
-            human_bytes(v.bytes),
+            v.index.entries.len(),
+            human_bytes(v.index.content_size()),
             v.signers.join(", "),
             v.signers.len(),
             policy.threshold()

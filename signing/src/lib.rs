@@ -454,6 +454,15 @@ mod tests {
             policy.evaluate(index, b"{}"),
             Err(TrustError::Malformed(_))
         ));
+        // One key listed twice is malformed, not two signers.
+        let one: SignatureFile = serde_json::from_slice(&sign(index, &ks[..1])).unwrap();
+        let twice = SignatureFile {
+            signatures: vec![one.signatures[0].clone(), one.signatures[0].clone()],
+        };
+        let twice = rin_bundle::index::canonical_json(&twice);
+        assert!(
+            matches!(policy.evaluate(index, &twice), Err(TrustError::Malformed(m)) if m.contains("twice"))
+        );
         assert!(matches!(
             TrustPolicy::new(vec![ks[0].verifying_key()], 2),
             Err(KeyError::Threshold { .. })

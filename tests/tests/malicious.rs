@@ -63,7 +63,7 @@ fn a_well_formed_crafted_bundle_is_accepted() {
     let p = dir.path().join("ok.tar.zst");
     fs::write(&p, bytes).unwrap();
     let v = rin_bundle::verify(&p, &pol, Some(&dir.path().join("x")), &Silent).unwrap();
-    assert_eq!(v.entries, 2);
+    assert_eq!(v.index.entries.len(), 2);
     assert_eq!(fs::read(dir.path().join("x/b")).unwrap(), B);
 }
 
@@ -430,4 +430,19 @@ fn extraction_never_touches_an_existing_directory() {
     assert!(!e.is_refusal(), "a local problem, not a bad bundle");
     assert_eq!(fs::read(target.join("keep.txt")).unwrap(), b"mine");
     assert_eq!(fs::read_dir(&target).unwrap().count(), 1);
+}
+
+#[test]
+fn a_header_with_a_wrong_checksum_is_corrupt() {
+    // One byte of the name changed and the checksum left as it was.
+    let mut h = canonical_header("a", A.len() as u64, MODE_FILE, CREATED);
+    h[0] = b'b';
+    let (x, p) = with_members(
+        &[("a", A)],
+        vec![Member {
+            header: h,
+            content: A.to_vec(),
+        }],
+    );
+    assert!(matches!(refused(&x, &p), BundleError::CorruptHeader { .. }));
 }
