@@ -4,7 +4,7 @@
 pub mod craft;
 pub mod fixture;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Path of a workspace binary (`rinbundle`, `rininstall`), built by `cargo test --workspace`.
 pub fn bin(name: &str) -> PathBuf {
@@ -29,4 +29,25 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
+}
+
+/// Assert that `dir` holds exactly `names` and nothing else: no staging directory, no partial
+/// file, no output left behind by a refused run. `what` says which run, for the failure message.
+pub fn assert_only(dir: &Path, names: &[&str], what: &str) {
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .expect("readable test directory")
+        .map(|e| {
+            e.expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        names,
+        "{what}: something was left behind in {}",
+        dir.display()
+    );
 }

@@ -25,15 +25,7 @@ fn build_broken(break_it: impl FnOnce(&Path)) -> BuildError {
     let err = Stack::load(&stack)
         .and_then(|s| rin_builder::build(&s, &opts, &Silent))
         .unwrap_err();
-    let left: Vec<_> = fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(
-        left,
-        vec![std::ffi::OsString::from("stack")],
-        "output left behind: {left:?}"
-    );
+    rin_tests::assert_only(tmp.path(), &["stack"], "refused build");
     assert!(err.hint().is_some(), "no hint for {err}");
     err
 }

@@ -22,11 +22,7 @@ fn refused(bytes: &[u8], pol: &TrustPolicy) -> BundleError {
     let staging = dir.path().join("staging");
     let err = rin_bundle::verify(&path, pol, Some(&staging), &Silent)
         .expect_err("crafted bundle accepted");
-    let left: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left.len(), 1, "staging left behind: {left:?}");
+    rin_tests::assert_only(dir.path(), &["b.tar.zst"], "refused crafted bundle");
     assert!(err.is_refusal(), "{err}");
     assert!(
         err.hint().is_some() || matches!(err, BundleError::Untrusted { .. }),

@@ -46,15 +46,7 @@ fn check(bundle: &Path, work: &Path, pol: &rin_signing::TrustPolicy, what: &str)
                 err.is_refusal(),
                 "{what}: refused for a local reason instead of the bundle: {err}"
             );
-            let left: Vec<_> = fs::read_dir(work)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            assert_eq!(
-                left,
-                vec![std::ffi::OsString::from("b.tar.zst")],
-                "{what}: something remained: {left:?}"
-            );
+            rin_tests::assert_only(work, &["b.tar.zst"], what);
             let debug = format!("{err:?}");
             Some(
                 debug
