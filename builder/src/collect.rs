@@ -64,9 +64,12 @@ impl BlobSet {
     }
 }
 
-/// A local OCI image layout.
+/// A local OCI image layout, or the download cache (whose blobs were verified as they arrived).
 struct Layout {
     root: PathBuf,
+    /// Blobs were checked against their digests when they were written (the cache): take them
+    /// by size, and leave the hash to the bundle writer, which hashes every byte it carries.
+    verified: bool,
 }
 
 impl Layout {
@@ -80,7 +83,10 @@ impl Layout {
                 ),
             });
         }
-        Ok(Layout { root })
+        Ok(Layout {
+            root,
+            verified: false,
+        })
     }
 
     fn blob_file(&self, digest: &str, image: &str) -> Result<PathBuf> {
@@ -131,10 +137,27 @@ impl Layout {
         Ok(bytes)
     }
 
-    /// Add a layer, hashing it as it is read.
+    /// Add a layer, hashing it as it is read (from a local layout).
     fn add_layer(&self, blobs: &mut BlobSet, desc: &Descriptor, image: &str) -> Result<()> {
         let path = self.blob_file(&desc.digest, image)?;
-        blobs.add_file(desc, &path)
+        if !self.verified {
+            return blobs.add_file(desc, &path);
+        }
+        let size = fs::metadata(&path)
+            .map_err(|source| BuildError::Read {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        if size != desc.size {
+            return Err(BuildError::DigestMismatch {
+                path,
+                expected: format!("{} ({} bytes)", desc.digest, desc.size),
+                actual: format!("{size} bytes"),
+            });
+        }
+        blobs.add_verified(desc.digest.clone(), size, &path);
+        Ok(())
     }
 }
 
@@ -210,14 +233,38 @@ pub fn image(
     let Some(rel) = &spec.layout else {
         return Err(BuildError::Image {
             image: image.into(),
-            reason: "no `layout:` given; this builder packs images from local OCI image layouts"
-                .into(),
+            reason: "no `layout:` given and the image was not fetched from its registry".into(),
         });
     };
     let layout = Layout::open(stack.resolve(rel), image)?;
     let top = find_in_layout(&layout, spec)?;
+    image_from(&layout, &top, image, arches, blobs)
+}
+
+/// Collect an image fetched into the cache (`store`), as the lock pins it.
+pub fn fetched_image(
+    store: &Path,
+    top: &Descriptor,
+    reference: &str,
+    arches: &[String],
+    blobs: &mut BlobSet,
+) -> Result<Image> {
+    let layout = Layout {
+        root: store.to_path_buf(),
+        verified: true,
+    };
+    image_from(&layout, top, reference, arches, blobs)
+}
+
+fn image_from(
+    layout: &Layout,
+    top: &Descriptor,
+    image: &str,
+    arches: &[String],
+    blobs: &mut BlobSet,
+) -> Result<Image> {
     if oci::is_manifest(&top.media_type) {
-        let (platform, size) = manifest(&layout, &top, blobs, image)?;
+        let (platform, size) = manifest(layout, top, blobs, image)?;
         let arch = platform.split('/').nth(1).unwrap_or_default().to_string();
         if !platform.starts_with("linux/") || !arches.contains(&arch) {
             return Err(BuildError::MissingPlatform {
@@ -244,7 +291,7 @@ pub fn image(
             reason: format!("unsupported media type {}", top.media_type),
         });
     }
-    let index_bytes = layout.document(&top, image)?;
+    let index_bytes = layout.document(top, image)?;
     let doc = parse_doc(&index_bytes, image, "the image index")?;
     let children = doc.manifests.unwrap_or_default();
     let matches = |d: &Descriptor, arch: &str| {
@@ -277,7 +324,7 @@ pub fn image(
                 reason: format!("nested index {} is not supported", d.digest),
             });
         }
-        let (_, size) = manifest(&layout, d, blobs, image)?;
+        let (_, size) = manifest(layout, d, blobs, image)?;
         let platform = d.platform.as_ref().map(|p| p.name()).unwrap_or_default();
         platforms.push(ImagePlatform {
             platform,
@@ -368,12 +415,17 @@ fn manifest(
 }
 
 /// A chart archive as an OCI artifact (Helm's media types): (index entry, manifest descriptor).
-pub fn chart(stack: &Stack, spec: &ChartSpec, blobs: &mut BlobSet) -> Result<(Chart, Descriptor)> {
+pub fn chart(
+    spec: &ChartSpec,
+    path: &Path,
+    values: Option<String>,
+    blobs: &mut BlobSet,
+) -> Result<(Chart, Descriptor)> {
     let err = |reason: String| BuildError::Chart {
         chart: spec.name.clone(),
         reason,
     };
-    let path = stack.resolve(&spec.archive);
+    let path = path.to_path_buf();
     let (archive_sha256, archive_size) = hash_file(&path)?;
     let file = File::open(&path).map_err(|source| BuildError::Read {
         path: path.clone(),
@@ -429,6 +481,7 @@ pub fn chart(stack: &Stack, spec: &ChartSpec, blobs: &mut BlobSet) -> Result<(Ch
             version: spec.version.clone(),
             digest,
             archive_sha256,
+            values,
         },
         desc,
     ))
@@ -487,6 +540,20 @@ impl FileEntry {
             },
             source,
         })
+    }
+
+    /// A file whose sha256 and size are already known (checked when it was downloaded); the
+    /// bundle writer hashes it again as it streams it.
+    pub fn known(path: String, source: PathBuf, sha256: String, size: u64, mode: u32) -> Self {
+        FileEntry {
+            entry: Entry {
+                path,
+                size,
+                sha256,
+                mode,
+            },
+            source,
+        }
     }
 
     /// A regular file carried as `path`, mode 0755 if it is executable, else 0644.

@@ -32,6 +32,40 @@ pub enum BuildError {
     K3s { version: String, reason: String },
     #[error("two entries would have the path {path:?}")]
     PathClash { path: String },
+    #[error("cache {path}")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot fetch {what}: {reason}")]
+    Fetch { what: String, reason: String },
+    #[error("{what} not found: {reason}")]
+    NotFound { what: String, reason: String },
+    #[error("{what}: access denied: {reason}")]
+    Auth { what: String, reason: String },
+    #[error(
+        "{what}: the source served content that does not match: expected {expected}, got {actual}"
+    )]
+    Mismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "{image}: the lock pins {locked}, which the source no longer serves (the tag now gives {current})"
+    )]
+    LockGone {
+        image: String,
+        locked: String,
+        current: String,
+    },
+    #[error("lock file {path}: {reason}")]
+    Lock { path: PathBuf, reason: String },
+    #[error("--locked, but {path} is missing or stale: {}", changes.join("; "))]
+    Locked { path: PathBuf, changes: Vec<String> },
+    #[error("the stack uses images the bundle does not carry: {}", images.join(", "))]
+    MissingImages { images: Vec<String> },
     #[error(transparent)]
     Bundle(#[from] rin_bundle::BundleError),
 }
@@ -59,6 +93,31 @@ impl BuildError {
                 "put the K3s release files (k3s, k3s-arm64, k3s-airgap-images-<arch>.tar.zst, sha256sum-<arch>.txt, install.sh) in the k3s.files directory"
             }
             BuildError::PathClash { .. } => "rename one of the files",
+            BuildError::Cache { .. } => {
+                "check the cache directory (--cache) is writable and has room; removing it is always safe"
+            }
+            BuildError::Fetch { .. } => {
+                "check the network, proxy variables (HTTPS_PROXY, NO_PROXY), --ca-file for a private CA, or --insecure-registry for a plain-HTTP registry; re-running resumes what was fetched"
+            }
+            BuildError::NotFound { .. } => {
+                "check the reference or version in bundle.yaml, and that it exists at the source"
+            }
+            BuildError::Auth { .. } => {
+                "log in with `docker login HOST` (rinbundle reads ~/.docker/config.json and its credential helpers)"
+            }
+            BuildError::Mismatch { .. } => {
+                "the source or the network path altered the content; nothing was kept. Check the mirror or proxy, then retry"
+            }
+            BuildError::LockGone { .. } => {
+                "if the new content is wanted, run `rinbundle lock` to re-resolve and review the change; else restore the old tag at the source"
+            }
+            BuildError::Lock { .. } => "fix or delete the lock file, then run `rinbundle lock`",
+            BuildError::Locked { .. } => {
+                "run `rinbundle lock` (or a build without --locked) and commit the updated lock"
+            }
+            BuildError::MissingImages { .. } => {
+                "add the images to bundle.yaml's `images:`, or pass --allow-missing-image if the site has them another way"
+            }
             BuildError::Bundle(b) => return b.hint(),
         })
     }

@@ -2,7 +2,9 @@
 
 use crate::collect::{self, BlobSet, FileEntry};
 use crate::error::{BuildError, Result};
-use crate::spec::Stack;
+use crate::fetch::Fetched;
+use crate::scan::{self, Use};
+use crate::spec::{ChartSpec, Stack};
 use ed25519_dalek::SigningKey;
 use rin_bundle::index::{self, Entry, Index, K3s};
 use rin_bundle::oci::{self, Descriptor};
@@ -20,6 +22,8 @@ pub struct BuildOptions {
     pub created: u64,
     /// zstd worker threads; the output is the same for every value of 1 or more.
     pub threads: u32,
+    /// Build even when the manifests or charts use an image the bundle does not carry.
+    pub allow_missing_image: bool,
 }
 
 /// What was written.
@@ -31,11 +35,34 @@ pub struct Built {
     /// sha256 and size of the bundle file.
     pub sha256: String,
     pub size: u64,
+    /// Image references the manifests and charts use, with whether the bundle carries them.
+    pub uses: Vec<(Use, bool)>,
 }
 
-/// Collect, index, sign and write.
+/// What a bundle will hold: the index and one source per entry, in archive order.
+pub struct Plan {
+    pub index: Index,
+    pub sources: Vec<Source>,
+    pub uses: Vec<(Use, bool)>,
+}
+
+/// Collect, index, sign and write a stack whose sources are all local.
 pub fn build(stack: &Stack, opts: &BuildOptions, progress: &dyn Progress) -> Result<Built> {
-    let (index, sources) = plan(stack, opts)?;
+    build_from(stack, opts, &Fetched::default(), progress)
+}
+
+/// Collect (local files and what `fetched` brought into the cache), index, sign and write.
+pub fn build_from(
+    stack: &Stack,
+    opts: &BuildOptions,
+    fetched: &Fetched,
+    progress: &dyn Progress,
+) -> Result<Built> {
+    let Plan {
+        index,
+        sources,
+        uses,
+    } = plan(stack, opts, fetched)?;
     let index_bytes = index.to_canonical_json();
     let signatures = rin_signing::sign(&index_bytes, &opts.keys);
     let (sha256, size) = rin_bundle::write_bundle_file(
@@ -56,11 +83,12 @@ pub fn build(stack: &Stack, opts: &BuildOptions, progress: &dyn Progress) -> Res
         index,
         sha256,
         size,
+        uses,
     })
 }
 
-/// The index and one source per entry, in archive order.
-pub fn plan(stack: &Stack, opts: &BuildOptions) -> Result<(Index, Vec<Source>)> {
+/// Plan the bundle: collect and check every entry.
+pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Plan> {
     let spec = &stack.spec;
     let mut arches = opts.arches.clone();
     arches.sort();
@@ -76,7 +104,12 @@ pub fn plan(stack: &Stack, opts: &BuildOptions) -> Result<(Index, Vec<Source>)> 
     let mut layout_index: Vec<(String, Descriptor)> = Vec::new();
     let mut images = Vec::new();
     for i in &spec.images {
-        let image = collect::image(stack, i, &arches, &mut blobs)?;
+        let image = match (&i.layout, fetched.images.get(&i.reference), &fetched.store) {
+            (None, Some(top), Some(store)) => {
+                collect::fetched_image(store, top, &i.reference, &arches, &mut blobs)?
+            }
+            _ => collect::image(stack, i, &arches, &mut blobs)?,
+        };
         let size = blobs
             .blobs
             .get(&image.digest)
@@ -97,9 +130,37 @@ pub fn plan(stack: &Stack, opts: &BuildOptions) -> Result<(Index, Vec<Source>)> 
     }
     images.sort_by(|a, b| a.reference.cmp(&b.reference));
     let mut charts = Vec::new();
+    let mut files: Vec<FileEntry> = Vec::new();
+    let mut chart_archives = Vec::new();
     for c in &spec.charts {
-        let (chart, desc) = collect::chart(stack, c, &mut blobs)?;
+        let archive = match (
+            &c.archive,
+            fetched.charts.get(&(c.name.clone(), c.version.clone())),
+        ) {
+            (Some(a), _) => stack.resolve(a),
+            (None, Some(p)) => p.clone(),
+            (None, None) => {
+                return Err(BuildError::Chart {
+                    chart: c.name.clone(),
+                    reason: format!(
+                        "{} was not fetched from {}",
+                        c.version,
+                        c.repo.as_deref().unwrap_or("its repository")
+                    ),
+                });
+            }
+        };
+        let values = match &c.values {
+            Some(v) => {
+                let path = format!("charts/{}-{}.values.yaml", c.name, c.version);
+                files.push(FileEntry::regular(path.clone(), stack.resolve(v))?);
+                Some(path)
+            }
+            None => None,
+        };
+        let (chart, desc) = collect::chart(c, &archive, values, &mut blobs)?;
         layout_index.push((format!("charts/{}:{}", chart.name, chart.version), desc));
+        chart_archives.push((c.clone(), archive));
         charts.push(chart);
     }
     charts.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
@@ -122,7 +183,6 @@ pub fn plan(stack: &Stack, opts: &BuildOptions) -> Result<(Index, Vec<Source>)> 
         "manifests": manifests,
     }));
 
-    let mut files: Vec<FileEntry> = Vec::new();
     let manifests_dir = stack.resolve(&spec.manifests);
     if manifests_dir.is_dir() {
         collect::tree(&manifests_dir, "manifests", &mut files)?;
@@ -139,15 +199,29 @@ pub fn plan(stack: &Stack, opts: &BuildOptions) -> Result<(Index, Vec<Source>)> 
             files.push(FileEntry::regular(format!("files/{name}"), p)?);
         }
     }
-    if let Some(k) = &spec.k3s
-        && let Some(dir) = &k.files
-    {
-        files.extend(collect::k3s_files(
-            &stack.resolve(dir),
-            &k.version,
-            &arches,
-        )?);
+    if let Some(k) = &spec.k3s {
+        match (&k.files, &fetched.k3s) {
+            (Some(dir), _) => files.extend(collect::k3s_files(
+                &stack.resolve(dir),
+                &k.version,
+                &arches,
+            )?),
+            (None, Some(fetched)) => files.extend(fetched.iter().cloned()),
+            (None, None) => {
+                return Err(BuildError::K3s {
+                    version: k.version.clone(),
+                    reason: "the release files were not fetched".into(),
+                });
+            }
+        }
     }
+    let uses = image_uses(
+        &files,
+        &chart_archives,
+        stack,
+        &images,
+        opts.allow_missing_image,
+    )?;
 
     // Every entry with its source; then sorted by path, which is the archive order.
     let mut planned: BTreeMap<String, (Entry, Source)> = BTreeMap::new();
@@ -212,5 +286,72 @@ pub fn plan(stack: &Stack, opts: &BuildOptions) -> Result<(Index, Vec<Source>)> 
         base: None,
         entries,
     };
-    Ok((index, sources))
+    Ok(Plan {
+        index,
+        sources,
+        uses,
+    })
+}
+
+/// Every image the manifests and charts use, and whether the bundle carries it; an error for
+/// the ones it lacks unless `allow_missing`.
+fn image_uses(
+    files: &[FileEntry],
+    charts: &[(ChartSpec, PathBuf)],
+    stack: &Stack,
+    images: &[rin_bundle::index::Image],
+    allow_missing: bool,
+) -> Result<Vec<(Use, bool)>> {
+    let mut found = Vec::new();
+    for f in files
+        .iter()
+        .filter(|f| f.entry.path.starts_with("manifests/"))
+    {
+        let p = &f.entry.path;
+        if p.ends_with(".yaml") || p.ends_with(".yml") || p.ends_with(".json") {
+            let text = std::fs::read_to_string(&f.source).map_err(|source| BuildError::Read {
+                path: f.source.clone(),
+                source,
+            })?;
+            scan::yaml_images(&text, p, &mut found);
+        }
+    }
+    for (c, archive) in charts {
+        let values = match &c.values {
+            Some(v) => Some(std::fs::read_to_string(stack.resolve(v)).map_err(|source| {
+                BuildError::Read {
+                    path: stack.resolve(v),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        let file = std::fs::File::open(archive).map_err(|source| BuildError::Read {
+            path: archive.clone(),
+            source,
+        })?;
+        found.extend(scan::chart_images(
+            file,
+            values.as_deref(),
+            &format!("chart {} {}", c.name, c.version),
+        ));
+    }
+    found.sort_by(|a, b| (&a.reference, &a.place).cmp(&(&b.reference, &b.place)));
+    found.dedup();
+    let uses: Vec<(Use, bool)> = found
+        .into_iter()
+        .map(|u| {
+            let ok = scan::carried(&u.reference, images);
+            (u, ok)
+        })
+        .collect();
+    let missing: Vec<String> = uses
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(u, _)| format!("{} (in {})", u.reference, u.place))
+        .collect();
+    if !missing.is_empty() && !allow_missing {
+        return Err(BuildError::MissingImages { images: missing });
+    }
+    Ok(uses)
 }

@@ -26,6 +26,13 @@ pub struct StackSpec {
     /// Extra files or directories carried under `files/`.
     #[serde(default)]
     pub files: Vec<String>,
+    /// The lock file, relative to the stack directory.
+    #[serde(default = "default_lock")]
+    pub lock: String,
+}
+
+fn default_lock() -> String {
+    "images.lock".into()
 }
 
 fn default_manifests() -> String {
@@ -36,9 +43,15 @@ fn default_manifests() -> String {
 #[serde(deny_unknown_fields)]
 pub struct K3sSpec {
     pub version: String,
-    /// Directory holding the release files under their upstream names.
+    /// Directory holding the release files under their upstream names (instead of fetching).
     #[serde(default)]
     pub files: Option<String>,
+    /// Base URL of the releases (`<base>/<version>/<file>`); default: K3s's GitHub releases.
+    #[serde(default)]
+    pub release_url: Option<String>,
+    /// URL of install.sh; `{version}` is replaced. Default: the script at the release's tag.
+    #[serde(default)]
+    pub install_script: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,8 +73,16 @@ pub struct ImageSpec {
 pub struct ChartSpec {
     pub name: String,
     pub version: String,
-    /// A chart archive made by `helm package`.
-    pub archive: String,
+    /// A chart archive made by `helm package` (a local chart) ...
+    #[serde(default)]
+    pub archive: Option<String>,
+    /// ... or the repository to fetch it from: `https://…` (a Helm repository with index.yaml)
+    /// or `oci://host/path` (the chart is `host/path/<name>:<version>`).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// A values file for the chart, carried beside it.
+    #[serde(default)]
+    pub values: Option<String>,
 }
 
 /// A loaded stack: its directory and its definition.
@@ -106,6 +127,28 @@ impl Stack {
         for i in &spec.images {
             if !refs.insert(&i.reference) {
                 return bad(format!("image {} is listed twice", i.reference));
+            }
+        }
+        let mut charts = std::collections::HashSet::new();
+        for c in &spec.charts {
+            if c.archive.is_some() == c.repo.is_some() {
+                return bad(format!(
+                    "chart {}: give either `archive:` (a local .tgz) or `repo:` (https:// or oci://)",
+                    c.name
+                ));
+            }
+            if let Some(r) = &c.repo
+                && !(r.starts_with("https://")
+                    || r.starts_with("http://")
+                    || r.starts_with("oci://"))
+            {
+                return bad(format!(
+                    "chart {}: repo {r:?} must start with https://, http:// or oci://",
+                    c.name
+                ));
+            }
+            if !charts.insert((&c.name, &c.version)) {
+                return bad(format!("chart {} {} is listed twice", c.name, c.version));
             }
         }
         Ok(Stack {

@@ -91,6 +91,9 @@ pub struct Chart {
     pub digest: String,
     /// sha256 of the chart archive (`.tgz`), the chart layer.
     pub archive_sha256: String,
+    /// The entry holding the stack's values for this chart (`charts/<name>-<version>.values.yaml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +214,16 @@ impl Index {
             if !seen.contains(path.as_str()) && !in_base(d) {
                 return invalid(format!(
                     "{d} is named by the index but not carried as {path}"
+                ));
+            }
+        }
+        for c in &self.charts {
+            if let Some(v) = &c.values
+                && !seen.contains(v.as_str())
+            {
+                return invalid(format!(
+                    "chart {} names values {v:?}, which is not an entry",
+                    c.name
                 ));
             }
         }

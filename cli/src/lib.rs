@@ -28,6 +28,8 @@ pub mod env {
     pub const RIN_TRUSTED_KEYS: &str = "RIN_TRUSTED_KEYS";
     /// Seconds since the epoch to record as the bundle's creation time (reproducible builds).
     pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+    /// rinbundle's download cache directory, as `--cache`.
+    pub const RIN_CACHE: &str = "RIN_CACHE";
 }
 
 /// Print `err` as `error: <one line>` and `hint: <next step>`; return the exit code.

@@ -138,6 +138,7 @@ pub fn build_stack(
         output: out.to_path_buf(),
         created: CREATED,
         threads,
+        allow_missing_image: false,
     };
     rin_builder::build(&stack, &opts, &rin_bundle::Silent).expect("build")
 }

@@ -1,0 +1,423 @@
+//! `rinbundle`: build, sign, inspect and verify bundles on a connected machine.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use rin_builder::registry::RegistryOptions;
+use rin_builder::{BuildError, BuildOptions, FetchOptions, Stack};
+
+mod reporters;
+use rin_cli::{VerifyArgs, env, exit, human_bytes};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "rinbundle",
+    version,
+    about = "Build signed air-gap bundles of a Kubernetes stack for K3s sites"
+)]
+struct Cli {
+    /// Print no progress, only results and errors (as --progress none).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// How to show progress: bars on a terminal, JSON lines on stderr, or none.
+    #[arg(long, global = true, value_enum, default_value = "bars")]
+    progress: reporters::Mode,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a signing key pair: NAME.key (private, PKCS#8 PEM, mode 0600) and NAME.pub (public, SPKI PEM).
+    Keygen {
+        /// NAME of the files to write.
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+    },
+    /// Build a bundle from a stack directory (bundle.yaml and its files).
+    Build {
+        /// The stack directory.
+        #[arg(long, value_name = "DIR", default_value = "manifests")]
+        stack: PathBuf,
+        /// Architecture to carry (amd64, arm64, ...); repeat for several. Default: the stack's `platforms`.
+        #[arg(long = "arch", value_name = "ARCH")]
+        arches: Vec<String>,
+        /// Private key to sign with (NAME.key); repeat for several signatures.
+        #[arg(long = "key", value_name = "FILE")]
+        keys: Vec<PathBuf>,
+        /// Write an unsigned bundle (installers refuse it; for signing elsewhere later).
+        #[arg(long, conflicts_with = "keys")]
+        unsigned: bool,
+        /// The bundle file to write.
+        #[arg(short, long, value_name = "FILE", default_value = "bundle.tar.zst")]
+        output: PathBuf,
+        /// Compression threads (the bundle's bytes do not depend on it). Default: cores, at most 4.
+        #[arg(long, value_name = "N")]
+        threads: Option<u32>,
+        /// Refuse to build if the lock is missing or would change (for CI and releases).
+        #[arg(long)]
+        locked: bool,
+        /// Build even if manifests or charts use an image the bundle does not carry.
+        #[arg(long)]
+        allow_missing_image: bool,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
+    /// Resolve every image tag, chart and K3s file of a stack afresh and write the lock.
+    Lock {
+        /// The stack directory.
+        #[arg(long, value_name = "DIR", default_value = "manifests")]
+        stack: PathBuf,
+        /// Architectures whose K3s files to lock (images are locked for every platform they
+        /// offer). Default: the stack's `platforms`.
+        #[arg(long = "arch", value_name = "ARCH")]
+        arches: Vec<String>,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
+    /// Show what a bundle carries, without verifying it.
+    Inspect {
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a bundle in one pass: signatures against the trusted keys, then every entry.
+    Verify(VerifyArgs),
+}
+
+/// Where and how to fetch.
+#[derive(clap::Args)]
+struct FetchArgs {
+    /// The lock file. Default: the stack's `lock:` (images.lock in the stack directory).
+    #[arg(long, value_name = "FILE")]
+    lock: Option<PathBuf>,
+    /// The download cache. Default: $XDG_CACHE_HOME/rinbundle or ~/.cache/rinbundle.
+    #[arg(long, value_name = "DIR", env = env::RIN_CACHE)]
+    cache: Option<PathBuf>,
+    /// Downloads at a time.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    jobs: usize,
+    /// A registry or host (HOST[:PORT]) that may be reached over plain HTTP; repeat for several.
+    /// Loopback registries may always be.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure: Vec<String>,
+    /// A CA certificate (PEM) to trust for registries and downloads; repeat for several.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    ca_files: Vec<PathBuf>,
+    /// Attempts per download before giving up.
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    attempts: u32,
+}
+
+impl FetchArgs {
+    fn options(&self) -> anyhow::Result<FetchOptions> {
+        let cache = match &self.cache {
+            Some(c) => c.clone(),
+            None => rin_builder::cache::Cache::default_dir()
+                .context("no cache directory: set HOME or XDG_CACHE_HOME, or pass --cache DIR")?,
+        };
+        let mut o = FetchOptions::new(cache);
+        o.jobs = self.jobs.max(1);
+        o.lock_path = self.lock.clone();
+        o.attempts = self.attempts.max(1);
+        o.registry = RegistryOptions {
+            insecure: self.insecure.clone(),
+            ca_files: self.ca_files.clone(),
+        };
+        Ok(o)
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn check_arches(arches: &[String]) -> anyhow::Result<()> {
+    for a in arches {
+        if !rin_builder::spec::KNOWN_ARCHES.contains(&a.as_str()) {
+            anyhow::bail!(
+                "unknown architecture {a:?}; use one of {}",
+                rin_builder::spec::KNOWN_ARCHES.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => ExitCode::from(rin_cli::render(&e, &|e| {
+            e.downcast_ref::<BuildError>()
+                .and_then(|b| b.hint())
+                .map(str::to_string)
+        })),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mode = if cli.quiet {
+        reporters::Mode::None
+    } else {
+        cli.progress
+    };
+    match cli.command {
+        Command::Keygen { out } => {
+            let key = rin_signing::generate()?;
+            let (k, p, id) = rin_signing::write_keypair(&out, &key)?;
+            println!(
+                "wrote {} (keep it secret) and {} (give it to the sites)",
+                k.display(),
+                p.display()
+            );
+            println!("key id {id}");
+            Ok(())
+        }
+        Command::Build {
+            stack,
+            arches,
+            keys,
+            unsigned,
+            output,
+            threads,
+            locked,
+            allow_missing_image,
+            fetch,
+        } => build(
+            &stack,
+            BuildArgs {
+                arches,
+                keys,
+                unsigned,
+                output,
+                threads,
+                locked,
+                allow_missing_image,
+                fetch,
+            },
+            mode,
+            cli.quiet,
+        ),
+        Command::Lock {
+            stack,
+            arches,
+            fetch,
+        } => lock(&stack, arches, &fetch, mode),
+        Command::Inspect { file, json } => inspect(&file, json),
+        Command::Verify(args) => rin_cli::verify_command(&args, None, cli.quiet),
+    }
+}
+
+struct BuildArgs {
+    arches: Vec<String>,
+    keys: Vec<PathBuf>,
+    unsigned: bool,
+    output: PathBuf,
+    threads: Option<u32>,
+    locked: bool,
+    allow_missing_image: bool,
+    fetch: FetchArgs,
+}
+
+fn lock(
+    stack_dir: &Path,
+    arches: Vec<String>,
+    fetch: &FetchArgs,
+    mode: reporters::Mode,
+) -> anyhow::Result<()> {
+    let stack = Stack::load(stack_dir)?;
+    let arches = if arches.is_empty() {
+        stack.spec.platforms.clone()
+    } else {
+        arches
+    };
+    check_arches(&arches)?;
+    let opts = fetch.options()?;
+    let display = reporters::reporter(mode);
+    let out = runtime()?
+        .block_on(rin_builder::fetch::lock(&stack, &arches, &opts, display))
+        .with_context(|| format!("cannot lock {}", stack_dir.display()))?;
+    report_lock(&out);
+    Ok(())
+}
+
+fn report_lock(out: &rin_builder::LockOutcome) {
+    for c in &out.changes {
+        println!("lock: {c}");
+    }
+    println!(
+        "{} {}: {} images, {} charts, {} K3s files",
+        if out.written { "wrote" } else { "unchanged" },
+        out.path.display(),
+        out.lock.images.len(),
+        out.lock.charts.len(),
+        out.lock.k3s.len()
+    );
+}
+
+fn build(
+    stack_dir: &Path,
+    args: BuildArgs,
+    mode: reporters::Mode,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    if args.keys.is_empty() && !args.unsigned {
+        anyhow::bail!(
+            "no signing key: pass --key NAME.key (make one with rinbundle keygen --out NAME), or --unsigned"
+        );
+    }
+    let stack = Stack::load(stack_dir)?;
+    let arches = if args.arches.is_empty() {
+        stack.spec.platforms.clone()
+    } else {
+        args.arches
+    };
+    check_arches(&arches)?;
+    let keys = args
+        .keys
+        .iter()
+        .map(|k| rin_signing::load_signing_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let created = match std::env::var(env::SOURCE_DATE_EPOCH) {
+        Ok(v) => v.trim().parse::<u64>().with_context(|| {
+            format!(
+                "{} must be whole seconds since 1970, not {v:?}",
+                env::SOURCE_DATE_EPOCH
+            )
+        })?,
+        Err(_) => rin_bundle::index::now_epoch(),
+    };
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get().min(4) as u32)
+            .unwrap_or(1)
+    });
+    let display = reporters::reporter(mode);
+    let mut fetch_opts = args.fetch.options()?;
+    fetch_opts.locked = args.locked;
+    let (fetched, lock) = if rin_builder::fetch::needs_network(&stack) {
+        runtime()?
+            .block_on(rin_builder::fetch::fetch(
+                &stack,
+                &arches,
+                &fetch_opts,
+                display.clone(),
+            ))
+            .with_context(|| format!("cannot fetch what {} needs", stack_dir.display()))?
+    } else {
+        (rin_builder::Fetched::default(), None)
+    };
+    if let Some(l) = &lock
+        && !quiet
+        && l.written
+    {
+        report_lock(l);
+    }
+    let opts = BuildOptions {
+        arches,
+        keys,
+        output: args.output.clone(),
+        created,
+        threads,
+        allow_missing_image: args.allow_missing_image,
+    };
+    let built = rin_builder::build_from(&stack, &opts, &fetched, display.as_ref())
+        .with_context(|| format!("cannot build {}", stack_dir.display()))?;
+    if !quiet {
+        println!(
+            "built {} {} for {}: {} images, {} charts, {} entries",
+            built.index.stack.name,
+            built.index.stack.version,
+            built.index.platforms.join(", "),
+            built.index.images.len(),
+            built.index.charts.len(),
+            built.index.entries.len()
+        );
+        let missing: Vec<_> = built.uses.iter().filter(|(_, ok)| !ok).collect();
+        println!(
+            "images used by manifests and charts: {}, carried: {}",
+            built.uses.len(),
+            built.uses.len() - missing.len()
+        );
+        for (u, _) in missing {
+            println!("  NOT CARRIED: {} (in {})", u.reference, u.place);
+        }
+        if built.signers.is_empty() {
+            println!("UNSIGNED: installers will refuse it until it is signed");
+        }
+        for s in &built.signers {
+            println!("signed by {s}");
+        }
+    }
+    println!(
+        "{}  {} ({})",
+        built.sha256,
+        args.output.display(),
+        human_bytes(built.size)
+    );
+    Ok(())
+}
+
+fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
+    let (index_bytes, sig_bytes) = rin_bundle::peek(file)?;
+    let index = rin_bundle::Index::from_canonical_json(&index_bytes)?;
+    let signers = rin_signing::SignatureFile::parse(&sig_bytes)
+        .map(|s| s.key_ids())
+        .unwrap_or_default();
+    let index_sha256 = rin_bundle::digest::sha256_hex(&index_bytes);
+    if json {
+        let out = serde_json::json!({ "index": index, "index_sha256": index_sha256, "signers": signers, "verified": false });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("stack      {} {}", index.stack.name, index.stack.version);
+    println!("format     {}", index.format);
+    println!("created    {}", index.created);
+    println!("platforms  {}", index.platforms.join(", "));
+    if let Some(k) = &index.k3s {
+        println!("k3s        {}", k.version);
+    }
+    println!("images     {}", index.images.len());
+    for i in &index.images {
+        let total: u64 = i.platforms.iter().map(|p| p.size).sum();
+        println!("  {}  {}  {}", i.reference, i.digest, human_bytes(total));
+        if let Some(u) = &i.upstream_digest {
+            println!("    platform-filtered from {u}");
+        }
+        for p in &i.platforms {
+            println!(
+                "    {:<16} {}  {}",
+                p.platform,
+                p.digest,
+                human_bytes(p.size)
+            );
+        }
+    }
+    println!("charts     {}", index.charts.len());
+    for c in &index.charts {
+        println!("  {} {}  {}", c.name, c.version, c.digest);
+    }
+    println!(
+        "entries    {} ({})",
+        index.entries.len(),
+        human_bytes(index.content_size())
+    );
+    println!("index      sha256:{index_sha256}");
+    if signers.is_empty() {
+        println!("signed by  nobody (unsigned)");
+    }
+    for s in &signers {
+        println!("signed by  {s}");
+    }
+    println!(
+        "(not verified: run `rinbundle verify --key NAME.pub {}`)",
+        file.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! How `rinbundle` shows progress: indicatif bars (one per download and one for the whole
+//! fetch, then one for packing), JSON lines on stderr (`--progress json`), or nothing.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rin_builder::{Event, Reporter};
+use rin_bundle::Progress;
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Which display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Progress bars on a terminal (nothing when stderr is not one).
+    Bars,
+    /// One JSON object per line on stderr, for automation.
+    Json,
+    /// Nothing.
+    None,
+}
+
+pub fn reporter(mode: Mode) -> std::sync::Arc<Display> {
+    std::sync::Arc::new(match mode {
+        Mode::Bars => Display::Bars(Bars::new()),
+        Mode::Json => Display::Json(Json::default()),
+        Mode::None => Display::None,
+    })
+}
+
+pub enum Display {
+    Bars(Bars),
+    Json(Json),
+    None,
+}
+
+impl Reporter for Display {
+    fn event(&self, e: &Event<'_>) {
+        match self {
+            Display::Bars(b) => b.event(e),
+            Display::Json(j) => j.event(e),
+            Display::None => {}
+        }
+    }
+}
+
+impl Progress for Display {
+    fn begin(&self, phase: &str, total: u64) {
+        match self {
+            Display::Bars(b) => b.begin(phase, total),
+            Display::Json(j) => j.begin(phase, total),
+            Display::None => {}
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        match self {
+            Display::Bars(b) => b.advance(bytes),
+            Display::Json(j) => j.advance(bytes),
+            Display::None => {}
+        }
+    }
+    fn end(&self) {
+        match self {
+            Display::Bars(b) => b.end(),
+            Display::Json(j) => j.end(),
+            Display::None => {}
+        }
+    }
+}
+
+const BYTES: &str = "{msg:>12.dim} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
+
+pub struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<u64, ProgressBar>>,
+    pack: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        Bars {
+            multi,
+            bars: Mutex::new(HashMap::new()),
+            pack: Mutex::new(None),
+        }
+    }
+
+    fn style() -> ProgressStyle {
+        ProgressStyle::with_template(BYTES)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ")
+    }
+
+    fn event(&self, e: &Event<'_>) {
+        match e {
+            Event::Step { name } if *name == "fetch" => {
+                let bar = self.multi.add(ProgressBar::new(0));
+                bar.set_style(Self::style());
+                bar.set_message("fetch");
+                // Id 0 is the whole fetch; downloads count from 1.
+                if let Ok(mut bars) = self.bars.lock() {
+                    bars.insert(0, bar);
+                }
+            }
+            Event::Step { .. } => {}
+            Event::Start { id, what, total } => {
+                let bar = self.multi.add(ProgressBar::new(total.unwrap_or(0)));
+                bar.set_style(Self::style());
+                bar.set_message(short(what));
+                if let Ok(mut bars) = self.bars.lock() {
+                    if let (Some(t), Some(all)) = (total, bars.get(&0)) {
+                        all.inc_length(*t);
+                    }
+                    bars.insert(*id, bar);
+                }
+            }
+            Event::Progress { id, bytes } => {
+                if let Ok(bars) = self.bars.lock() {
+                    if let Some(b) = bars.get(id) {
+                        b.inc(*bytes);
+                    }
+                    if let Some(all) = bars.get(&0) {
+                        all.inc(*bytes);
+                    }
+                }
+            }
+            Event::Done { id, .. } => {
+                if let Ok(mut bars) = self.bars.lock()
+                    && let Some(b) = bars.remove(id)
+                {
+                    b.finish_and_clear();
+                    self.multi.remove(&b);
+                }
+            }
+            Event::Cached { .. } => {}
+            Event::Retry {
+                what,
+                attempt,
+                delay_ms,
+                error,
+            } => {
+                let _ = self.multi.println(format!(
+                    "retrying {what} in {:.1}s (attempt {attempt} failed: {error})",
+                    *delay_ms as f64 / 1000.0
+                ));
+            }
+            Event::Note { message } => {
+                let _ = self.multi.println(message);
+            }
+        }
+    }
+
+    fn begin(&self, phase: &str, total: u64) {
+        if let Ok(mut bars) = self.bars.lock() {
+            for (_, b) in bars.drain() {
+                b.finish_and_clear();
+            }
+        }
+        let bar = self.multi.add(ProgressBar::new(total));
+        bar.set_style(Self::style());
+        bar.set_message(phase.to_string());
+        if let Ok(mut p) = self.pack.lock() {
+            *p = Some(bar);
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Ok(p) = self.pack.lock()
+            && let Some(b) = p.as_ref()
+        {
+            b.inc(bytes);
+        }
+    }
+
+    fn end(&self) {
+        if let Ok(mut p) = self.pack.lock()
+            && let Some(b) = p.take()
+        {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn short(what: &str) -> String {
+    let n = what.chars().count();
+    if n <= 40 {
+        what.to_string()
+    } else {
+        what.chars().skip(n - 40).collect()
+    }
+}
+
+/// JSON lines on stderr. Byte progress is sent at most every 250 ms per download.
+#[derive(Default)]
+pub struct Json {
+    pending: Mutex<HashMap<u64, (u64, Option<Instant>)>>,
+}
+
+const EVERY: Duration = Duration::from_millis(250);
+/// The id `progress` events of the packing step carry.
+const PACK_ID: u64 = 0;
+
+impl Json {
+    fn emit(v: &serde_json::Value) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{v}");
+    }
+
+    fn event(&self, e: &Event<'_>) {
+        if let Event::Progress { id, bytes } = e {
+            self.progress(*id, *bytes, false);
+            return;
+        }
+        if let Event::Done { id, .. } = e {
+            self.progress(*id, 0, true);
+        }
+        if let Ok(v) = serde_json::to_value(e) {
+            Self::emit(&v);
+        }
+    }
+
+    /// Add `bytes` to download `id`; send them when due (or `flush`).
+    fn progress(&self, id: u64, bytes: u64, flush: bool) {
+        let Ok(mut p) = self.pending.lock() else {
+            return;
+        };
+        let entry = p.entry(id).or_insert((0, None));
+        entry.0 += bytes;
+        let due = entry.1.is_none_or(|t| t.elapsed() >= EVERY);
+        if entry.0 > 0 && (due || flush) {
+            Self::emit(&serde_json::json!({"event": "progress", "id": id, "bytes": entry.0}));
+            *entry = (0, Some(Instant::now()));
+        }
+        if flush {
+            p.remove(&id);
+        }
+    }
+
+    fn begin(&self, phase: &str, total: u64) {
+        Self::emit(&serde_json::json!({"event": "step", "name": phase, "total": total}));
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.progress(PACK_ID, bytes, false);
+    }
+
+    fn end(&self) {
+        self.progress(PACK_ID, 0, true);
+        Self::emit(&serde_json::json!({"event": "step_done"}));
+    }
+}

@@ -1,0 +1,428 @@
+//! The content-addressed download cache (`~/.cache/rinbundle`, or `--cache DIR`) and the one
+//! download routine every fetch goes through.
+//!
+//! The cache is an OCI image layout's blob store: `blobs/sha256/<hex>`, plus an `oci-layout` file,
+//! so the packer reads images from it exactly as from any local layout. Blobs, chart archives and
+//! K3s files all live there by their sha256. A download writes `blobs/sha256/<hex>.partial`
+//! (locked against a second process), hashes while writing, checks size and digest, syncs, then
+//! renames: a file under its final name is always complete and verified. After an interruption
+//! the `.partial` stays and the next attempt (or the next run) resumes it with `Range`, but only
+//! when the server answers 206; a 200 starts over.
+
+use crate::error::{BuildError, Result};
+use crate::report::{Event, Reporter};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use sha2::{Digest as _, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The cache directory.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+impl Cache {
+    /// Open (creating it if needed) the cache at `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let blobs = root.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).map_err(|source| BuildError::Cache {
+            path: blobs.clone(),
+            source,
+        })?;
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, rin_bundle::oci::LAYOUT_FILE.as_bytes())?;
+        }
+        Ok(Cache {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The default location: `$XDG_CACHE_HOME/rinbundle`, else `~/.cache/rinbundle`.
+    pub fn default_dir() -> Option<PathBuf> {
+        std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("rinbundle"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with this sha256 (hex) lives once complete.
+    pub fn blob(&self, hex: &str) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(hex)
+    }
+
+    fn partial(&self, hex: &str) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join("sha256")
+            .join(format!("{hex}.partial"))
+    }
+
+    /// The complete blob, if the cache has it with the expected size.
+    pub fn lookup(&self, hex: &str, size: Option<u64>) -> Option<PathBuf> {
+        let p = self.blob(hex);
+        let m = fs::metadata(&p).ok()?;
+        (m.is_file() && size.is_none_or(|s| s == m.len())).then_some(p)
+    }
+
+    /// Store small bytes already in memory under their sha256; returns the hex digest.
+    pub fn put(&self, bytes: &[u8]) -> Result<String> {
+        let hex = rin_bundle::digest::sha256_hex(bytes);
+        if self.lookup(&hex, Some(bytes.len() as u64)).is_none() {
+            write_atomic(&self.blob(&hex), bytes)?;
+        }
+        Ok(hex)
+    }
+
+    /// Read a small cached document, checking its digest again (it is about to be parsed).
+    pub fn read_small(&self, hex: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let Some(p) = self.lookup(hex, None) else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        File::open(&p)
+            .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+            .map_err(|source| BuildError::Cache {
+                path: p.clone(),
+                source,
+            })?;
+        if rin_bundle::digest::sha256_hex(&bytes) != hex {
+            // Damaged cache entry: drop it so it is fetched again.
+            let _ = fs::remove_file(&p);
+            return Ok(None);
+        }
+        Ok(Some(bytes))
+    }
+}
+
+/// Write a small file completely or not at all: `.partial`, sync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |source| BuildError::Cache {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = partial_name(path);
+    let mut f = File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_data().map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)
+}
+
+fn partial_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.partial", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// A response body as a stream of chunks.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// What the server answered to a request starting at some offset.
+pub enum Body {
+    /// The whole content (status 200): the offset was ignored.
+    Full(ByteStream),
+    /// The content from the requested offset (status 206).
+    Partial(ByteStream),
+}
+
+/// Why an attempt failed: worth another try, or final.
+pub enum Failure {
+    Transient(String),
+    Fatal(BuildError),
+}
+
+impl From<BuildError> for Failure {
+    fn from(e: BuildError) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+/// Retries, backoff and the reporter, shared by every fetch of a run.
+pub struct Net {
+    pub reporter: Arc<dyn Reporter>,
+    /// Attempts per download before giving up (at least 1).
+    pub attempts: u32,
+    /// First backoff delay; it doubles after each failure (capped at 30 s).
+    pub backoff: Duration,
+    ids: AtomicU64,
+}
+
+impl Net {
+    pub fn new(reporter: Arc<dyn Reporter>) -> Self {
+        Net {
+            reporter,
+            attempts: 6,
+            backoff: Duration::from_millis(500),
+            ids: AtomicU64::new(1),
+        }
+    }
+
+    pub fn event(&self, e: Event<'_>) {
+        self.reporter.event(&e);
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn delay(&self, attempt: u32) -> Duration {
+        (self.backoff * 2u32.saturating_pow(attempt.min(16))).min(Duration::from_secs(30))
+    }
+
+    /// Run `op` until it succeeds, fails for good, or runs out of attempts.
+    pub async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, Failure>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Transient(reason)) => {
+                    attempt += 1;
+                    if attempt >= self.attempts.max(1) {
+                        return Err(BuildError::Fetch {
+                            what: what.to_string(),
+                            reason: format!("{reason} (gave up after {attempt} attempts)"),
+                        });
+                    }
+                    let delay = self.delay(attempt - 1);
+                    self.event(Event::Retry {
+                        what,
+                        attempt,
+                        delay_ms: delay.as_millis() as u64,
+                        error: &reason,
+                    });
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Fetch content with a known sha256 (and size, when known) into the cache, resuming a
+    /// `.partial` left by an earlier attempt or run. `open(offset)` makes one request.
+    pub async fn download<F, Fut>(
+        &self,
+        cache: &Cache,
+        hex: &str,
+        size: Option<u64>,
+        what: &str,
+        mut open: F,
+    ) -> Result<PathBuf>
+    where
+        F: FnMut(u64) -> Fut,
+        Fut: Future<Output = std::result::Result<Body, Failure>>,
+    {
+        if let Some(p) = cache.lookup(hex, size) {
+            self.event(Event::Cached {
+                what,
+                bytes: size.unwrap_or_default(),
+            });
+            return Ok(p);
+        }
+        let partial = cache.partial(hex);
+        let cache_err = |source| BuildError::Cache {
+            path: partial.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)
+            .map_err(cache_err)?;
+        // Another rinbundle may be fetching the same blob into the same cache: wait for it.
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(cache_err(e)),
+            }
+        }
+        if let Some(p) = cache.lookup(hex, size) {
+            // The other process finished it.
+            return Ok(p);
+        }
+        let id = self.next_id();
+        self.event(Event::Start {
+            id,
+            what,
+            total: size,
+        });
+        let mut from_scratch = false;
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .attempt(&mut file, hex, size, what, id, from_scratch, &mut open)
+                .await;
+            match result {
+                Ok((bytes, resumed_at)) => {
+                    let dest = cache.blob(hex);
+                    fs::rename(&partial, &dest).map_err(cache_err)?;
+                    self.event(Event::Done {
+                        id,
+                        bytes,
+                        resumed_at,
+                    });
+                    return Ok(dest);
+                }
+                Err(Failure::Fatal(e)) => {
+                    let _ = fs::remove_file(&partial);
+                    return Err(e);
+                }
+                Err(Failure::Transient(reason)) => {
+                    attempt += 1;
+                    if reason.starts_with(RESTART) {
+                        from_scratch = true;
+                    }
+                    if attempt >= self.attempts.max(1) {
+                        return Err(BuildError::Fetch {
+                            what: what.to_string(),
+                            reason: format!(
+                                "{reason} (gave up after {attempt} attempts; the partial download is kept and the next run resumes it)"
+                            ),
+                        });
+                    }
+                    let delay = self.delay(attempt - 1);
+                    self.event(Event::Retry {
+                        what,
+                        attempt,
+                        delay_ms: delay.as_millis() as u64,
+                        error: &reason,
+                    });
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// One request: (bytes in the file, offset resumed from).
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt<F, Fut>(
+        &self,
+        file: &mut File,
+        hex: &str,
+        size: Option<u64>,
+        what: &str,
+        id: u64,
+        from_scratch: bool,
+        open: &mut F,
+    ) -> std::result::Result<(u64, u64), Failure>
+    where
+        F: FnMut(u64) -> Fut,
+        Fut: Future<Output = std::result::Result<Body, Failure>>,
+    {
+        let io = |e: std::io::Error| Failure::Transient(format!("cache file: {e}"));
+        let mut have = file.metadata().map_err(io)?.len();
+        if from_scratch || size.is_some_and(|s| have > s) {
+            file.set_len(0).map_err(io)?;
+            have = 0;
+        }
+        // Hash what an earlier attempt left, so the final digest covers every byte.
+        let mut hasher = Sha256::new();
+        if have > 0 {
+            file.seek(SeekFrom::Start(0)).map_err(io)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut left = have;
+            while left > 0 {
+                let n = file.read(&mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                let n = (n as u64).min(left) as usize;
+                hasher.update(&buf[..n]);
+                left -= n as u64;
+            }
+        }
+        let resumed_at = have;
+        let done_already = size.is_some_and(|s| s == have && have > 0);
+        if !done_already {
+            let body = open(have).await?;
+            let mut stream = match body {
+                Body::Full(s) => {
+                    file.set_len(0).map_err(io)?;
+                    hasher = Sha256::new();
+                    have = 0;
+                    s
+                }
+                Body::Partial(s) => s,
+            };
+            file.seek(SeekFrom::Start(have)).map_err(io)?;
+            if have > 0 {
+                self.event(Event::Progress { id, bytes: have });
+            }
+            while let Some(chunk) = stream.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    // Every byte arrived and the client still complains (some clients check
+                    // the digest at the end): our own digest check below decides.
+                    Err(_) if size.is_some_and(|s| s == have) => break,
+                    Err(e) => {
+                        return Err(Failure::Transient(format!(
+                            "connection lost after {have} bytes: {e}"
+                        )));
+                    }
+                };
+                have += chunk.len() as u64;
+                if let Some(s) = size
+                    && have > s
+                {
+                    return Err(Failure::Fatal(BuildError::Mismatch {
+                        what: what.to_string(),
+                        expected: format!("{s} bytes"),
+                        actual: format!("more than {s} bytes"),
+                    }));
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk).map_err(io)?;
+                self.event(Event::Progress {
+                    id,
+                    bytes: chunk.len() as u64,
+                });
+            }
+            if let Some(s) = size
+                && have < s
+            {
+                return Err(Failure::Transient(format!(
+                    "connection closed after {have} of {s} bytes"
+                )));
+            }
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != hex {
+            if resumed_at > 0 && !from_scratch {
+                // The kept prefix may be what is wrong: fetch the whole thing once more.
+                return Err(Failure::Transient(format!(
+                    "{RESTART}: digest mismatch after resuming at {resumed_at}"
+                )));
+            }
+            return Err(Failure::Fatal(BuildError::Mismatch {
+                what: what.to_string(),
+                expected: format!("sha256:{hex}"),
+                actual: format!("sha256:{actual} ({have} bytes)"),
+            }));
+        }
+        file.sync_data().map_err(io)?;
+        Ok((have, resumed_at))
+    }
+}
+
+const RESTART: &str = "restarting from the beginning";

@@ -1,0 +1,280 @@
+//! The network half of a build: bring the lock up to date with the stack, then fetch every
+//! image blob, chart archive and K3s file it pins into the cache. The packer then reads them
+//! from the cache like any local file.
+
+use crate::cache::{Cache, Net};
+use crate::collect::FileEntry;
+use crate::error::{BuildError, Result};
+use crate::lock::{self, Lock};
+use crate::registry::{self, Registries, RegistryOptions, parse_reference};
+use crate::report::{Event, Reporter};
+use crate::spec::Stack;
+use crate::{charts, http, k3s};
+use rin_bundle::oci::Descriptor;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How to fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// The cache directory (content-addressed blobs).
+    pub cache: PathBuf,
+    pub registry: RegistryOptions,
+    /// Downloads at a time.
+    pub jobs: usize,
+    /// Refuse to build when the lock is missing or would change.
+    pub locked: bool,
+    /// The lock file; default: the stack's `lock:` (images.lock in the stack directory).
+    pub lock_path: Option<PathBuf>,
+    /// Attempts per download (at least 1).
+    pub attempts: u32,
+}
+
+impl FetchOptions {
+    pub fn new(cache: PathBuf) -> Self {
+        FetchOptions {
+            cache,
+            registry: RegistryOptions::default(),
+            jobs: 8,
+            locked: false,
+            lock_path: None,
+            attempts: 6,
+        }
+    }
+
+    pub fn lock_path(&self, stack: &Stack) -> PathBuf {
+        self.lock_path
+            .clone()
+            .unwrap_or_else(|| stack.resolve(&stack.spec.lock))
+    }
+}
+
+/// What was fetched, for the packer.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// The cache root: an OCI blob store.
+    pub store: Option<PathBuf>,
+    /// Registry images: reference → the descriptor of what the lock pins (in the store).
+    pub images: BTreeMap<String, Descriptor>,
+    /// Repository charts: (name, version) → the archive in the cache.
+    pub charts: BTreeMap<(String, String), PathBuf>,
+    /// K3s release files, when fetched rather than read from `k3s.files`.
+    pub k3s: Option<Vec<FileEntry>>,
+}
+
+/// What happened to the lock.
+#[derive(Debug)]
+pub struct LockOutcome {
+    pub path: PathBuf,
+    pub lock: Lock,
+    /// The file was (re)written.
+    pub written: bool,
+    /// One line per change against the file as it was.
+    pub changes: Vec<String>,
+}
+
+/// Does the stack need the network at all (registry images, repository charts, K3s release)?
+pub fn needs_network(stack: &Stack) -> bool {
+    let s = &stack.spec;
+    s.images.iter().any(|i| i.layout.is_none())
+        || s.charts.iter().any(|c| c.repo.is_some())
+        || s.k3s.as_ref().is_some_and(|k| k.files.is_none())
+}
+
+struct Session {
+    net: Arc<Net>,
+    cache: Arc<Cache>,
+    http: reqwest::Client,
+    regs: Arc<Registries>,
+}
+
+async fn session(
+    stack: &Stack,
+    opts: &FetchOptions,
+    reporter: Arc<dyn Reporter>,
+) -> Result<Session> {
+    let cache = Cache::open(&opts.cache)?;
+    let mut net = Net::new(reporter);
+    net.attempts = opts.attempts.max(1);
+    let http = http::client(&opts.registry)?;
+    let mut hosts: Vec<String> = Vec::new();
+    for i in stack.spec.images.iter().filter(|i| i.layout.is_none()) {
+        hosts.push(parse_reference(&i.reference)?.registry().to_string());
+    }
+    for c in &stack.spec.charts {
+        if let Some(h) = c.repo.as_deref().and_then(charts::oci_host) {
+            hosts.push(
+                parse_reference(&format!("{h}/chart"))?
+                    .registry()
+                    .to_string(),
+            );
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    let regs = Registries::connect(&hosts, &opts.registry, &http).await?;
+    Ok(Session {
+        net: Arc::new(net),
+        cache: Arc::new(cache),
+        http,
+        regs: Arc::new(regs),
+    })
+}
+
+/// Resolve what `base` lacks for the stack (everything, when `base` is empty).
+async fn resolve_into(
+    s: &Session,
+    stack: &Stack,
+    arches: &[String],
+    opts: &FetchOptions,
+    lock: &mut Lock,
+) -> Result<()> {
+    let spec = &stack.spec;
+    lock.retain_for(spec);
+    s.net.event(Event::Step { name: "resolve" });
+    for i in spec.images.iter().filter(|i| i.layout.is_none()) {
+        if lock.image(&i.reference).is_none() {
+            let l = s.regs.resolve(&s.net, &s.cache, &i.reference).await?;
+            lock.images.push(l);
+        }
+    }
+    for c in &spec.charts {
+        if let Some(repo) = &c.repo
+            && lock.chart(&c.name, &c.version, repo).is_none()
+        {
+            let l = charts::resolve(&s.net, &s.http, &s.regs, &s.cache, &opts.registry, c, repo)
+                .await?;
+            lock.charts.push(l);
+        }
+    }
+    if let Some(k) = &spec.k3s
+        && k.files.is_none()
+    {
+        k3s::resolve(&s.net, &s.http, &s.cache, &opts.registry, k, arches, lock).await?;
+    }
+    lock.sort();
+    Ok(())
+}
+
+/// `rinbundle lock`: resolve every entry afresh and write the lock.
+pub async fn lock(
+    stack: &Stack,
+    arches: &[String],
+    opts: &FetchOptions,
+    reporter: Arc<dyn Reporter>,
+) -> Result<LockOutcome> {
+    let path = opts.lock_path(stack);
+    let old = Lock::load(&path)?.unwrap_or_default();
+    let s = session(stack, opts, reporter).await?;
+    let mut lock = Lock::default();
+    resolve_into(&s, stack, arches, opts, &mut lock).await?;
+    let changes = lock::changes(&old, &lock);
+    let written = lock.save(&path)?;
+    Ok(LockOutcome {
+        path,
+        lock,
+        written,
+        changes,
+    })
+}
+
+/// Bring the lock up to date (or check it, with `locked`), then fetch what the build needs.
+pub async fn fetch(
+    stack: &Stack,
+    arches: &[String],
+    opts: &FetchOptions,
+    reporter: Arc<dyn Reporter>,
+) -> Result<(Fetched, Option<LockOutcome>)> {
+    if !needs_network(stack) {
+        return Ok((Fetched::default(), None));
+    }
+    let path = opts.lock_path(stack);
+    let old = Lock::load(&path)?;
+    if opts.locked && old.is_none() {
+        return Err(BuildError::Locked {
+            path,
+            changes: vec!["there is no lock file".into()],
+        });
+    }
+    let old = old.unwrap_or_default();
+    let s = session(stack, opts, reporter).await?;
+    let mut lock = old.clone();
+    resolve_into(&s, stack, arches, opts, &mut lock).await?;
+    let changes = lock::changes(&old, &lock);
+    if opts.locked && !changes.is_empty() {
+        return Err(BuildError::Locked { path, changes });
+    }
+    let written = if opts.locked {
+        false
+    } else {
+        lock.save(&path)?
+    };
+
+    s.net.event(Event::Step { name: "fetch" });
+    let spec = &stack.spec;
+    let mut fetched = Fetched {
+        store: Some(s.cache.root().to_path_buf()),
+        ..Default::default()
+    };
+    let mut wanted = Vec::new();
+    for i in spec.images.iter().filter(|i| i.layout.is_none()) {
+        let locked = lock
+            .image(&i.reference)
+            .ok_or_else(|| BuildError::Image {
+                image: i.reference.clone(),
+                reason: "not in the lock".into(),
+            })?
+            .clone();
+        let (top, blobs) = s.regs.documents(&s.net, &s.cache, &locked, arches).await?;
+        let r = parse_reference(&i.reference)?;
+        wanted.extend(blobs.into_iter().map(|b| (r.clone(), b)));
+        fetched.images.insert(i.reference.clone(), top);
+    }
+    registry::fetch_blobs(
+        s.regs.clone(),
+        s.net.clone(),
+        s.cache.clone(),
+        wanted,
+        opts.jobs,
+    )
+    .await?;
+    for c in &spec.charts {
+        if let Some(repo) = &c.repo {
+            let locked =
+                lock.chart(&c.name, &c.version, repo)
+                    .ok_or_else(|| BuildError::Chart {
+                        chart: c.name.clone(),
+                        reason: "not in the lock".into(),
+                    })?;
+            let p = charts::fetch(
+                &s.net,
+                &s.http,
+                &s.regs,
+                &s.cache,
+                &opts.registry,
+                c,
+                locked,
+            )
+            .await?;
+            fetched
+                .charts
+                .insert((c.name.clone(), c.version.clone()), p);
+        }
+    }
+    if let Some(k) = &spec.k3s
+        && k.files.is_none()
+    {
+        fetched.k3s =
+            Some(k3s::fetch(&s.net, &s.http, &s.cache, &opts.registry, k, arches, &lock).await?);
+    }
+    Ok((
+        fetched,
+        Some(LockOutcome {
+            path,
+            lock,
+            written,
+            changes,
+        }),
+    ))
+}
