@@ -89,7 +89,15 @@ fn status_failure(url: &str, status: StatusCode) -> Failure {
 }
 
 fn transport(e: reqwest::Error) -> Failure {
-    Failure::Transient(format!("{e}: {}", source_chain(&e)))
+    let text = format!("{e}: {}", source_chain(&e));
+    if crate::registry::is_certificate_error(&text) {
+        Failure::Fatal(BuildError::Fetch {
+            what: e.url().map(|u| u.to_string()).unwrap_or_default(),
+            reason: format!("{text} (pass the server's CA with --ca-file)"),
+        })
+    } else {
+        Failure::Transient(text)
+    }
 }
 
 /// GET a small document into memory (at most [`MAX_SMALL`] bytes), with retries.

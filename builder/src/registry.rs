@@ -426,7 +426,17 @@ fn is_not_found(e: &BuildError) -> bool {
 fn classify(what: &str, e: OciDistributionError) -> Failure {
     use OciDistributionError as E;
     match e {
-        E::RequestError(e) => Failure::Transient(format!("{e}: {}", source_chain(&e))),
+        E::RequestError(e) => {
+            let text = format!("{e}: {}", source_chain(&e));
+            if is_certificate_error(&text) {
+                Failure::Fatal(BuildError::Fetch {
+                    what: what.into(),
+                    reason: format!("{text} (pass the registry's CA with --ca-file)"),
+                })
+            } else {
+                Failure::Transient(text)
+            }
+        }
         E::IoError(e) => Failure::Transient(e.to_string()),
         E::ServerError { code, message, .. } if code >= 500 || code == 429 || code == 408 => {
             Failure::Transient(format!("HTTP {code}: {}", message.trim()))
@@ -501,19 +511,37 @@ pub fn source_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// Does `host` answer HTTPS (any HTTP status counts)?
+/// Does `host` speak HTTPS? Any HTTP answer counts, and so does a TLS handshake that fails on
+/// the certificate (the pull then reports it, rather than silently trying plain HTTP).
 async fn answers_https(http: &reqwest::Client, host: &str) -> bool {
-    http.get(format!("https://{host}/v2/"))
+    match http
+        .get(format!("https://{host}/v2/"))
         .timeout(std::time::Duration::from_secs(10))
         .send()
         .await
-        .is_ok()
+    {
+        Ok(_) => true,
+        Err(e) => is_certificate_error(&format!("{e}: {}", source_chain(&e))),
+    }
+}
+
+/// A TLS failure about the certificate: retrying does not help.
+pub fn is_certificate_error(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("certificate") || t.contains("unknownissuer")
 }
 
 /// Credentials for a registry from the Docker config (`$DOCKER_CONFIG/config.json` or
 /// `~/.docker/config.json`) and its credential helpers; anonymous when none is configured.
 fn credentials(host: &str) -> Result<RegistryAuth> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential};
+    let config = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|d| d.join("config.json"));
+    if !config.is_some_and(|c| c.exists()) {
+        return Ok(RegistryAuth::Anonymous);
+    }
     let mut names = vec![host.to_string()];
     if host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io" {
         names.push("https://index.docker.io/v1/".into());

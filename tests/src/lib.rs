@@ -3,6 +3,8 @@
 
 pub mod craft;
 pub mod fixture;
+pub mod net;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,239 @@
+//! A real registry for the tests: Debian's `docker-registry` (CNCF Distribution 2.8) on a random
+//! loopback port, optionally with htpasswd basic auth and TLS from a CA made for the test, and
+//! `skopeo` to push fixture layouts into it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Which registry to start.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Basic auth with this user and password (bcrypt htpasswd).
+    pub user: Option<(String, String)>,
+    /// Serve TLS with a certificate from a CA made for the test.
+    pub tls: bool,
+}
+
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Storage, config, certificates.
+    pub dir: tempfile::TempDir,
+    pub opts: Options,
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl: (ca.crt, server.crt, server.key).
+pub fn make_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rin test CA",
+    ]);
+    run(&a);
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&a);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext.cnf");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
+}
+
+impl Registry {
+    pub fn start(opts: Options) -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("storage");
+        let mut cfg = format!(
+            "version: 0.1\nlog: {{ level: info }}\nstorage: {{ filesystem: {{ rootdirectory: {} }}, delete: {{ enabled: true }} }}\nhttp:\n  addr: 127.0.0.1:0\n",
+            root.display()
+        );
+        if opts.tls {
+            let (_, crt, key) = make_ca(dir.path());
+            cfg.push_str(&format!(
+                "  tls: {{ certificate: {}, key: {} }}\n",
+                crt.display(),
+                key.display()
+            ));
+        }
+        if let Some((u, p)) = &opts.user {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .expect("htpasswd runs (apt-get install apache2-utils)");
+            assert!(out.status.success());
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, &out.stdout).expect("write htpasswd");
+            cfg.push_str(&format!(
+                "auth: {{ htpasswd: {{ realm: rin-test, path: {} }} }}\n",
+                path.display()
+            ));
+        }
+        let cfg_path = dir.path().join("config.yml");
+        std::fs::write(&cfg_path, cfg).expect("write registry config");
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker-registry runs (apt-get install docker-registry)");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(i) = line.find("listening on ") {
+                    let rest = &line[i + "listening on ".len()..];
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+                // Keep draining so the registry never blocks on a full pipe.
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the registry printed its address");
+        Registry {
+            child,
+            addr,
+            dir,
+            opts,
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// Where Distribution keeps a blob's bytes.
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// `skopeo copy --all --preserve-digests oci:LAYOUT:NAME docker://ADDR/DEST`.
+    pub fn push(&self, layout: &Path, name: &str, dest: &str) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--all", "--preserve-digests", "--quiet"]);
+        if self.opts.tls {
+            let certs = self.dir.path().join("certs.d");
+            std::fs::create_dir_all(&certs).expect("certs dir");
+            std::fs::copy(self.ca(), certs.join("ca.crt")).expect("copy ca");
+            cmd.arg("--dest-cert-dir").arg(&certs);
+        } else {
+            cmd.arg("--dest-tls-verify=false");
+        }
+        if let Some((u, p)) = &self.opts.user {
+            cmd.arg("--dest-creds").arg(format!("{u}:{p}"));
+        }
+        cmd.arg(format!("oci:{}:{name}", layout.display()))
+            .arg(format!("docker://{}/{dest}", self.addr));
+        let out = cmd.output().expect("skopeo runs (apt-get install skopeo)");
+        assert!(
+            out.status.success(),
+            "skopeo copy to {dest}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Delete a manifest by digest (the registry allows deletes; plain-HTTP registries only).
+    pub fn delete_manifest(&self, repo: &str, digest: &str) {
+        let (status, body) = crate::net::request(
+            &self.addr,
+            "DELETE",
+            &format!("/v2/{repo}/manifests/{digest}"),
+        );
+        assert_eq!(status, 202, "delete {repo}@{digest}: {body}");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Docker config directory holding `auth` for `addr` (for `DOCKER_CONFIG`).
+pub fn docker_config(dir: &Path, addr: &str, user: &str, pass: &str) -> PathBuf {
+    use base64::Engine as _;
+    let d = dir.join("docker-config");
+    std::fs::create_dir_all(&d).expect("docker config dir");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    std::fs::write(
+        d.join("config.json"),
+        serde_json::json!({"auths": {addr: {"auth": auth}}}).to_string(),
+    )
+    .expect("write docker config");
+    d
+}
