@@ -237,3 +237,35 @@ pub fn docker_config(dir: &Path, addr: &str, user: &str, pass: &str) -> PathBuf 
     .expect("write docker config");
     d
 }
+
+/// Push a chart archive as Helm does (`helm push`): an OCI artifact with Helm's media types,
+/// at `ADDR/REPO/NAME:VERSION`, with oci-client. Returns the manifest URL it reports.
+pub fn push_chart(addr: &str, repo: &str, name: &str, version: &str, tgz: Vec<u8>) -> String {
+    use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(vec![addr.to_string()]),
+        ..Default::default()
+    });
+    let reference: oci_client::Reference = format!("{addr}/{repo}/{name}:{version}")
+        .parse()
+        .expect("chart reference");
+    let config = format!(r#"{{"apiVersion":"v2","name":"{name}","version":"{version}"}}"#);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(client.push(
+        &reference,
+        &[ImageLayer::new(
+            tgz,
+            rin_bundle::oci::MT_HELM_CHART.to_string(),
+            None,
+        )],
+        Config::new(
+            config.into_bytes(),
+            rin_bundle::oci::MT_HELM_CONFIG.to_string(),
+            None,
+        ),
+        &oci_client::secrets::RegistryAuth::Anonymous,
+        None,
+    ))
+    .expect("push the chart")
+    .manifest_url
+}
