@@ -171,8 +171,9 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
 }
 
 /// Is the image a reference names in the bundle? Names are compared as Docker normalises them
-/// (`nginx:1` is `docker.io/library/nginx:1`); a digest reference matches the image's digest,
-/// its upstream (unfiltered) digest or one of its platform manifests.
+/// (`nginx:1` is `docker.io/library/nginx:1`); a digest reference matches the image's digest or
+/// one of its platform manifests. Not the upstream index digest of a platform-filtered image:
+/// that digest cannot exist at the site (docs/FORMAT.md, section 6).
 pub fn carried(reference: &str, images: &[Image]) -> bool {
     let Ok(want) = parse_reference(reference) else {
         return false;
@@ -187,7 +188,6 @@ pub fn carried(reference: &str, images: &[Image]) -> bool {
         match want.digest() {
             Some(d) => {
                 i.digest == d
-                    || i.upstream_digest.as_deref() == Some(d)
                     || i.platforms.iter().any(|p| p.digest == d)
                     || have.digest() == Some(d)
             }
@@ -224,16 +224,22 @@ mod tests {
     fn carried_normalises_names() {
         let img = Image {
             reference: "docker.io/library/nginx:1.27".into(),
-            digest: "sha256:aa".into(),
+            digest: format!("sha256:{}", "3".repeat(64)),
             media_type: rin_bundle::oci::MT_OCI_INDEX.into(),
             upstream_digest: Some(format!("sha256:{}", "1".repeat(64))),
-            platforms: vec![],
+            platforms: vec![rin_bundle::index::ImagePlatform {
+                platform: "linux/arm64".into(),
+                digest: format!("sha256:{}", "4".repeat(64)),
+                size: 1,
+            }],
         };
         let imgs = [img];
         assert!(carried("nginx:1.27", &imgs));
         assert!(carried("docker.io/nginx:1.27", &imgs));
-        assert!(carried(&format!("nginx@sha256:{}", "1".repeat(64)), &imgs));
-        assert!(!carried(&format!("nginx@sha256:{}", "2".repeat(64)), &imgs));
+        // The upstream digest of a filtered image cannot be pulled at the site.
+        assert!(!carried(&format!("nginx@sha256:{}", "1".repeat(64)), &imgs));
+        assert!(carried(&format!("nginx@sha256:{}", "3".repeat(64)), &imgs));
+        assert!(carried(&format!("nginx@sha256:{}", "4".repeat(64)), &imgs));
         assert!(!carried("nginx:1.28", &imgs));
         assert!(!carried("ghcr.io/nginx:1.27", &imgs));
     }

@@ -5,6 +5,9 @@
 //!       directory's files and whose per-platform layer records the architecture.
 //!   rin-fixture bench-stack --out DIR --size-mib N
 //!       a stack whose one extra file is N MiB of incompressible bytes.
+//!   rin-fixture bench-images --out DIR --size-mib N --count C
+//!       an OCI image layout with C two-arch images (img0 … img<C-1>) of N MiB in all: one
+//!       incompressible base layer shared by every image and platform, and one per platform.
 
 use anyhow::{Context as _, bail};
 use rin_tests::fixture::{FixtureImage, LayerFile, LayoutWriter};
@@ -22,6 +25,7 @@ fn main() -> anyhow::Result<()> {
     let mut rootfs = None;
     let mut arches = Vec::new();
     let mut size_mib: u64 = 1024;
+    let mut count: u64 = 10;
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -31,6 +35,7 @@ fn main() -> anyhow::Result<()> {
             "--rootfs" => rootfs = Some(PathBuf::from(value)),
             "--arch" => arches.push(value.clone()),
             "--size-mib" => size_mib = value.parse().context("--size-mib takes a whole number")?,
+            "--count" => count = value.parse().context("--count takes a whole number")?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -59,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             println!("{name} {digest} -> {}", out.display());
         }
         "bench-stack" => bench_stack(&out, size_mib)?,
+        "bench-images" => bench_images(&out, size_mib, count.max(1))?,
         other => bail!("unknown command {other}"),
     }
     Ok(())
@@ -89,6 +95,45 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<LayerFile>) -> anyhow::Result
             });
         }
     }
+    Ok(())
+}
+
+/// Incompressible bytes (xorshift64*), different for each seed.
+fn noise(bytes: usize, seed: u64) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut out = vec![0u8; bytes];
+    for chunk in out.chunks_mut(8) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+    out
+}
+
+/// `count` two-arch images sharing one base layer, `size_mib` MiB of layers in all.
+fn bench_images(dir: &Path, size_mib: u64, count: u64) -> anyhow::Result<()> {
+    let total = (size_mib << 20) as usize;
+    let base = total / 16;
+    let per = (total - base) / (2 * count as usize);
+    let mut w = LayoutWriter::new(dir)?;
+    let base_file = LayerFile::new("usr/lib/base.bin", noise(base, 0));
+    for i in 0..count {
+        let img = FixtureImage {
+            name: format!("img{i}"),
+            arches: vec!["amd64".into(), "arm64".into()],
+            base: vec![base_file.clone()],
+            // `{arch}` makes each platform's layer differ; the noise makes it big.
+            per_arch: vec![
+                LayerFile::new("etc/rin-arch", "{arch}\n"),
+                LayerFile::new("app/data.bin", noise(per, i + 1)),
+            ],
+            cmd: vec!["/bin/sh".into()],
+        };
+        w.image(&img)?;
+    }
+    println!("{count} images, {size_mib} MiB of layers -> {}", dir.display());
     Ok(())
 }
 
