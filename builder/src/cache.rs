@@ -420,7 +420,8 @@ impl Net {
                 actual: format!("sha256:{actual} ({have} bytes)"),
             }));
         }
-        file.sync_data().map_err(io)?;
+        // Syncing blocks: let the runtime move its other downloads to another worker.
+        tokio::task::block_in_place(|| file.sync_data()).map_err(io)?;
         Ok((have, resumed_at))
     }
 }

@@ -119,9 +119,11 @@ impl LayoutWriter {
             .per_arch
             .iter()
             .map(|f| LayerFile {
-                content: String::from_utf8_lossy(&f.content)
-                    .replace("{arch}", arch)
-                    .into_bytes(),
+                // Text files get the architecture; binary content is kept as it is.
+                content: match std::str::from_utf8(&f.content) {
+                    Ok(text) => text.replace("{arch}", arch).into_bytes(),
+                    Err(_) => f.content.clone(),
+                },
                 ..f.clone()
             })
             .collect();

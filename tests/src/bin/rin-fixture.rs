@@ -133,7 +133,10 @@ fn bench_images(dir: &Path, size_mib: u64, count: u64) -> anyhow::Result<()> {
         };
         w.image(&img)?;
     }
-    println!("{count} images, {size_mib} MiB of layers -> {}", dir.display());
+    println!(
+        "{count} images, {size_mib} MiB of layers -> {}",
+        dir.display()
+    );
     Ok(())
 }
 
