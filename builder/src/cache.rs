@@ -427,3 +427,98 @@ impl Net {
 }
 
 const RESTART: &str = "restarting from the beginning";
+
+/// Blobs still being downloaded while the bundle is written: the writer waits on each one's
+/// [`rin_bundle::Gate`] before it reads the file, so packing follows the downloads instead of
+/// starting after the last one.
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    state: std::sync::Mutex<std::collections::HashMap<String, Arrival>>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Clone)]
+enum Arrival {
+    Pending,
+    Done,
+    Failed(String),
+}
+
+impl Arrivals {
+    /// Expect these digests.
+    pub fn expect<'a>(digests: impl IntoIterator<Item = &'a String>) -> Arc<Self> {
+        let a = Arrivals::default();
+        if let Ok(mut s) = a.state.lock() {
+            for d in digests {
+                s.insert(d.clone(), Arrival::Pending);
+            }
+        }
+        Arc::new(a)
+    }
+
+    fn set(&self, digest: &str, to: Arrival) {
+        if let Ok(mut s) = self.state.lock() {
+            s.insert(digest.to_string(), to);
+        }
+        self.changed.notify_all();
+    }
+
+    pub fn done(&self, digest: &str) {
+        self.set(digest, Arrival::Done);
+    }
+
+    /// Every blob not yet done fails with `reason` (the downloads stopped).
+    pub fn fail_rest(&self, reason: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            for v in s.values_mut() {
+                if matches!(v, Arrival::Pending) {
+                    *v = Arrival::Failed(reason.to_string());
+                }
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Is this digest one of the downloads (done or not)?
+    pub fn expects(&self, digest: &str) -> bool {
+        self.state.lock().is_ok_and(|s| s.contains_key(digest))
+    }
+
+    /// The gate the writer waits on for one digest.
+    pub fn gate(self: &Arc<Self>, digest: &str) -> Arc<dyn rin_bundle::Gate> {
+        Arc::new(BlobGate {
+            arrivals: self.clone(),
+            digest: digest.to_string(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct BlobGate {
+    arrivals: Arc<Arrivals>,
+    digest: String,
+}
+
+impl rin_bundle::Gate for BlobGate {
+    fn wait(&self) -> std::io::Result<()> {
+        let a = &self.arrivals;
+        let mut s = a
+            .state
+            .lock()
+            .map_err(|_| std::io::Error::other("download state poisoned"))?;
+        loop {
+            match s.get(&self.digest) {
+                Some(Arrival::Done) | None => return Ok(()),
+                Some(Arrival::Failed(why)) => {
+                    return Err(std::io::Error::other(format!("not downloaded: {why}")));
+                }
+                Some(Arrival::Pending) => {
+                    s = a
+                        .changed
+                        .wait(s)
+                        .map_err(|_| std::io::Error::other("download state poisoned"))?;
+                }
+            }
+        }
+    }
+}

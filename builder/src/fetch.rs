@@ -2,7 +2,7 @@
 //! image blob, chart archive and K3s file it pins into the cache. The packer then reads them
 //! from the cache like any local file.
 
-use crate::cache::{Cache, Net};
+use crate::cache::{Arrivals, Cache, Net};
 use crate::collect::FileEntry;
 use crate::error::{BuildError, Result};
 use crate::lock::{self, Lock};
@@ -61,6 +61,29 @@ pub struct Fetched {
     pub charts: BTreeMap<(String, String), PathBuf>,
     /// K3s release files, when fetched rather than read from `k3s.files`.
     pub k3s: Option<Vec<FileEntry>>,
+    /// Image blobs still downloading while the bundle is written (see [`Downloads`]).
+    pub arrivals: Option<Arc<Arrivals>>,
+}
+
+/// The image blobs left to download once the lock, the image documents, the charts and the
+/// K3s files are in place.
+pub struct Downloads {
+    session: Session,
+    wanted: Vec<(oci_client::Reference, Descriptor)>,
+    jobs: usize,
+}
+
+impl Downloads {
+    /// Which digests are still to arrive (the writer waits for them).
+    pub fn arrivals(&self) -> Arc<Arrivals> {
+        Arrivals::expect(self.wanted.iter().map(|(_, d)| &d.digest))
+    }
+
+    /// Download them, marking each in `arrivals` as it completes.
+    pub async fn run(self, arrivals: Arc<Arrivals>) -> Result<()> {
+        let s = self.session;
+        registry::fetch_blobs(s.regs, s.net, s.cache, self.wanted, self.jobs, arrivals).await
+    }
 }
 
 /// What happened to the lock.
@@ -179,15 +202,33 @@ pub async fn lock(
     })
 }
 
-/// Bring the lock up to date (or check it, with `locked`), then fetch what the build needs.
+/// Bring the lock up to date (or check it, with `locked`), then fetch everything the build
+/// needs.
 pub async fn fetch(
     stack: &Stack,
     arches: &[String],
     opts: &FetchOptions,
     reporter: Arc<dyn Reporter>,
 ) -> Result<(Fetched, Option<LockOutcome>)> {
+    let (fetched, lock, downloads) = prepare(stack, arches, opts, reporter).await?;
+    if let Some(d) = downloads {
+        let arrivals = d.arrivals();
+        d.run(arrivals).await?;
+    }
+    Ok((fetched, lock))
+}
+
+/// Bring the lock up to date (or check it, with `locked`) and fetch the image documents,
+/// charts and K3s files; return the image blobs still to download, so they can be fetched
+/// while the bundle is written.
+pub async fn prepare(
+    stack: &Stack,
+    arches: &[String],
+    opts: &FetchOptions,
+    reporter: Arc<dyn Reporter>,
+) -> Result<(Fetched, Option<LockOutcome>, Option<Downloads>)> {
     if !needs_network(stack) {
-        return Ok((Fetched::default(), None));
+        return Ok((Fetched::default(), None, None));
     }
     let path = opts.lock_path(stack);
     let old = Lock::load(&path)?;
@@ -218,6 +259,7 @@ pub async fn fetch(
         ..Default::default()
     };
     let mut wanted = Vec::new();
+    let mut configs = Vec::new();
     for i in spec.images.iter().filter(|i| i.layout.is_none()) {
         let locked = lock
             .image(&i.reference)
@@ -228,15 +270,24 @@ pub async fn fetch(
             .clone();
         let (top, blobs) = s.regs.documents(&s.net, &s.cache, &locked, arches).await?;
         let r = parse_reference(&i.reference)?;
-        wanted.extend(blobs.into_iter().map(|b| (r.clone(), b)));
+        for (is_config, b) in blobs {
+            if is_config {
+                configs.push((r.clone(), b));
+            } else {
+                wanted.push((r.clone(), b));
+            }
+        }
         fetched.images.insert(i.reference.clone(), top);
     }
+    // Image configs now (the packer parses them); layers later, beside the writer.
+    let arrivals = Arrivals::expect(configs.iter().map(|(_, d)| &d.digest));
     registry::fetch_blobs(
         s.regs.clone(),
         s.net.clone(),
         s.cache.clone(),
-        wanted,
+        configs,
         opts.jobs,
+        arrivals,
     )
     .await?;
     for c in &spec.charts {
@@ -268,6 +319,19 @@ pub async fn fetch(
         fetched.k3s =
             Some(k3s::fetch(&s.net, &s.http, &s.cache, &opts.registry, k, arches, &lock).await?);
     }
+    // Blobs already in the cache need no download.
+    let mut seen = std::collections::HashSet::new();
+    wanted.retain(|(r, d)| {
+        let cached = rin_bundle::digest::digest_hex(&d.digest)
+            .is_some_and(|hex| s.cache.lookup(hex, Some(d.size)).is_some());
+        if cached && seen.insert(d.digest.clone()) {
+            s.net.event(Event::Cached {
+                what: &format!("{}@{}", r.repository(), d.digest),
+                bytes: d.size,
+            });
+        }
+        !cached
+    });
     Ok((
         fetched,
         Some(LockOutcome {
@@ -275,6 +339,11 @@ pub async fn fetch(
             lock,
             written,
             changes,
+        }),
+        Some(Downloads {
+            session: s,
+            wanted,
+            jobs: opts.jobs,
         }),
     ))
 }

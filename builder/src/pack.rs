@@ -255,6 +255,10 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
         let path =
             oci::bundle_blob_path(&digest).expect("blob digests were checked when collected");
         let hex = digest.trim_start_matches("sha256:").to_string();
+        let source = match (&fetched.arrivals, blob.source) {
+            (Some(a), Source::File(p)) if a.expects(&digest) => Source::Awaited(p, a.gate(&digest)),
+            (_, s) => s,
+        };
         add(
             Entry {
                 path,
@@ -262,7 +266,7 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
                 sha256: hex,
                 mode: index::MODE_FILE,
             },
-            blob.source,
+            source,
         )?;
     }
     for f in files {

@@ -4,7 +4,7 @@
 //! Plain HTTP is used only for loopback registries and for `--insecure-registry` hosts, and
 //! only when they do not answer HTTPS.
 
-use crate::cache::{Body, Cache, Failure, Net};
+use crate::cache::{Arrivals, Body, Cache, Failure, Net};
 use crate::error::{BuildError, Result};
 use crate::lock::LockedImage;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
@@ -244,14 +244,15 @@ impl Registries {
     }
 
     /// Make sure the locked image's documents for `arches` are in the cache; return its top
-    /// descriptor and every blob (config and layers) the kept platforms need.
+    /// descriptor and every blob the kept platforms need (`true` for a config, `false` for a
+    /// layer).
     pub async fn documents(
         &self,
         net: &Net,
         cache: &Cache,
         locked: &LockedImage,
         arches: &[String],
-    ) -> Result<(Descriptor, Vec<Descriptor>)> {
+    ) -> Result<(Descriptor, Vec<(bool, Descriptor)>)> {
         let r = parse_reference(&locked.reference)?;
         let bytes = match self
             .manifest_by_digest(net, cache, &r, &locked.digest)
@@ -294,8 +295,14 @@ impl Registries {
         };
         let mut blobs = Vec::new();
         let mut add_manifest = |doc: Document| {
-            blobs.extend(doc.config);
-            blobs.extend(doc.layers.unwrap_or_default());
+            // Configs first: the packer reads them (small); layers are only streamed.
+            blobs.extend(doc.config.map(|c| (true, c)));
+            blobs.extend(
+                doc.layers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|l| (false, l)),
+            );
         };
         if oci::is_index(&media_type) {
             for child in doc.manifests.unwrap_or_default() {
@@ -356,26 +363,39 @@ impl Registries {
     }
 }
 
-/// Fetch every blob once, however many images and platforms share it, `jobs` at a time.
+/// Fetch every blob once, however many images and platforms share it, `jobs` at a time, in
+/// digest order (the order the bundle writer reads them), marking each in `arrivals`.
 pub async fn fetch_blobs(
     regs: Arc<Registries>,
     net: Arc<Net>,
     cache: Arc<Cache>,
     wanted: Vec<(Reference, Descriptor)>,
     jobs: usize,
+    arrivals: Arc<Arrivals>,
 ) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
-    let unique: Vec<_> = wanted
+    let mut unique: Vec<_> = wanted
         .into_iter()
         .filter(|(_, d)| seen.insert(d.digest.clone()))
         .collect();
+    unique.sort_by(|a, b| a.1.digest.cmp(&b.1.digest));
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for (r, d) in unique {
-        let (regs, net, cache, sem) = (regs.clone(), net.clone(), cache.clone(), sem.clone());
+        let (regs, net, cache, sem, arrivals) = (
+            regs.clone(),
+            net.clone(),
+            cache.clone(),
+            sem.clone(),
+            arrivals.clone(),
+        );
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            regs.blob(&net, &cache, &r, &d).await.map(|_| ())
+            let res = regs.blob(&net, &cache, &r, &d).await.map(|_| ());
+            if res.is_ok() {
+                arrivals.done(&d.digest);
+            }
+            res
         });
     }
     let mut first_err = None;
@@ -391,6 +411,7 @@ pub async fn fetch_blobs(
         {
             // Stop the others: their partial files stay and are resumed next time.
             set.abort_all();
+            arrivals.fail_rest(&e.to_string());
             first_err = Some(e);
         }
     }

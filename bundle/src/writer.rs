@@ -30,12 +30,20 @@ const ZEROS: [u8; 2 * BLOCK] = [0; 2 * BLOCK];
 pub enum Source {
     File(PathBuf),
     Bytes(Vec<u8>),
+    /// A file that is still arriving (a download running beside the writer): the writer waits
+    /// on the gate before it opens the file.
+    Awaited(PathBuf, std::sync::Arc<dyn Gate>),
+}
+
+/// Blocks until a file is complete, or says why it never will be.
+pub trait Gate: Send + Sync + std::fmt::Debug {
+    fn wait(&self) -> io::Result<()>;
 }
 
 impl Source {
     fn describe(&self) -> String {
         match self {
-            Source::File(p) => p.display().to_string(),
+            Source::File(p) | Source::Awaited(p, _) => p.display().to_string(),
             Source::Bytes(_) => "generated content".to_string(),
         }
     }
@@ -78,11 +86,14 @@ pub fn write_bundle<W: Write>(
         let mut grew = false;
         match source {
             Source::Bytes(b) => hw.write_all(b).map_err(io_err)?,
-            Source::File(p) => {
+            Source::File(p) | Source::Awaited(p, _) => {
                 let read_err = |source| BundleError::Io {
                     path: p.clone(),
                     source,
                 };
+                if let Source::Awaited(_, gate) = source {
+                    gate.wait().map_err(read_err)?;
+                }
                 let mut f = File::open(p).map_err(read_err)?;
                 loop {
                     let n = f.read(&mut buf).map_err(read_err)?;

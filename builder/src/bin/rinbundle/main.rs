@@ -301,18 +301,22 @@ fn build(
     let display = reporters::reporter(mode);
     let mut fetch_opts = args.fetch.options()?;
     fetch_opts.locked = args.locked;
-    let (fetched, lock) = if rin_builder::fetch::needs_network(&stack) {
-        runtime()?
-            .block_on(rin_builder::fetch::fetch(
-                &stack,
-                &arches,
-                &fetch_opts,
-                display.clone(),
-            ))
-            .with_context(|| format!("cannot fetch what {} needs", stack_dir.display()))?
-    } else {
-        (rin_builder::Fetched::default(), None)
-    };
+    // The lock, image documents, charts and K3s files first; then the image blobs download
+    // while the bundle is written, the writer following right behind them.
+    let rt = runtime()?;
+    let (mut fetched, lock, downloads) = rt
+        .block_on(rin_builder::fetch::prepare(
+            &stack,
+            &arches,
+            &fetch_opts,
+            display.clone(),
+        ))
+        .with_context(|| format!("cannot fetch what {} needs", stack_dir.display()))?;
+    let downloading = downloads.map(|d| {
+        let arrivals = d.arrivals();
+        fetched.arrivals = Some(arrivals.clone());
+        rt.spawn(d.run(arrivals))
+    });
     if let Some(l) = &lock
         && !quiet
         && l.written
@@ -327,8 +331,22 @@ fn build(
         threads,
         allow_missing_image: args.allow_missing_image,
     };
-    let built = rin_builder::build_from(&stack, &opts, &fetched, display.as_ref())
-        .with_context(|| format!("cannot build {}", stack_dir.display()))?;
+    let built = rin_builder::build_from(&stack, &opts, &fetched, display.as_ref());
+    if let Some(handle) = downloading {
+        if built.is_err() {
+            handle.abort();
+        }
+        // A failed download explains a failed write better than the write's own error.
+        match rt.block_on(handle) {
+            Ok(Err(e)) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("cannot fetch what {} needs", stack_dir.display()));
+            }
+            Err(e) if !e.is_cancelled() => anyhow::bail!("the download task failed: {e}"),
+            _ => {}
+        }
+    }
+    let built = built.with_context(|| format!("cannot build {}", stack_dir.display()))?;
     if !quiet {
         println!(
             "built {} {} for {}: {} images, {} charts, {} entries",

@@ -152,11 +152,6 @@ impl Bars {
     }
 
     fn begin(&self, phase: &str, total: u64) {
-        if let Ok(mut bars) = self.bars.lock() {
-            for (_, b) in bars.drain() {
-                b.finish_and_clear();
-            }
-        }
         let bar = self.multi.add(ProgressBar::new(total));
         bar.set_style(Self::style());
         bar.set_message(phase.to_string());
