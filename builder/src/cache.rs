@@ -182,6 +182,18 @@ impl Net {
         (self.backoff * 2u32.saturating_pow(attempt.min(16))).min(Duration::from_secs(30))
     }
 
+    /// Report a failed attempt and wait before the next one.
+    async fn back_off(&self, what: &str, attempt: u32, reason: &str) {
+        let delay = self.delay(attempt - 1);
+        self.event(Event::Retry {
+            what,
+            attempt,
+            delay_ms: delay.as_millis() as u64,
+            error: reason,
+        });
+        tokio::time::sleep(delay).await;
+    }
+
     /// Run `op` until it succeeds, fails for good, or runs out of attempts.
     pub async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
     where
@@ -201,14 +213,7 @@ impl Net {
                             reason: format!("{reason} (gave up after {attempt} attempts)"),
                         });
                     }
-                    let delay = self.delay(attempt - 1);
-                    self.event(Event::Retry {
-                        what,
-                        attempt,
-                        delay_ms: delay.as_millis() as u64,
-                        error: &reason,
-                    });
-                    tokio::time::sleep(delay).await;
+                    self.back_off(what, attempt, &reason).await;
                 }
             }
         }
@@ -301,14 +306,7 @@ impl Net {
                             ),
                         });
                     }
-                    let delay = self.delay(attempt - 1);
-                    self.event(Event::Retry {
-                        what,
-                        attempt,
-                        delay_ms: delay.as_millis() as u64,
-                        error: &reason,
-                    });
-                    tokio::time::sleep(delay).await;
+                    self.back_off(what, attempt, &reason).await;
                 }
             }
         }

@@ -40,29 +40,8 @@ enum Command {
         /// The stack directory.
         #[arg(long, value_name = "DIR", default_value = "manifests")]
         stack: PathBuf,
-        /// Architecture to carry (amd64, arm64, ...); repeat for several. Default: the stack's `platforms`.
-        #[arg(long = "arch", value_name = "ARCH")]
-        arches: Vec<String>,
-        /// Private key to sign with (NAME.key); repeat for several signatures.
-        #[arg(long = "key", value_name = "FILE")]
-        keys: Vec<PathBuf>,
-        /// Write an unsigned bundle (installers refuse it; for signing elsewhere later).
-        #[arg(long, conflicts_with = "keys")]
-        unsigned: bool,
-        /// The bundle file to write.
-        #[arg(short, long, value_name = "FILE", default_value = "bundle.tar.zst")]
-        output: PathBuf,
-        /// Compression threads (the bundle's bytes do not depend on it). Default: cores, at most 4.
-        #[arg(long, value_name = "N")]
-        threads: Option<u32>,
-        /// Refuse to build if the lock is missing or would change (for CI and releases).
-        #[arg(long)]
-        locked: bool,
-        /// Build even if manifests or charts use an image the bundle does not carry.
-        #[arg(long)]
-        allow_missing_image: bool,
         #[command(flatten)]
-        fetch: FetchArgs,
+        args: BuildArgs,
     },
     /// Resolve every image tag, chart and K3s file of a stack afresh and write the lock.
     Lock {
@@ -179,31 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("key id {id}");
             Ok(())
         }
-        Command::Build {
-            stack,
-            arches,
-            keys,
-            unsigned,
-            output,
-            threads,
-            locked,
-            allow_missing_image,
-            fetch,
-        } => build(
-            &stack,
-            BuildArgs {
-                arches,
-                keys,
-                unsigned,
-                output,
-                threads,
-                locked,
-                allow_missing_image,
-                fetch,
-            },
-            mode,
-            cli.quiet,
-        ),
+        Command::Build { stack, args } => build(&stack, args, mode, cli.quiet),
         Command::Lock {
             stack,
             arches,
@@ -214,14 +169,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+#[derive(clap::Args)]
 struct BuildArgs {
+    /// Architecture to carry (amd64, arm64, ...); repeat for several. Default: the stack's `platforms`.
+    #[arg(long = "arch", value_name = "ARCH")]
     arches: Vec<String>,
+    /// Private key to sign with (NAME.key); repeat for several signatures.
+    #[arg(long = "key", value_name = "FILE")]
     keys: Vec<PathBuf>,
+    /// Write an unsigned bundle (installers refuse it; for signing elsewhere later).
+    #[arg(long, conflicts_with = "keys")]
     unsigned: bool,
+    /// The bundle file to write.
+    #[arg(short, long, value_name = "FILE", default_value = "bundle.tar.zst")]
     output: PathBuf,
+    /// Compression threads (the bundle's bytes do not depend on it). Default: cores, at most 4.
+    #[arg(long, value_name = "N")]
     threads: Option<u32>,
+    /// Refuse to build if the lock is missing or would change (for CI and releases).
+    #[arg(long)]
     locked: bool,
+    /// Build even if manifests or charts use an image the bundle does not carry.
+    #[arg(long)]
     allow_missing_image: bool,
+    #[command(flatten)]
     fetch: FetchArgs,
 }
 
