@@ -32,8 +32,6 @@ pub enum Event<'a> {
         delay_ms: u64,
         error: &'a str,
     },
-    /// A note for the operator (e.g. an image reference found in a chart).
-    Note { message: &'a str },
 }
 
 pub trait Reporter: Send + Sync {

@@ -145,9 +145,6 @@ impl Bars {
                     *delay_ms as f64 / 1000.0
                 ));
             }
-            Event::Note { message } => {
-                let _ = self.multi.println(message);
-            }
         }
     }
 
