@@ -4,9 +4,10 @@
 
 use crate::cache::{Cache, Net};
 use crate::error::{BuildError, Result};
+use crate::fetch::Session;
 use crate::http;
 use crate::lock::LockedChart;
-use crate::registry::{Registries, RegistryOptions, parse_reference};
+use crate::registry::{Registries, parse_reference};
 use crate::spec::ChartSpec;
 use rin_bundle::oci::{self, Descriptor, Document};
 use serde::Deserialize;
@@ -48,15 +49,14 @@ fn err(spec: &ChartSpec, reason: String) -> BuildError {
 }
 
 /// Resolve a chart to its archive URL and sha256.
-pub async fn resolve(
-    net: &Net,
-    http: &reqwest::Client,
-    regs: &Registries,
-    cache: &Cache,
-    opts: &RegistryOptions,
-    spec: &ChartSpec,
-    repo: &str,
-) -> Result<LockedChart> {
+pub async fn resolve(s: &Session, spec: &ChartSpec, repo: &str) -> Result<LockedChart> {
+    let Session {
+        net,
+        http,
+        regs,
+        cache,
+        opts,
+    } = s;
     if let Some(reference) = oci_reference(repo, &spec.name, &spec.version) {
         let layer = oci_layer(net, regs, cache, spec, &reference).await?;
         let hex = layer.digest.trim_start_matches("sha256:").to_string();
@@ -161,15 +161,14 @@ async fn oci_layer(
 }
 
 /// Fetch the locked archive into the cache.
-pub async fn fetch(
-    net: &Net,
-    http: &reqwest::Client,
-    regs: &Registries,
-    cache: &Cache,
-    opts: &RegistryOptions,
-    spec: &ChartSpec,
-    locked: &LockedChart,
-) -> Result<PathBuf> {
+pub async fn fetch(s: &Session, spec: &ChartSpec, locked: &LockedChart) -> Result<PathBuf> {
+    let Session {
+        net,
+        http,
+        regs,
+        cache,
+        opts,
+    } = s;
     if let Some(reference) = locked.url.strip_prefix("oci://") {
         if let Some(p) = cache.lookup(&locked.sha256, None) {
             return Ok(p);

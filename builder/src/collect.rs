@@ -520,15 +520,7 @@ pub struct FileEntry {
 impl FileEntry {
     fn hashed(path: String, source: PathBuf, mode: u32) -> Result<Self> {
         let (sha256, size) = hash_file(&source)?;
-        Ok(FileEntry {
-            entry: Entry {
-                path,
-                size,
-                sha256,
-                mode,
-            },
-            source,
-        })
+        Ok(Self::known(path, source, sha256, size, mode))
     }
 
     /// A file whose sha256 and size are already known (checked when it was downloaded); the

@@ -105,11 +105,13 @@ pub fn needs_network(stack: &Stack) -> bool {
         || s.k3s.as_ref().is_some_and(|k| k.files.is_none())
 }
 
-struct Session {
-    net: Arc<Net>,
-    cache: Arc<Cache>,
-    http: reqwest::Client,
-    regs: Arc<Registries>,
+/// Everything one run uses to reach its sources.
+pub struct Session {
+    pub net: Arc<Net>,
+    pub cache: Arc<Cache>,
+    pub http: reqwest::Client,
+    pub regs: Arc<Registries>,
+    pub opts: RegistryOptions,
 }
 
 async fn session(
@@ -142,15 +144,16 @@ async fn session(
         cache: Arc::new(cache),
         http,
         regs: Arc::new(regs),
+        opts: opts.registry.clone(),
     })
 }
 
-/// Resolve what `base` lacks for the stack (everything, when `base` is empty).
+/// Resolve what `lock` lacks for the stack (everything, when it is empty), after dropping what
+/// the stack no longer names.
 async fn resolve_into(
     s: &Session,
     stack: &Stack,
     arches: &[String],
-    opts: &FetchOptions,
     lock: &mut Lock,
 ) -> Result<()> {
     let spec = &stack.spec;
@@ -166,15 +169,14 @@ async fn resolve_into(
         if let Some(repo) = &c.repo
             && lock.chart(&c.name, &c.version, repo).is_none()
         {
-            let l = charts::resolve(&s.net, &s.http, &s.regs, &s.cache, &opts.registry, c, repo)
-                .await?;
+            let l = charts::resolve(s, c, repo).await?;
             lock.charts.push(l);
         }
     }
     if let Some(k) = &spec.k3s
         && k.files.is_none()
     {
-        k3s::resolve(&s.net, &s.http, &s.cache, &opts.registry, k, arches, lock).await?;
+        k3s::resolve(s, k, arches, lock).await?;
     }
     lock.sort();
     Ok(())
@@ -191,7 +193,7 @@ pub async fn lock(
     let old = Lock::load(&path)?.unwrap_or_default();
     let s = session(stack, opts, reporter).await?;
     let mut lock = Lock::default();
-    resolve_into(&s, stack, arches, opts, &mut lock).await?;
+    resolve_into(&s, stack, arches, &mut lock).await?;
     let changes = lock::changes(&old, &lock);
     let written = lock.save(&path)?;
     Ok(LockOutcome {
@@ -241,7 +243,7 @@ pub async fn prepare(
     let old = old.unwrap_or_default();
     let s = session(stack, opts, reporter).await?;
     let mut lock = old.clone();
-    resolve_into(&s, stack, arches, opts, &mut lock).await?;
+    resolve_into(&s, stack, arches, &mut lock).await?;
     let changes = lock::changes(&old, &lock);
     if opts.locked && !changes.is_empty() {
         return Err(BuildError::Locked { path, changes });
@@ -298,16 +300,7 @@ pub async fn prepare(
                         chart: c.name.clone(),
                         reason: "not in the lock".into(),
                     })?;
-            let p = charts::fetch(
-                &s.net,
-                &s.http,
-                &s.regs,
-                &s.cache,
-                &opts.registry,
-                c,
-                locked,
-            )
-            .await?;
+            let p = charts::fetch(&s, c, locked).await?;
             fetched
                 .charts
                 .insert((c.name.clone(), c.version.clone()), p);
@@ -316,22 +309,8 @@ pub async fn prepare(
     if let Some(k) = &spec.k3s
         && k.files.is_none()
     {
-        fetched.k3s =
-            Some(k3s::fetch(&s.net, &s.http, &s.cache, &opts.registry, k, arches, &lock).await?);
+        fetched.k3s = Some(k3s::fetch(&s, k, arches, &lock).await?);
     }
-    // Blobs already in the cache need no download.
-    let mut seen = std::collections::HashSet::new();
-    wanted.retain(|(r, d)| {
-        let cached = rin_bundle::digest::digest_hex(&d.digest)
-            .is_some_and(|hex| s.cache.lookup(hex, Some(d.size)).is_some());
-        if cached && seen.insert(d.digest.clone()) {
-            s.net.event(Event::Cached {
-                what: &format!("{}@{}", r.repository(), d.digest),
-                bytes: d.size,
-            });
-        }
-        !cached
-    });
     Ok((
         fetched,
         Some(LockOutcome {

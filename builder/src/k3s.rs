@@ -6,9 +6,9 @@
 //! K3s repository at the release's tag (the script get.k3s.io serves; the release publishes no
 //! checksum for it, so the lock pins the one first fetched).
 
-use crate::cache::{Cache, Net};
 use crate::collect::FileEntry;
 use crate::error::{BuildError, Result};
+use crate::fetch::Session;
 use crate::http;
 use crate::lock::{Lock, LockedFile};
 use crate::registry::RegistryOptions;
@@ -79,14 +79,18 @@ fn parse_sums(text: &str) -> BTreeMap<String, String> {
 
 /// Add to the lock whatever K3s file `arches` need and it lacks.
 pub async fn resolve(
-    net: &Net,
-    http: &reqwest::Client,
-    cache: &Cache,
-    opts: &RegistryOptions,
+    s: &Session,
     spec: &K3sSpec,
     arches: &[String],
     lock: &mut Lock,
 ) -> Result<()> {
+    let Session {
+        net,
+        http,
+        cache,
+        opts,
+        ..
+    } = s;
     let v = &spec.version;
     if lock.k3s_file(v, INSTALL_SCRIPT).is_none() {
         let bytes = http::get_small(net, http, &url_of(spec, INSTALL_SCRIPT, opts)?).await?;
@@ -140,14 +144,18 @@ pub async fn resolve(
 
 /// Fetch the locked files `arches` need; entries for `k3s/` in the bundle.
 pub async fn fetch(
-    net: &Net,
-    http: &reqwest::Client,
-    cache: &Cache,
-    opts: &RegistryOptions,
+    s: &Session,
     spec: &K3sSpec,
     arches: &[String],
     lock: &Lock,
 ) -> Result<Vec<FileEntry>> {
+    let Session {
+        net,
+        http,
+        cache,
+        opts,
+        ..
+    } = s;
     let v = &spec.version;
     let mut names = vec![INSTALL_SCRIPT.to_string()];
     for arch in arches {

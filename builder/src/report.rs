@@ -37,10 +37,3 @@ pub enum Event<'a> {
 pub trait Reporter: Send + Sync {
     fn event(&self, event: &Event<'_>);
 }
-
-/// Reports nothing.
-pub struct Quiet;
-
-impl Reporter for Quiet {
-    fn event(&self, _event: &Event<'_>) {}
-}

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rin_bundle::{BundleError, Progress};
 use rin_signing::{KeyError, TrustError, TrustPolicy};
 use std::error::Error as StdError;
@@ -63,6 +63,8 @@ pub fn render(
 /// indicatif bars for library progress; draws nothing when quiet or when stderr is no terminal.
 pub struct Bars {
     quiet: bool,
+    /// Draw beside other bars (downloads) rather than alone.
+    multi: Option<MultiProgress>,
     bar: Mutex<Option<ProgressBar>>,
 }
 
@@ -70,8 +72,27 @@ impl Bars {
     pub fn new(quiet: bool) -> Self {
         Bars {
             quiet,
+            multi: None,
             bar: Mutex::new(None),
         }
+    }
+
+    /// Bars drawn in `multi`, with the other bars it holds.
+    pub fn within(multi: MultiProgress) -> Self {
+        Bars {
+            quiet: false,
+            multi: Some(multi),
+            bar: Mutex::new(None),
+        }
+    }
+
+    /// The style of every byte-counting bar: message, bar, bytes, rate, ETA.
+    pub fn style() -> ProgressStyle {
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
     }
 }
 
@@ -80,13 +101,11 @@ impl Progress for Bars {
         if self.quiet {
             return;
         }
-        let bar = ProgressBar::new(total);
-        let style = ProgressStyle::with_template(
-            "{msg:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
+        let bar = match &self.multi {
+            Some(m) => m.add(ProgressBar::new(total)),
+            None => ProgressBar::new(total),
+        };
+        bar.set_style(Self::style());
         bar.set_message(phase.to_string());
         if let Ok(mut b) = self.bar.lock() {
             *b = Some(bar);

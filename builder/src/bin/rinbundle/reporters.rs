@@ -1,7 +1,7 @@
 //! How `rinbundle` shows progress: indicatif bars (one per download and one for the whole
 //! fetch, then one for packing), JSON lines on stderr (`--progress json`), or nothing.
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
 use rin_builder::{Event, Reporter};
 use rin_bundle::Progress;
 use std::collections::HashMap;
@@ -68,60 +68,45 @@ impl Progress for Display {
     }
 }
 
-const BYTES: &str = "{msg:>12.dim} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
-
+/// A bar per download and one for the whole fetch (id 0), then the packing bar, all in one
+/// `MultiProgress`.
 pub struct Bars {
     multi: MultiProgress,
     bars: Mutex<HashMap<u64, ProgressBar>>,
-    pack: Mutex<Option<ProgressBar>>,
+    pack: rin_cli::Bars,
 }
 
 impl Bars {
     fn new() -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         Bars {
+            pack: rin_cli::Bars::within(multi.clone()),
             multi,
             bars: Mutex::new(HashMap::new()),
-            pack: Mutex::new(None),
         }
     }
 
-    fn style() -> ProgressStyle {
-        ProgressStyle::with_template(BYTES)
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ")
+    fn add(&self, id: u64, total: u64, message: String) {
+        let bar = self.multi.add(ProgressBar::new(total));
+        bar.set_style(rin_cli::Bars::style());
+        bar.set_message(message);
+        if let Ok(mut bars) = self.bars.lock() {
+            if let Some(all) = bars.get(&0).filter(|_| id != 0) {
+                all.inc_length(total);
+            }
+            bars.insert(id, bar);
+        }
     }
 
     fn event(&self, e: &Event<'_>) {
         match e {
-            Event::Step { name } if *name == "fetch" => {
-                let bar = self.multi.add(ProgressBar::new(0));
-                bar.set_style(Self::style());
-                bar.set_message("fetch");
-                // Id 0 is the whole fetch; downloads count from 1.
-                if let Ok(mut bars) = self.bars.lock() {
-                    bars.insert(0, bar);
-                }
-            }
-            Event::Step { .. } => {}
-            Event::Start { id, what, total } => {
-                let bar = self.multi.add(ProgressBar::new(total.unwrap_or(0)));
-                bar.set_style(Self::style());
-                bar.set_message(short(what));
-                if let Ok(mut bars) = self.bars.lock() {
-                    if let (Some(t), Some(all)) = (total, bars.get(&0)) {
-                        all.inc_length(*t);
-                    }
-                    bars.insert(*id, bar);
-                }
-            }
+            Event::Step { name } if *name == "fetch" => self.add(0, 0, "fetch".into()),
+            Event::Step { .. } | Event::Cached { .. } => {}
+            Event::Start { id, what, total } => self.add(*id, total.unwrap_or(0), short(what)),
             Event::Progress { id, bytes } => {
                 if let Ok(bars) = self.bars.lock() {
-                    if let Some(b) = bars.get(id) {
+                    for b in [bars.get(id), bars.get(&0)].into_iter().flatten() {
                         b.inc(*bytes);
-                    }
-                    if let Some(all) = bars.get(&0) {
-                        all.inc(*bytes);
                     }
                 }
             }
@@ -133,7 +118,6 @@ impl Bars {
                     self.multi.remove(&b);
                 }
             }
-            Event::Cached { .. } => {}
             Event::Retry {
                 what,
                 attempt,
@@ -149,27 +133,20 @@ impl Bars {
     }
 
     fn begin(&self, phase: &str, total: u64) {
-        let bar = self.multi.add(ProgressBar::new(total));
-        bar.set_style(Self::style());
-        bar.set_message(phase.to_string());
-        if let Ok(mut p) = self.pack.lock() {
-            *p = Some(bar);
-        }
+        self.pack.begin(phase, total);
     }
 
     fn advance(&self, bytes: u64) {
-        if let Ok(p) = self.pack.lock()
-            && let Some(b) = p.as_ref()
-        {
-            b.inc(bytes);
-        }
+        self.pack.advance(bytes);
     }
 
+    /// Packing is the last step: clear every bar still drawn (the whole-fetch one).
     fn end(&self) {
-        if let Ok(mut p) = self.pack.lock()
-            && let Some(b) = p.take()
-        {
-            b.finish_and_clear();
+        self.pack.end();
+        if let Ok(mut bars) = self.bars.lock() {
+            for (_, b) in bars.drain() {
+                b.finish_and_clear();
+            }
         }
     }
 }
