@@ -520,3 +520,202 @@ impl rin_bundle::Gate for BlobGate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Nothing;
+    impl Reporter for Nothing {
+        fn event(&self, _: &Event<'_>) {}
+    }
+
+    fn net(attempts: u32) -> Net {
+        let mut n = Net::new(Arc::new(Nothing));
+        n.attempts = attempts;
+        n.backoff = Duration::from_millis(1);
+        n
+    }
+
+    fn content() -> Vec<u8> {
+        (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn body(bytes: &[u8]) -> ByteStream {
+        let chunks: Vec<std::io::Result<Bytes>> = bytes
+            .chunks(8192)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        stream::iter(chunks).boxed()
+    }
+
+    fn setup() -> (tempfile::TempDir, Cache, Vec<u8>, String) {
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache::open(t.path()).unwrap();
+        let c = content();
+        let hex = rin_bundle::digest::sha256_hex(&c);
+        (t, cache, c, hex)
+    }
+
+    fn names(cache: &Cache) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(cache.root().join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partial_resumes_at_its_end_when_the_server_answers_206() {
+        let (_t, cache, c, hex) = setup();
+        fs::write(cache.partial(&hex), &c[..40_000]).unwrap();
+        let offsets = Mutex::new(Vec::new());
+        let p = net(3)
+            .download(&cache, &hex, Some(c.len() as u64), "blob", |off| {
+                offsets.lock().unwrap().push(off);
+                let rest = body(&c[off as usize..]);
+                async move { Ok(Body::Partial(rest)) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(*offsets.lock().unwrap(), [40_000]);
+        assert_eq!(fs::read(p).unwrap(), c);
+        assert_eq!(names(&cache), [hex]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_200_to_a_range_request_starts_over() {
+        let (_t, cache, c, hex) = setup();
+        fs::write(cache.partial(&hex), &c[..40_000]).unwrap();
+        let p = net(3)
+            .download(&cache, &hex, Some(c.len() as u64), "blob", |_| {
+                let all = body(&c);
+                async move { Ok(Body::Full(all)) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(fs::read(p).unwrap(), c);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_kept_prefix_is_fetched_again_from_zero() {
+        let (_t, cache, c, hex) = setup();
+        fs::write(cache.partial(&hex), vec![0xEE; 40_000]).unwrap();
+        let offsets = Mutex::new(Vec::new());
+        let p = net(3)
+            .download(&cache, &hex, Some(c.len() as u64), "blob", |off| {
+                offsets.lock().unwrap().push(off);
+                let rest = body(&c[off as usize..]);
+                async move { Ok(Body::Partial(rest)) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(*offsets.lock().unwrap(), [40_000, 0]);
+        assert_eq!(fs::read(p).unwrap(), c);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrong_content_is_refused_at_once_and_nothing_is_kept() {
+        let (_t, cache, c, hex) = setup();
+        let calls = AtomicUsize::new(0);
+        let mut bad = c.clone();
+        bad[500] ^= 1;
+        let err = net(5)
+            .download(&cache, &hex, Some(c.len() as u64), "blob", |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let b = body(&bad);
+                async move { Ok(Body::Full(b)) }
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BuildError::Mismatch { .. }), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
+        assert!(names(&cache).is_empty(), "{:?}", names(&cache));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_bytes_than_declared_are_refused_and_not_kept() {
+        let (_t, cache, c, hex) = setup();
+        let mut long = c.clone();
+        long.extend_from_slice(b"trailing");
+        let err = net(5)
+            .download(&cache, &hex, Some(c.len() as u64), "blob", |_| {
+                let b = body(&long);
+                async move { Ok(Body::Full(b)) }
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        assert!(names(&cache).is_empty(), "{:?}", names(&cache));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transient_failures_give_up_after_the_attempts_and_keep_the_partial() {
+        let (_t, cache, c, hex) = setup();
+        let calls = AtomicUsize::new(0);
+        let err = net(3)
+            .download(&cache, &hex, Some(c.len() as u64), "blob", |off| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                // The first answer breaks after 30 000 bytes; later ones fail at once.
+                let s: ByteStream = if n == 0 {
+                    body(&c[..30_000])
+                        .chain(stream::iter([Err(std::io::Error::other("reset"))]))
+                        .boxed()
+                } else {
+                    let _ = off;
+                    stream::iter([Err(std::io::Error::other("reset"))]).boxed()
+                };
+                async move { Ok(Body::Partial(s)) }
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BuildError::Fetch { .. }), "{err}");
+        assert!(
+            err.to_string().contains("gave up after 3 attempts"),
+            "{err}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(fs::read(cache.partial(&hex)).unwrap(), &c[..30_000]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_downloads_of_one_blob_fetch_it_once() {
+        let (_t, cache, c, hex) = setup();
+        let n = Arc::new(net(3));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let run = |delay_ms: u64| {
+            let (n, cache, c, hex, calls) = (
+                n.clone(),
+                cache.clone(),
+                c.clone(),
+                hex.clone(),
+                calls.clone(),
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                n.download(&cache, &hex, Some(c.len() as u64), "blob", |_| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    // A slow server: the other download must wait for this one.
+                    let chunks: Vec<Bytes> = c.chunks(10_000).map(Bytes::copy_from_slice).collect();
+                    let s = stream::iter(chunks)
+                        .then(|b| async move {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Ok(b)
+                        })
+                        .boxed();
+                    async move { Ok(Body::Full(s)) }
+                })
+                .await
+            })
+        };
+        let (a, b) = (run(0), run(50));
+        let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+        assert_eq!(a, b);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(fs::read(a).unwrap(), c);
+    }
+}

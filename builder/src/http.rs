@@ -157,3 +157,30 @@ pub async fn download(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback_or_a_named_insecure_host() {
+        let none = RegistryOptions::default();
+        assert!(check_scheme("https://charts.example.com/x", &none).is_ok());
+        assert!(check_scheme("http://127.0.0.1:8080/x", &none).is_ok());
+        assert!(check_scheme("http://localhost/x", &none).is_ok());
+        assert!(check_scheme("http://[::1]:5000/x", &none).is_ok());
+        let err = check_scheme("http://mirror.lan:8080/x", &none).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--insecure-registry mirror.lan:8080"),
+            "{err}"
+        );
+        let named = RegistryOptions {
+            insecure: vec!["mirror.lan:8080".into()],
+            ..Default::default()
+        };
+        assert!(check_scheme("http://mirror.lan:8080/x", &named).is_ok());
+        assert!(check_scheme("http://mirror.lan:9090/x", &named).is_err());
+        assert!(check_scheme("ftp://127.0.0.1/x", &none).is_err());
+    }
+}

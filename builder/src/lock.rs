@@ -257,6 +257,26 @@ mod tests {
     }
 
     #[test]
+    fn another_version_or_an_unknown_field_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("images.lock");
+        assert!(
+            Lock::load(&p).unwrap().is_none(),
+            "a missing lock is no lock"
+        );
+        std::fs::write(&p, "version = 2\n").unwrap();
+        let err = Lock::load(&p).unwrap_err();
+        assert!(err.to_string().contains("rinbundle lock"), "{err}");
+        std::fs::write(
+            &p,
+            "version = 1\n[[image]]\nreference = \"a\"\ndigest = \"sha256:00\"\ncolour = \"red\"\n",
+        )
+        .unwrap();
+        let err = Lock::load(&p).unwrap_err();
+        assert!(err.to_string().contains("not a valid lock file"), "{err}");
+    }
+
+    #[test]
     fn changes_name_each_difference() {
         let old = sample();
         let mut new = sample();

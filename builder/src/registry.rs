@@ -583,3 +583,37 @@ fn credentials(host: &str) -> Result<RegistryAuth> {
     }
     Ok(RegistryAuth::Anonymous)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.9.9.9:1",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "registry.local:5000",
+            "10.0.0.1",
+            "128.0.0.1:80",
+            "localhost.evil.com",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn certificate_errors_are_recognised() {
+        assert!(is_certificate_error(
+            "invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(!is_certificate_error("connection refused"));
+    }
+}

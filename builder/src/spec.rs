@@ -165,3 +165,43 @@ impl Stack {
 
 /// Architectures this builder accepts for `--arch` (Go's names, as OCI platforms use).
 pub const KNOWN_ARCHES: &[&str] = &["amd64", "arm64", "arm", "ppc64le", "s390x", "riscv64"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Stack> {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join(SPEC_FILE), yaml).unwrap();
+        Stack::load(t.path())
+    }
+
+    #[test]
+    fn each_chart_has_exactly_one_source_with_a_known_scheme_and_appears_once() {
+        let head = "name: s\nversion: 1\ncharts:\n";
+        let cases = [
+            ("  - {name: a, version: '1'}\n", "either `archive:`"),
+            (
+                "  - {name: a, version: '1', archive: a.tgz, repo: 'https://x'}\n",
+                "either `archive:`",
+            ),
+            (
+                "  - {name: a, version: '1', repo: 'ftp://x'}\n",
+                "must start with",
+            ),
+            (
+                "  - {name: a, version: '1', repo: 'https://x'}\n  - {name: a, version: '1', repo: 'oci://y'}\n",
+                "listed twice",
+            ),
+        ];
+        for (charts, want) in cases {
+            let err = load(&format!("{head}{charts}")).unwrap_err();
+            assert!(err.to_string().contains(want), "{charts}: {err}");
+        }
+        let ok = load(&format!(
+            "{head}  - {{name: a, version: '1', repo: 'oci://r/c'}}\n  - {{name: b, version: '1', archive: b.tgz}}\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.spec.lock, "images.lock");
+    }
+}
