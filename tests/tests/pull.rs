@@ -56,7 +56,26 @@ fn stack(dir: &Path, images: &[String]) -> PathBuf {
     s
 }
 
-fn rinbundle(args: &[&str], env: &[(&str, &Path)]) -> Output {
+/// `rinbundle build` of `st` signed with `key` into `out`, with `cache`, plus `extra`.
+fn build_args(st: &Path, key: &Path, cache: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "build",
+        "--stack",
+        s(st),
+        "--key",
+        s(key),
+        "--cache",
+        s(cache),
+        "-o",
+        s(out),
+    ]
+    .map(str::to_string)
+    .to_vec();
+    a.extend(extra.iter().map(|x| x.to_string()));
+    a
+}
+
+fn rinbundle<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(bin("rinbundle"));
     c.args(args).env("SOURCE_DATE_EPOCH", "1700000000");
     for (k, v) in env {
@@ -122,29 +141,12 @@ fn pull_filters_platforms_fetches_shared_blobs_once_locks_and_skopeo_reads_the_b
     let cache = t.path().join("cache");
     let b1 = t.path().join("b1.tar.zst");
     let args = |out: &Path, extra: &[&str]| {
-        let mut a = vec![
-            "--progress",
-            "json",
-            "build",
-            "--stack",
-            s(&st),
-            "--arch",
-            "arm64",
-            "--key",
-            s(&key),
-            "--cache",
-            s(&cache),
-            "-o",
-            s(out),
-        ]
-        .into_iter()
-        .map(str::to_string)
-        .collect::<Vec<_>>();
-        a.extend(extra.iter().map(|x| x.to_string()));
-        a
+        let mut e = vec!["--progress", "json", "--arch", "arm64"];
+        e.extend(extra);
+        build_args(&st, &key, &cache, out, &e)
     };
     let a1 = args(&b1, &[]);
-    let out = rinbundle(&a1.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let out = rinbundle(&a1, &[]);
     let stdout1 = ok(&out, "first build");
     // The shared base layer is fetched once: arm64 needs 2 configs + 2 own layers + 1 base.
     let starts = events(&out, "start");
@@ -215,7 +217,7 @@ fn pull_filters_platforms_fetches_shared_blobs_once_locks_and_skopeo_reads_the_b
     // Again, --locked, same cache: nothing is downloaded and the bundle is byte-identical.
     let b2 = t.path().join("b2.tar.zst");
     let a2 = args(&b2, &["--locked"]);
-    let out = rinbundle(&a2.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let out = rinbundle(&a2, &[]);
     let stdout2 = ok(&out, "locked rebuild");
     assert!(events(&out, "start").is_empty());
     assert_eq!(events(&out, "cached").len(), 5);
@@ -254,19 +256,7 @@ fn basic_auth_over_tls_with_a_private_ca() {
     let ca = reg.ca();
     let empty_cfg = t.path().join("no-docker-config");
     fs::create_dir_all(&empty_cfg).unwrap();
-    let base = [
-        "build",
-        "--stack",
-        s(&st),
-        "--key",
-        s(&key),
-        "--cache",
-        s(&cache),
-        "-o",
-        s(&out_file),
-        "--attempts",
-        "1",
-    ];
+    let base = build_args(&st, &key, &cache, &out_file, &["--attempts", "1"]);
 
     // Without the CA: refused, and the error says why.
     let out = rinbundle(&base, &[("DOCKER_CONFIG", &empty_cfg)]);
@@ -274,8 +264,8 @@ fn basic_auth_over_tls_with_a_private_ca() {
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 
     // With the CA but no credentials: access denied, with the hint to log in.
-    let mut with_ca = base.to_vec();
-    with_ca.extend(["--ca-file", s(&ca)]);
+    let mut with_ca = base.clone();
+    with_ca.extend(["--ca-file".to_string(), s(&ca).to_string()]);
     let out = rinbundle(&with_ca, &[("DOCKER_CONFIG", &empty_cfg)]);
     let err = failed(&out, "build without credentials");
     assert!(
@@ -306,21 +296,9 @@ fn locked_refuses_a_stale_lock_and_a_vanished_digest_names_both_digests() {
     let cache = t.path().join("cache");
     let out_file = t.path().join("b.tar.zst");
     let build = |st: &Path, extra: &[&str]| {
-        let mut a = vec![
-            "build",
-            "--stack",
-            s(st),
-            "--key",
-            s(&key),
-            "--cache",
-            s(&cache),
-            "-o",
-            s(&out_file),
-            "--attempts",
-            "2",
-        ];
-        a.extend(extra);
-        rinbundle(&a, &[])
+        let mut e = vec!["--attempts", "2"];
+        e.extend(extra);
+        rinbundle(&build_args(st, &key, &cache, &out_file, &e), &[])
     };
 
     // No lock at all.
@@ -353,19 +331,7 @@ fn locked_refuses_a_stale_lock_and_a_vanished_digest_names_both_digests() {
     reg.delete_manifest("test/app", &app_digest);
     let fresh_cache = t.path().join("cache2");
     let out = rinbundle(
-        &[
-            "build",
-            "--stack",
-            s(&st),
-            "--key",
-            s(&key),
-            "--cache",
-            s(&fresh_cache),
-            "-o",
-            s(&out_file),
-            "--attempts",
-            "2",
-        ],
+        &build_args(&st, &key, &fresh_cache, &out_file, &["--attempts", "2"]),
         &[],
     );
     let err = failed(&out, "build with a lock the source no longer serves");
@@ -398,21 +364,13 @@ fn a_cut_connection_and_a_killed_run_resume_with_range() {
     let key = keygen(t.path());
     let cache = t.path().join("cache");
     let out_file = t.path().join("b.tar.zst");
-    let args = [
-        "--progress",
-        "json",
-        "build",
-        "--stack",
-        s(&st),
-        "--key",
-        s(&key),
-        "--cache",
-        s(&cache),
-        "-o",
-        s(&out_file),
-        "--jobs",
-        "1",
-    ];
+    let args = build_args(
+        &st,
+        &key,
+        &cache,
+        &out_file,
+        &["--progress", "json", "--jobs", "1"],
+    );
 
     // The connection is cut 1 MiB into the big layer: the same run resumes it.
     proxy.arm();
@@ -491,19 +449,13 @@ fn a_registry_serving_a_blob_that_does_not_match_its_digest_is_refused() {
     let key = keygen(t.path());
     let cache = t.path().join("cache");
     let out = rinbundle(
-        &[
-            "build",
-            "--stack",
-            s(&st),
-            "--arch",
-            "arm64",
-            "--key",
-            s(&key),
-            "--cache",
-            s(&cache),
-            "-o",
-            s(&t.path().join("b.tar.zst")),
-        ],
+        &build_args(
+            &st,
+            &key,
+            &cache,
+            &t.path().join("b.tar.zst"),
+            &["--arch", "arm64"],
+        ),
         &[],
     );
     let err = failed(&out, "build from a registry with a damaged blob");
