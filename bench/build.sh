@@ -54,7 +54,8 @@ echo "$COUNT images, $SIZE_MIB MiB of layers, unique blobs $UNIQUE bytes; regist
 
 measure() { # label, command...: prints "seconds kib"
   local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$W/time.$label" "$@" > /dev/null
+  /usr/bin/time -f "%e %M %U %S" -o "$W/time.$label" "$@" > /dev/null
+  cat "$W/time.$label" >> "$W/times.log"; echo "$label" >> "$W/times.log"
   cat "$W/time.$label"
 }
 skopeo_pipeline() {
@@ -70,15 +71,15 @@ export W COUNT ADDR
 declare -A T M
 for i in $(seq "$RUNS"); do
   rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
-  read -r t m < <(measure base bash -c skopeo_pipeline)
+  read -r t m _ _ < <(measure base bash -c skopeo_pipeline)
   T[base]+="$t "; M[base]=$(( ${M[base]:-0} > m ? ${M[base]:-0} : m ))
   rm -rf "$W/cache" "$W/bench.tar.zst" "$W/stack/images.lock"
-  read -r t m < <(measure ours env SOURCE_DATE_EPOCH=0 "$B/rinbundle" build --quiet --stack "$W/stack" \
+  read -r t m _ _ < <(measure ours env SOURCE_DATE_EPOCH=0 "$B/rinbundle" build --quiet --stack "$W/stack" \
     --arch amd64 --arch arm64 --unsigned --cache "$W/cache" -o "$W/bench.tar.zst")
   T[ours]+="$t "; M[ours]=$(( ${M[ours]:-0} > m ? ${M[ours]:-0} : m ))
 done
 rm -f "$W/bench.tar.zst"
-read -r warm warm_m < <(measure warm env SOURCE_DATE_EPOCH=0 "$B/rinbundle" build --quiet --stack "$W/stack" \
+read -r warm warm_m _ _ < <(measure warm env SOURCE_DATE_EPOCH=0 "$B/rinbundle" build --quiet --stack "$W/stack" \
   --arch amd64 --arch arm64 --unsigned --locked --cache "$W/cache" -o "$W/bench.tar.zst")
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

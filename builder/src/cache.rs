@@ -27,6 +27,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+    /// Blobs this process downloaded and verified, each with the stamp of its file then.
+    verified: Arc<std::sync::Mutex<std::collections::HashMap<String, rin_bundle::FileStamp>>>,
 }
 
 impl Cache {
@@ -42,6 +44,7 @@ impl Cache {
             write_atomic(&layout, rin_bundle::oci::LAYOUT_FILE.as_bytes())?;
         }
         Ok(Cache {
+            verified: Default::default(),
             root: root.to_path_buf(),
         })
     }
@@ -76,6 +79,11 @@ impl Cache {
         let p = self.blob(hex);
         let m = fs::metadata(&p).ok()?;
         (m.is_file() && size.is_none_or(|s| s == m.len())).then_some(p)
+    }
+
+    /// The stamp of a blob's file as this process downloaded and verified it, if it did.
+    pub fn verified(&self, hex: &str) -> Option<rin_bundle::FileStamp> {
+        self.verified.lock().ok()?.get(hex).copied()
     }
 
     /// Store small bytes already in memory under their sha256; returns the hex digest.
@@ -282,6 +290,10 @@ impl Net {
                 Ok((bytes, resumed_at)) => {
                     let dest = cache.blob(hex);
                     fs::rename(&partial, &dest).map_err(cache_err)?;
+                    // Renaming changes the file's ctime: stamp it after.
+                    if let (Ok(meta), Ok(mut v)) = (file.metadata(), cache.verified.lock()) {
+                        v.insert(hex.to_string(), rin_bundle::FileStamp::of(&meta));
+                    }
                     self.event(Event::Done {
                         id,
                         bytes,
@@ -438,7 +450,7 @@ pub struct Arrivals {
 #[derive(Debug, Clone)]
 enum Arrival {
     Pending,
-    Done,
+    Done(rin_bundle::Arrived),
     Failed(String),
 }
 
@@ -461,8 +473,14 @@ impl Arrivals {
         self.changed.notify_all();
     }
 
-    pub fn done(&self, digest: &str) {
-        self.set(digest, Arrival::Done);
+    /// The blob is in the cache; `verified` is its file's stamp when this process downloaded
+    /// and verified it (the writer then need not hash it again).
+    pub fn done(&self, digest: &str, verified: Option<rin_bundle::FileStamp>) {
+        let arrived = verified.map_or(
+            rin_bundle::Arrived::Unchecked,
+            rin_bundle::Arrived::Verified,
+        );
+        self.set(digest, Arrival::Done(arrived));
     }
 
     /// Every blob not yet done fails with `reason` (the downloads stopped).
@@ -498,7 +516,7 @@ struct BlobGate {
 }
 
 impl rin_bundle::Gate for BlobGate {
-    fn wait(&self) -> std::io::Result<()> {
+    fn wait(&self) -> std::io::Result<rin_bundle::Arrived> {
         let a = &self.arrivals;
         let mut s = a
             .state
@@ -506,7 +524,8 @@ impl rin_bundle::Gate for BlobGate {
             .map_err(|_| std::io::Error::other("download state poisoned"))?;
         loop {
             match s.get(&self.digest) {
-                Some(Arrival::Done) | None => return Ok(()),
+                Some(Arrival::Done(arrived)) => return Ok(*arrived),
+                None => return Ok(rin_bundle::Arrived::Unchecked),
                 Some(Arrival::Failed(why)) => {
                     return Err(std::io::Error::other(format!("not downloaded: {why}")));
                 }

@@ -393,7 +393,10 @@ pub async fn fetch_blobs(
             let _permit = sem.acquire_owned().await;
             let res = regs.blob(&net, &cache, &r, &d).await.map(|_| ());
             if res.is_ok() {
-                arrivals.done(&d.digest);
+                let verified = digest_hex(&d.digest, &r)
+                    .ok()
+                    .and_then(|h| cache.verified(&h));
+                arrivals.done(&d.digest, verified);
             }
             res
         });

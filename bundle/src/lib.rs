@@ -15,4 +15,4 @@ pub use error::{BundleError, Result};
 pub use index::Index;
 pub use progress::{Progress, Silent};
 pub use reader::{Opened, Trust, Verified, open, peek, verify};
-pub use writer::{Gate, Source, write_bundle, write_bundle_file};
+pub use writer::{Arrived, FileStamp, Gate, Source, write_bundle, write_bundle_file};

@@ -10,9 +10,12 @@ use crate::error::{BundleError, Result};
 use crate::header::{BLOCK, canonical_header, padding};
 use crate::index::{INDEX_PATH, Index, MODE_FILE, SIGNATURES_PATH};
 use crate::progress::Progress;
+use sha2::{Digest as _, Sha256};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread;
 
 /// The zstd level of format v1 bundles.
 pub const ZSTD_LEVEL: i32 = 3;
@@ -21,7 +24,6 @@ pub const ZSTD_WINDOW_LOG: u32 = 21;
 /// The bytes every v1 bundle starts with: zstd magic, frame header descriptor (checksum flag,
 /// no content size, no dictionary), window descriptor for 2^21.
 pub const FRAME_HEADER: [u8; 6] = [0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58];
-const COPY_BUF: usize = 256 << 10;
 /// Padding and the end-of-archive marker are taken from here.
 const ZEROS: [u8; 2 * BLOCK] = [0; 2 * BLOCK];
 
@@ -37,7 +39,42 @@ pub enum Source {
 
 /// Blocks until a file is complete, or says why it never will be.
 pub trait Gate: Send + Sync + std::fmt::Debug {
-    fn wait(&self) -> io::Result<()>;
+    fn wait(&self) -> io::Result<Arrived>;
+}
+
+/// What a [`Gate`] knows about a file once it is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrived {
+    /// Nothing about its bytes: the writer hashes them.
+    Unchecked,
+    /// Its bytes were hashed against the entry's digest as they were written to the file, and
+    /// this is the file as it was then. While the file still has this stamp (before and after
+    /// it is read), the writer does not hash it a second time; otherwise it does.
+    Verified(FileStamp),
+}
+
+/// Identifies one version of a file: device, inode, size and modification time. Replacing the
+/// file or writing to it changes the stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl FileStamp {
+    pub fn of(meta: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
 }
 
 impl Source {
@@ -50,8 +87,15 @@ impl Source {
 }
 
 /// Write a complete bundle to `out`. `sources[i]` supplies `index.entries[i]`; each is hashed
-/// again while it is written and must still match the index.
-pub fn write_bundle<W: Write>(
+/// again while it is written and must still match the index. The one exception is a file whose
+/// gate says it was verified as it arrived and that is, by its [`FileStamp`], still that file.
+///
+/// Three stages run at once so that no single core sets the pace: a reader thread opens, reads
+/// and hashes the sources; the calling thread frames them as tar and feeds zstd (which
+/// compresses on its own workers); a writer thread hands the compressed stream to `out`. The
+/// stages pass a fixed set of 1 MiB buffers back and forth, so memory stays bounded whatever the
+/// entry sizes.
+pub fn write_bundle<W: Write + Send>(
     out: W,
     index: &Index,
     signatures: &[u8],
@@ -61,57 +105,275 @@ pub fn write_bundle<W: Write>(
 ) -> Result<W> {
     assert_eq!(index.entries.len(), sources.len(), "one source per entry");
     let mtime = index.created_epoch()?;
-    let io_err = |source: io::Error| BundleError::Output {
-        path: PathBuf::from("<bundle stream>"),
-        source,
-    };
-    let mut enc = encoder(out, threads).map_err(io_err)?;
+    let (to_reader, read_pool) = pool(BUFFERS);
+    let (read_tx, read_rx) = mpsc::sync_channel::<Read>(BUFFERS + 1);
+    let (to_writer, write_pool) = pool(BUFFERS);
+    let (out_tx, out_rx) = mpsc::sync_channel::<Vec<u8>>(BUFFERS);
 
+    thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            Reader {
+                pool: read_pool,
+                spare: None,
+                tx: read_tx,
+            }
+            .run(index, sources)
+        });
+        let writer = scope.spawn(move || -> io::Result<W> {
+            let mut out = out;
+            for chunk in out_rx {
+                out.write_all(&chunk)?;
+                // The framing stage may have stopped; then the buffer is simply dropped.
+                let _ = to_writer.send(chunk);
+            }
+            out.flush()?;
+            Ok(out)
+        });
+        let sink = ChunkSink {
+            buf: Vec::new(),
+            pool: write_pool,
+            tx: Some(out_tx),
+        };
+        let input = Input {
+            rx: read_rx,
+            back: to_reader,
+        };
+        // Returning drops the framing's channel ends, which lets both threads finish.
+        let framed = frame(
+            sink, input, index, sources, signatures, threads, mtime, progress,
+        );
+        let written = writer.join().expect("bundle writer thread panicked");
+        reader.join().expect("bundle reader thread panicked");
+        let io_err = |source: io::Error| BundleError::Output {
+            path: PathBuf::from("<bundle stream>"),
+            source,
+        };
+        match framed {
+            // A failed output stops the framing; the output's own error is the one to report.
+            Err(Stop::Output(e)) => Err(io_err(written.err().unwrap_or(e))),
+            Err(Stop::Refused(e)) => Err(e),
+            Ok(()) => written.map_err(io_err),
+        }
+    })
+}
+
+/// Why the framing stage stopped early.
+enum Stop {
+    Output(io::Error),
+    Refused(BundleError),
+}
+
+impl From<io::Error> for Stop {
+    fn from(e: io::Error) -> Self {
+        Stop::Output(e)
+    }
+}
+
+/// Buffers passed between stages: 1 MiB each, `BUFFERS` of them per direction.
+const CHUNK: usize = 1 << 20;
+const BUFFERS: usize = 4;
+
+/// A channel pre-filled with `n` empty buffers, and its sender for returning them.
+fn pool(n: usize) -> (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) {
+    let (tx, rx) = mpsc::sync_channel(n);
+    for _ in 0..n {
+        tx.send(Vec::with_capacity(CHUNK))
+            .expect("the receiver is alive");
+    }
+    (tx, rx)
+}
+
+/// What the reader thread sends the framing stage.
+enum Read {
+    /// Bytes of the current entry.
+    Chunk(Vec<u8>),
+    /// The current entry ended: its hex sha256, its length, and whether the source held more
+    /// than planned (those extra bytes are never sent).
+    End {
+        sha256: String,
+        len: u64,
+        grew: bool,
+    },
+    Failed(BundleError),
+}
+
+/// The reading stage: sources in entry order, cut into pooled buffers and hashed.
+struct Reader {
+    pool: Receiver<Vec<u8>>,
+    /// A buffer taken from the pool and not filled (end of a file), used next.
+    spare: Option<Vec<u8>>,
+    tx: SyncSender<Read>,
+}
+
+impl Reader {
+    fn run(mut self, index: &Index, sources: &[Source]) {
+        for (entry, source) in index.entries.iter().zip(sources) {
+            let sent = match self.read(entry.size, &entry.sha256, source) {
+                Ok(Some(end)) => self.tx.send(end).is_ok(),
+                Ok(None) => false,
+                Err(e) => {
+                    let _ = self.tx.send(Read::Failed(e));
+                    false
+                }
+            };
+            if !sent {
+                // The framing stage stopped (it reports why), or this source failed.
+                return;
+            }
+        }
+    }
+
+    fn buffer(&mut self) -> Option<Vec<u8>> {
+        self.spare.take().or_else(|| self.pool.recv().ok())
+    }
+
+    /// Send one source in chunks; `None` when the framing stage is gone.
+    fn read(&mut self, size: u64, expected: &str, source: &Source) -> Result<Option<Read>> {
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        let mut grew = false;
+        // Set when the file is the very one verified as it arrived: then it is not hashed again.
+        let mut trusted = None;
+        let mut file = match source {
+            Source::Bytes(_) => None,
+            Source::File(p) | Source::Awaited(p, _) => {
+                let arrived = match source {
+                    Source::Awaited(_, gate) => gate.wait().map_err(|e| read_err(p, e))?,
+                    _ => Arrived::Unchecked,
+                };
+                let f = File::open(p).map_err(|e| read_err(p, e))?;
+                if let Arrived::Verified(stamp) = arrived {
+                    trusted = Some(stamp).filter(|s| stamp_of(&f, p).ok() == Some(*s));
+                }
+                Some((f, p))
+            }
+        };
+        let mut offset = 0usize;
+        loop {
+            let Some(mut buf) = self.buffer() else {
+                return Ok(None);
+            };
+            buf.clear();
+            match (&mut file, source) {
+                (Some((f, p)), _) => {
+                    buf.resize(CHUNK, 0);
+                    let n = read_full(f, &mut buf).map_err(|e| read_err(p, e))?;
+                    buf.truncate(n);
+                }
+                (None, Source::Bytes(b)) => {
+                    let end = b.len().min(offset + CHUNK);
+                    buf.extend_from_slice(&b[offset..end]);
+                    offset = end;
+                }
+                (None, _) => unreachable!("only generated content has no file"),
+            }
+            if buf.is_empty() {
+                self.spare = Some(buf);
+                if let Some((f, _)) = &file {
+                    drop_cached(f, 0, None);
+                }
+                break;
+            }
+            if len + buf.len() as u64 > size {
+                grew = true;
+                self.spare = Some(buf);
+                break;
+            }
+            if trusted.is_none() {
+                hasher.update(&buf);
+            }
+            len += buf.len() as u64;
+            if self.tx.send(Read::Chunk(buf)).is_err() {
+                return Ok(None);
+            }
+        }
+        let sha256 = match (trusted, &file) {
+            (Some(stamp), Some((f, p))) => {
+                if stamp_of(f, p)? != stamp {
+                    return Err(BundleError::InputChanged {
+                        path: p.display().to_string(),
+                        expected: "no change while it is written into the bundle".into(),
+                        actual: "it changed".into(),
+                    });
+                }
+                expected.to_string()
+            }
+            _ => hex::encode(hasher.finalize()),
+        };
+        Ok(Some(Read::End { sha256, len, grew }))
+    }
+}
+
+fn stamp_of(f: &File, path: &Path) -> Result<FileStamp> {
+    Ok(FileStamp::of(&f.metadata().map_err(|e| read_err(path, e))?))
+}
+
+fn read_err(path: &Path, source: io::Error) -> BundleError {
+    BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Fill `buf` from `r` unless the end comes first; the number of bytes read.
+fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The framing stage's end of the reader's channels.
+struct Input {
+    rx: Receiver<Read>,
+    back: SyncSender<Vec<u8>>,
+}
+
+/// The framing stage: tar headers, entry bytes and padding, through the zstd encoder.
+#[allow(clippy::too_many_arguments)]
+fn frame(
+    sink: ChunkSink,
+    input: Input,
+    index: &Index,
+    sources: &[Source],
+    signatures: &[u8],
+    threads: u32,
+    mtime: u64,
+    progress: &dyn Progress,
+) -> std::result::Result<(), Stop> {
+    let mut enc = encoder(sink, threads)?;
     let index_bytes = index.to_canonical_json();
-    write_small(&mut enc, INDEX_PATH, &index_bytes, mtime).map_err(io_err)?;
-    write_small(&mut enc, SIGNATURES_PATH, signatures, mtime).map_err(io_err)?;
+    write_small(&mut enc, INDEX_PATH, &index_bytes, mtime)?;
+    write_small(&mut enc, SIGNATURES_PATH, signatures, mtime)?;
 
     progress.begin("write", index.content_size());
-    let mut buf = vec![0u8; COPY_BUF];
     for (entry, source) in index.entries.iter().zip(sources) {
         enc.write_all(&canonical_header(
             &entry.path,
             entry.size,
             entry.mode,
             mtime,
-        ))
-        .map_err(io_err)?;
-        let mut hw = HashingWriter::new(&mut enc);
-        // Set when the file holds more than planned; its extra bytes are never written.
-        let mut grew = false;
-        match source {
-            Source::Bytes(b) => hw.write_all(b).map_err(io_err)?,
-            Source::File(p) | Source::Awaited(p, _) => {
-                let read_err = |source| BundleError::Io {
-                    path: p.clone(),
-                    source,
-                };
-                if let Source::Awaited(_, gate) = source {
-                    gate.wait().map_err(read_err)?;
+        ))?;
+        let (sha, n, grew) = loop {
+            match input.rx.recv() {
+                Ok(Read::Chunk(buf)) => {
+                    enc.write_all(&buf)?;
+                    progress.advance(buf.len() as u64);
+                    let _ = input.back.send(buf);
                 }
-                let mut f = File::open(p).map_err(read_err)?;
-                loop {
-                    let n = f.read(&mut buf).map_err(read_err)?;
-                    if n == 0 {
-                        break;
-                    }
-                    if hw.written() + n as u64 > entry.size {
-                        grew = true;
-                        break;
-                    }
-                    hw.write_all(&buf[..n]).map_err(io_err)?;
-                    progress.advance(n as u64);
-                }
+                Ok(Read::End { sha256, len, grew }) => break (sha256, len, grew),
+                Ok(Read::Failed(e)) => return Err(Stop::Refused(e)),
+                Err(_) => return Err(Stop::Output(io::Error::other("the bundle reader stopped"))),
             }
-        }
-        let (_, sha, n) = hw.finish();
+        };
         if grew || n != entry.size || sha != entry.sha256 {
-            return Err(BundleError::InputChanged {
+            return Err(Stop::Refused(BundleError::InputChanged {
                 path: format!("{} ({})", entry.path, source.describe()),
                 expected: format!("{} bytes, sha256 {}", entry.size, entry.sha256),
                 actual: if grew {
@@ -119,13 +381,64 @@ pub fn write_bundle<W: Write>(
                 } else {
                     format!("{n} bytes, sha256 {sha}")
                 },
-            });
+            }));
         }
-        enc.write_all(&ZEROS[..padding(n)]).map_err(io_err)?;
+        enc.write_all(&ZEROS[..padding(n)])?;
     }
-    enc.write_all(&ZEROS).map_err(io_err)?;
+    enc.write_all(&ZEROS)?;
     progress.end();
-    enc.finish().map_err(io_err)
+    enc.finish()?.finish()?;
+    Ok(())
+}
+
+/// A writer that cuts the compressed stream into pooled buffers for the writer thread.
+struct ChunkSink {
+    buf: Vec<u8>,
+    pool: Receiver<Vec<u8>>,
+    tx: Option<SyncSender<Vec<u8>>>,
+}
+
+impl ChunkSink {
+    fn stopped() -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, "the bundle output stopped")
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self.pool.recv().map_err(|_| Self::stopped())?;
+        let full = std::mem::replace(&mut self.buf, next);
+        self.buf.clear();
+        let tx = self.tx.as_ref().ok_or_else(Self::stopped)?;
+        tx.send(full).map_err(|_| Self::stopped())
+    }
+
+    /// Send what is left and close the stream.
+    fn finish(mut self) -> io::Result<()> {
+        self.send()?;
+        self.tx = None;
+        Ok(())
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            self.buf = self.pool.recv().map_err(|_| Self::stopped())?;
+            self.buf.clear();
+        }
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A zstd encoder with the format's pinned settings: level 3, window log 21, content checksum,
@@ -173,10 +486,14 @@ pub fn write_bundle_file(
     };
     let result = (|| {
         let f = File::create(&partial).map_err(out_err)?;
-        let hw = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
+        // The writer stage hands over 1 MiB pieces, so no further buffering is needed.
+        let hw = HashingWriter::new(DropBehind {
+            file: f,
+            written: 0,
+            advised: 0,
+        });
         let hw = write_bundle(hw, index, signatures, sources, threads, progress)?;
-        let (w, sha256, size) = hw.finish();
-        let f = w.into_inner().map_err(|e| out_err(e.into_error()))?;
+        let (DropBehind { file: f, .. }, sha256, size) = hw.finish();
         f.sync_all().map_err(out_err)?;
         fs::rename(&partial, path).map_err(out_err)?;
         Ok((sha256, size))
@@ -185,6 +502,49 @@ pub fn write_bundle_file(
         let _ = fs::remove_file(&partial);
     }
     result
+}
+
+/// Tell the kernel a file's cached pages in `offset..offset+len` (to the end when `None`) are
+/// not needed again: written pages start going to disk, clean ones are freed. A bundle is
+/// gigabytes read or written once; without this it would push everything else out of memory,
+/// and on virtual machines fresh page-cache memory is much slower to fill than reused memory.
+/// Only advice: a failure changes nothing.
+fn drop_cached(f: &File, offset: u64, len: Option<u64>) {
+    let len = len.and_then(std::num::NonZeroU64::new);
+    if len.is_some() || offset == 0 {
+        let _ = rustix::fs::fadvise(f, offset, len, rustix::fs::Advice::DontNeed);
+    }
+}
+
+/// The output file, with its written pages handed back to the kernel as the bundle grows: the
+/// last `KEEP` bytes stay cached, everything before them is written out and freed.
+struct DropBehind {
+    file: File,
+    written: u64,
+    advised: u64,
+}
+
+impl DropBehind {
+    const KEEP: u64 = 64 << 20;
+    const EVERY: u64 = 32 << 20;
+}
+
+impl Write for DropBehind {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written >= self.advised + Self::EVERY + Self::KEEP {
+            // Pages still being written out are not freed by this call; covering everything
+            // before the kept tail each time frees them on a later one.
+            self.advised = self.written - Self::KEEP;
+            drop_cached(&self.file, 0, Some(self.advised));
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// `NAME.partial` beside `path`.
@@ -246,6 +606,100 @@ mod tests {
         assert_eq!(out[0].1, FRAME_HEADER);
         assert_eq!(out[0].0, out[1].0, "0 (meaning 1) and 1 worker differ");
         assert_eq!(out[1].0, out[2].0, "one and three workers differ");
+    }
+
+    #[derive(Debug)]
+    struct Said(Arrived);
+
+    impl Gate for Said {
+        fn wait(&self) -> io::Result<Arrived> {
+            Ok(self.0)
+        }
+    }
+
+    fn write_awaited(src: &Path, said: Arrived, index: &Index) -> Result<(String, u64)> {
+        let out = src.with_extension("bundle");
+        let gate = std::sync::Arc::new(Said(said));
+        let source = Source::Awaited(src.to_path_buf(), gate);
+        write_bundle_file(&out, index, b"{}", &[source], 1, &crate::Silent)
+    }
+
+    #[test]
+    fn a_verified_file_is_trusted_only_while_its_stamp_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::write(&src, b"hello").unwrap();
+        let stamp = FileStamp::of(&std::fs::metadata(&src).unwrap());
+        // The index says "hellO": hashing would refuse it, so success proves it was trusted.
+        let index = index_with(b"hellO");
+        write_awaited(&src, Arrived::Verified(stamp), &index).unwrap();
+        // Unchecked: hashed and refused.
+        let r = write_awaited(&src, Arrived::Unchecked, &index);
+        assert!(matches!(r, Err(BundleError::InputChanged { .. })), "{r:?}");
+        // The same path, replaced by another file of the same size: hashed again and refused.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"hello").unwrap();
+        std::fs::rename(&other, &src).unwrap();
+        let r = write_awaited(&src, Arrived::Verified(stamp), &index);
+        assert!(matches!(r, Err(BundleError::InputChanged { .. })), "{r:?}");
+        // And the right bytes pass through a stale stamp, because they are hashed.
+        write_awaited(&src, Arrived::Verified(stamp), &index_with(b"hello")).unwrap();
+    }
+
+    #[test]
+    fn many_entries_of_every_size_cross_the_stages_intact() {
+        // Entry sizes around the stage buffer size, zero included, many more entries than
+        // buffers: the reader must never lose a buffer, and the bytes must come out in order.
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [
+            0,
+            1,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            3 * CHUNK + 7,
+            511,
+            512,
+            513,
+        ];
+        let mut entries = Vec::new();
+        let mut sources = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            let size = sizes[i % sizes.len()];
+            let content: Vec<u8> = (0..size).map(|j| (i * 31 + j * 7) as u8).collect();
+            let path = dir.path().join(format!("f{i}"));
+            std::fs::write(&path, &content).unwrap();
+            entries.push(Entry {
+                path: format!("files/f{i:02}"),
+                size: size as u64,
+                sha256: crate::digest::sha256_hex(&content),
+                mode: 0o644,
+            });
+            sources.push(if i % 2 == 0 {
+                Source::File(path)
+            } else {
+                Source::Bytes(content.clone())
+            });
+            expected.push(content);
+        }
+        let mut index = index_with(b"");
+        index.entries = entries;
+        let bundle = write_bundle(Vec::new(), &index, b"{}", &sources, 2, &crate::Silent).unwrap();
+        let tar = zstd::decode_all(&bundle[..]).unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let got: Vec<Vec<u8>> = archive
+            .entries()
+            .unwrap()
+            .skip(2)
+            .map(|e| {
+                let mut v = Vec::new();
+                io::Read::read_to_end(&mut e.unwrap(), &mut v).unwrap();
+                v
+            })
+            .collect();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "entry bytes differ");
     }
 
     #[test]
