@@ -14,5 +14,5 @@ pub mod writer;
 pub use error::{BundleError, Result};
 pub use index::Index;
 pub use progress::{Progress, Silent};
-pub use reader::{Opened, Trust, Verified, open, peek, verify};
+pub use reader::{Opened, Sink, Trust, Verified, open, peek, verify};
 pub use writer::{Arrived, FileStamp, Gate, Source, write_bundle, write_bundle_file};

@@ -109,19 +109,91 @@ pub fn verify(
     open(path, trust)?.verify(extract, progress)
 }
 
+/// Receives entries' content while the bundle streams by. Bytes are handed over before the
+/// entry's digest is known: nothing may act on them until `end` is called for that entry, which
+/// happens only once they hashed to the signed digest. On any refusal the verification returns
+/// an error and `end` is never called for the entry in progress.
+pub trait Sink {
+    /// `entry` begins: true to receive its bytes.
+    fn begin(&mut self, entry: &Entry) -> Result<bool>;
+    /// The next bytes of the entry begun last.
+    fn data(&mut self, chunk: &[u8]) -> Result<()>;
+    /// The entry's bytes all arrived and hash to the signed digest.
+    fn end(&mut self, entry: &Entry) -> Result<()>;
+}
+
+/// Writes every entry into a staging directory (see [`Staging`]).
+struct Extract {
+    staging: Staging,
+    file: Option<(File, PathBuf)>,
+}
+
+impl Sink for Extract {
+    fn begin(&mut self, entry: &Entry) -> Result<bool> {
+        self.file = Some(self.staging.create_file(&entry.path, entry.mode)?);
+        Ok(true)
+    }
+
+    fn data(&mut self, chunk: &[u8]) -> Result<()> {
+        if let Some((f, p)) = self.file.as_mut() {
+            f.write_all(chunk).map_err(|source| BundleError::Output {
+                path: p.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, _entry: &Entry) -> Result<()> {
+        if let Some((f, p)) = self.file.take() {
+            // On disk before the directory can appear under its final name (see `commit`).
+            f.sync_all()
+                .map_err(|source| BundleError::Output { path: p, source })?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes nothing.
+struct Discard;
+
+impl Sink for Discard {
+    fn begin(&mut self, _: &Entry) -> Result<bool> {
+        Ok(false)
+    }
+    fn data(&mut self, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    fn end(&mut self, _: &Entry) -> Result<()> {
+        Ok(())
+    }
+}
+
 impl Opened {
     /// Check every remaining entry against the signed index. With `extract`, content is written
     /// into a fresh directory that only appears at that path once everything has been verified.
-    pub fn verify(mut self, extract: Option<&Path>, progress: &dyn Progress) -> Result<Verified> {
-        let mtime = self.index.created_epoch()?;
-        let mut staging = match extract {
-            Some(dir) => Some(Staging::create(dir)?),
-            None => None,
-        };
-        if let Some(st) = staging.as_mut() {
-            st.write_whole(INDEX_PATH, &self.index_bytes, MODE_FILE)?;
-            st.write_whole(SIGNATURES_PATH, &self.signatures, MODE_FILE)?;
+    pub fn verify(self, extract: Option<&Path>, progress: &dyn Progress) -> Result<Verified> {
+        match extract {
+            None => self.verify_into(&mut Discard, progress),
+            Some(dir) => {
+                let mut staging = Staging::create(dir)?;
+                staging.write_whole(INDEX_PATH, &self.index_bytes, MODE_FILE)?;
+                staging.write_whole(SIGNATURES_PATH, &self.signatures, MODE_FILE)?;
+                let mut sink = Extract {
+                    staging,
+                    file: None,
+                };
+                let mut verified = self.verify_into(&mut sink, progress)?;
+                verified.extracted = Some(sink.staging.commit()?);
+                Ok(verified)
+            }
         }
+    }
+
+    /// Check every remaining entry against the signed index, handing content to `sink` as it
+    /// streams by.
+    pub fn verify_into(mut self, sink: &mut dyn Sink, progress: &dyn Progress) -> Result<Verified> {
+        let mtime = self.index.created_epoch()?;
         let lookup: HashMap<&str, usize> = self
             .index
             .entries
@@ -147,27 +219,16 @@ impl Opened {
                 return Err(diagnose(&group, pos, entries, &lookup));
             }
             let mut hasher = Sha256::new();
-            let mut out = match staging.as_mut() {
-                Some(st) => Some(st.create_file(&entry.path, entry.mode)?),
-                None => None,
-            };
+            let wanted = sink.begin(entry)?;
             s.take(entry.size, &entry.path, |chunk| {
                 hasher.update(chunk);
                 progress.advance(chunk.len() as u64);
-                if let Some((f, p)) = out.as_mut() {
-                    f.write_all(chunk).map_err(|source| BundleError::Output {
-                        path: p.clone(),
-                        source,
-                    })?;
+                if wanted {
+                    sink.data(chunk)?;
                 }
                 Ok(())
             })?;
             s.expect_zero_padding(entry.size, &entry.path)?;
-            if let Some((f, p)) = out {
-                // On disk before the directory can appear under its final name (see `commit`).
-                f.sync_all()
-                    .map_err(|source| BundleError::Output { path: p, source })?;
-            }
             let actual = hex::encode(hasher.finalize());
             if actual != entry.sha256 {
                 return Err(BundleError::HashMismatch {
@@ -175,6 +236,9 @@ impl Opened {
                     expected: entry.sha256.clone(),
                     actual,
                 });
+            }
+            if wanted {
+                sink.end(entry)?;
             }
         }
         // Exactly two zero blocks, then the end of the stream.
@@ -196,15 +260,11 @@ impl Opened {
             });
         }
         progress.end();
-        let extracted = match staging {
-            Some(st) => Some(st.commit()?),
-            None => None,
-        };
         Ok(Verified {
             index_sha256: crate::digest::sha256_hex(&self.index_bytes),
             signers: self.signers,
             index: self.index,
-            extracted,
+            extracted: None,
         })
     }
 }
