@@ -1,0 +1,178 @@
+//! `rininstall seed` against a real registry (CNCF Distribution, Debian's `docker-registry`),
+//! with `skopeo` as the independent client that pulls everything back by its original name.
+#![allow(clippy::unwrap_used)]
+
+use rin_bundle::Index;
+use rin_tests::registry::{Options, Registry};
+use rin_tests::{bin, fixture};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out: Output = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The test stack built into a signed bundle: (bundle, public key, its index).
+fn bundle(dir: &Path) -> (PathBuf, PathBuf, Index) {
+    let stack = fixture::write_stack(&dir.join("stack")).unwrap();
+    let key = dir.join("k");
+    run(
+        Command::new(bin("rinbundle")).args(["keygen", "--out", key.to_str().unwrap()]),
+        "keygen",
+    );
+    let out = dir.join("b.tar.zst");
+    run(
+        Command::new(bin("rinbundle"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("build")
+            .arg("--stack")
+            .arg(&stack)
+            .arg("--key")
+            .arg(dir.join("k.key"))
+            .arg("--cache")
+            .arg(dir.join("cache"))
+            .arg("-o")
+            .arg(&out),
+        "build",
+    );
+    let (index, _) = rin_bundle::peek(&out).unwrap();
+    let index = Index::from_canonical_json(&index).unwrap();
+    (out, dir.join("k.pub"), index)
+}
+
+fn seed(bundle: &Path, key: &Path, reg: &Registry) -> String {
+    run(
+        Command::new(bin("rininstall"))
+            .arg("seed")
+            .arg(bundle)
+            .arg("--key")
+            .arg(key)
+            .args(["--registry", &reg.addr]),
+        "seed",
+    )
+}
+
+fn skopeo(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A number printed before `word` in the seed summary.
+fn count(summary: &str, word: &str) -> usize {
+    let before = &summary[..summary
+        .find(word)
+        .unwrap_or_else(|| panic!("{word} in {summary}"))];
+    before
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .trim_start_matches('(')
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn seeding_pushes_every_image_and_chart_under_its_name_and_a_rerun_sends_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (bundle, key, index) = bundle(t.path());
+    let reg = Registry::start(Options::default());
+
+    let first = seed(&bundle, &key, &reg);
+    // web and worker share their base layer: it is uploaded once and mounted into the other.
+    assert!(count(&first, "mounted") >= 1, "{first}");
+    assert_eq!(count(&first, "already present"), 0, "{first}");
+
+    // skopeo pulls every image by its original repository and tag; the digests are the bundle's.
+    for image in &index.images {
+        let (repo, tag) = rin_installer::seed::site_name(&image.reference).unwrap();
+        let name = format!("docker://{}/{repo}:{}", reg.addr, tag.unwrap());
+        let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &name]);
+        assert_eq!(
+            format!("sha256:{}", rin_bundle::digest::sha256_hex(&raw)),
+            image.digest,
+            "{name}"
+        );
+        let dest = t.path().join(format!("pulled-{}", repo.replace('/', "-")));
+        skopeo(&[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            &name,
+            &format!("oci:{}:x", dest.display()),
+        ]);
+        for p in &image.platforms {
+            let by_digest = format!("docker://{}/{repo}@{}", reg.addr, p.digest);
+            skopeo(&["inspect", "--raw", "--tls-verify=false", &by_digest]);
+        }
+    }
+    // The chart, as `helm pull oci://REGISTRY/charts/demo --version 0.1.0` asks for it.
+    let chart = &index.charts[0];
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/charts/demo:0.1.0", reg.addr),
+    ]);
+    assert_eq!(
+        format!("sha256:{}", rin_bundle::digest::sha256_hex(&raw)),
+        chart.digest
+    );
+
+    // Seeding again: every blob is found in place, nothing is uploaded or mounted.
+    let again = seed(&bundle, &key, &reg);
+    assert!(again.contains(" 0 blobs uploaded"), "{again}");
+    assert_eq!(count(&again, "mounted"), 0, "{again}");
+    assert!(count(&again, "already present") > 0, "{again}");
+}
+
+#[test]
+fn an_untrusted_bundle_is_refused_before_the_registry_is_touched() {
+    let t = tempfile::tempdir().unwrap();
+    let (bundle, _, _) = bundle(t.path());
+    run(
+        Command::new(bin("rinbundle")).args([
+            "keygen",
+            "--out",
+            t.path().join("other").to_str().unwrap(),
+        ]),
+        "keygen",
+    );
+    let reg = Registry::start(Options::default());
+    let out = Command::new(bin("rininstall"))
+        .arg("seed")
+        .arg(&bundle)
+        .arg("--key")
+        .arg(t.path().join("other.pub"))
+        .args(["--registry", &reg.addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // Nothing reached the registry.
+    let repos = skopeo_catalog(&reg.addr);
+    assert!(repos.is_empty(), "{repos:?}");
+}
+
+fn skopeo_catalog(addr: &str) -> Vec<String> {
+    let (code, body) = rin_tests::net::request(addr, "GET", "/v2/_catalog");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
+}
