@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Seeding speed, memory and disk against a standard tool, on the same images, in one run.
+#
+# Makes COUNT (default 10) two-arch images with SIZE_MIB (default 1024) MiB of layers in all (one
+# base layer shared by every image and platform) as an OCI layout, builds a signed bundle of them,
+# then times, RUNS times each, alternating, each into a fresh registry (Debian's docker-registry,
+# CNCF Distribution, on loopback):
+#   baseline:  skopeo copy --all of every image from the OCI layout into the registry
+#   ours:      rininstall seed BUNDLE (verify, then stream the blobs from the bundle)
+# then a re-seed of the same bundle into the last registry (everything already there), and
+# reports median wall times, the ratio ours/baseline, peak RSS (GNU time's %M), and the disk
+# rininstall used beyond the registry's own data.
+# Targets (issue: installer node): seed <= 0.5x skopeo, re-seed <= 1 s per GB, peak RSS <= 256
+# MiB, extra disk <= 5% of the bundle.
+# Needs: docker-registry, skopeo, GNU time. Writes to bench/out-seed (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${SIZE_MIB:-1024}
+COUNT=${COUNT:-10}
+RUNS=${RUNS:-3}
+W=${BENCH_DIR:-bench/out-seed}
+
+cargo build --release --quiet -p rin-builder -p rin-installer -p rin-tests --bins
+B=$PWD/target/release
+rm -rf "$W"
+mkdir -p "$W"
+W=$(cd "$W" && pwd)
+$B/rin-fixture bench-images --out "$W/layout" --size-mib "$SIZE_MIB" --count "$COUNT" >/dev/null
+mkdir -p "$W/stack/manifests"
+{
+  echo "name: bench"; echo "version: 1.0.0"; echo "platforms: [amd64, arm64]"; echo "images:"
+  for i in $(seq 0 $((COUNT - 1))); do
+    echo "  - reference: site.example/bench/img$i:1.0"
+    echo "    layout: $W/layout"
+    echo "    name: img$i"
+  done
+} > "$W/stack/bundle.yaml"
+$B/rinbundle keygen --out "$W/bench" >/dev/null
+SOURCE_DATE_EPOCH=0 $B/rinbundle build --quiet --stack "$W/stack" --arch amd64 --arch arm64 \
+  --key "$W/bench.key" --cache "$W/cache" -o "$W/bench.tar.zst" >/dev/null
+rm -rf "$W/cache"
+BUNDLE_SIZE=$(stat -c %s "$W/bench.tar.zst")
+echo "$COUNT images, $SIZE_MIB MiB of layers, bundle $BUNDLE_SIZE bytes; $(nproc) cores; $RUNS runs each"
+
+REG_PID=
+start_registry() { # name: starts a fresh registry, sets ADDR
+  local d="$W/reg-$1"
+  rm -rf "$d"; mkdir -p "$d"
+  printf 'version: 0.1\nlog: { level: info }\nstorage: { filesystem: { rootdirectory: %s/data } }\nhttp: { addr: 127.0.0.1:0 }\n' "$d" > "$d/config.yml"
+  docker-registry serve "$d/config.yml" > "$d/log" 2>&1 &
+  REG_PID=$!
+  ADDR=
+  for _ in $(seq 100); do
+    ADDR=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$d/log" | head -1 | sed 's/listening on //') || true
+    [ -n "$ADDR" ] && break
+    sleep 0.1
+  done
+  [ -n "$ADDR" ] || { echo "registry did not start" >&2; exit 1; }
+}
+stop_registry() { kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; }
+trap stop_registry EXIT
+
+measure() { # label, command...: prints "seconds kib"
+  local label=$1; shift
+  /usr/bin/time -f "%e %M" -o "$W/time.$label" "$@" > /dev/null
+  cat "$W/time.$label"
+}
+skopeo_all() {
+  for i in $(seq 0 $((COUNT - 1))); do
+    skopeo copy --all --preserve-digests --quiet --dest-tls-verify=false \
+      "oci:$W/layout:img$i" "docker://$ADDR/bench/img$i:1.0"
+  done
+}
+export -f skopeo_all
+export W COUNT
+
+declare -A T M
+for i in $(seq "$RUNS"); do
+  rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
+  start_registry base; export ADDR
+  read -r t m < <(measure base bash -c skopeo_all)
+  T[base]+="$t "; M[base]=$m
+  stop_registry; rm -rf "$W/reg-base"
+  start_registry ours
+  FREE_BEFORE=$(df -B1 --output=avail "$W" | tail -1)
+  read -r t m < <(measure ours "$B/rininstall" seed --quiet --key "$W/bench.pub" --registry "$ADDR" "$W/bench.tar.zst")
+  T[ours]+="$t "; M[ours]=$(( ${M[ours]:-0} > m ? ${M[ours]:-0} : m ))
+  REG_BYTES=$(du -sb "$W/reg-ours/data" | cut -f1)
+  FREE_AFTER=$(df -B1 --output=avail "$W" | tail -1)
+  [ "$i" = "$RUNS" ] || stop_registry
+done
+read -r reseed reseed_m < <(measure reseed "$B/rininstall" seed --quiet --key "$W/bench.pub" --registry "$ADDR" "$W/bench.tar.zst")
+stop_registry
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+base=$(echo "${T[base]}" | median)
+ours=$(echo "${T[ours]}" | median)
+echo "runs (s): skopeo copy [${T[base]}] rininstall seed [${T[ours]}]"
+awk -v b="$base" -v o="$ours" -v r="$reseed" -v mb="${M[base]}" -v mo="${M[ours]}" -v mr="$reseed_m" \
+    -v size="$BUNDLE_SIZE" -v reg="$REG_BYTES" -v fb="$FREE_BEFORE" -v fa="$FREE_AFTER" 'BEGIN {
+  gb = size / 1e9
+  extra = (fb - fa) - reg
+  printf "skopeo copy --all into a fresh registry: %.2f s, peak RSS %.1f MiB\n", b, mb/1024
+  printf "rininstall seed into a fresh registry:   %.2f s, peak RSS %.1f MiB, ratio %.3f (target <= 0.5)\n", o, mo/1024, o/b
+  printf "re-seed of the same bundle:              %.2f s (%.2f s per GB, target <= 1), peak RSS %.1f MiB\n", r, r/gb, mr/1024
+  printf "disk used beyond the registry data (last run): %d bytes, %.2f%% of the bundle (target <= 5%%)\n", extra, extra*100/size
+}'
