@@ -447,6 +447,9 @@ impl Registry {
     }
 }
 
+/// How far (MiB) the bundle is read ahead of the uploads.
+const READ_AHEAD_MIB: usize = 128;
+
 fn back_off(attempt: u32) -> Duration {
     Duration::from_millis(250 * (1 << attempt.min(5)))
 }
@@ -458,7 +461,10 @@ struct Upload<'a> {
     /// Blob path → (repository, digest) for blobs to send in this pass.
     send: HashMap<String, (String, String)>,
     jobs: usize,
-    cur: Option<mpsc::Sender<oci_client::errors::Result<Bytes>>>,
+    /// Bytes read ahead of the uploads, in chunks of at most 1 MiB: the bundle decompresses far
+    /// faster than one upload goes, so the next blobs start while earlier ones still send.
+    budget: Arc<tokio::sync::Semaphore>,
+    cur: Option<mpsc::UnboundedSender<(Bytes, tokio::sync::OwnedSemaphorePermit)>>,
     running: Vec<(String, tokio::task::JoinHandle<bool>)>,
     /// Digests whose upload finished, and the bytes they carried.
     done: Arc<Mutex<Vec<(String, u64)>>>,
@@ -480,14 +486,15 @@ impl Sink for Upload<'_> {
             return Ok(false);
         };
         self.settle(self.jobs);
-        let (tx, rx) = mpsc::channel::<oci_client::errors::Result<Bytes>>(4);
+        let (tx, rx) = mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
         let client = self.reg.client.clone();
         let target = self.reg.at(&repo, &digest);
         let done = self.done.clone();
         let size = entry.size;
         let d = digest.clone();
+        // A chunk's permit is returned as the chunk is handed to the connection.
         let body = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
+            rx.recv().await.map(|(bytes, _permit)| (Ok(bytes), rx))
         });
         let task = self.rt.spawn(async move {
             let ok = client
@@ -505,9 +512,14 @@ impl Sink for Upload<'_> {
     }
 
     fn data(&mut self, chunk: &[u8]) -> rin_bundle::Result<()> {
-        if let Some(tx) = &self.cur
-            && tx.blocking_send(Ok(Bytes::copy_from_slice(chunk))).is_err()
-        {
+        let Some(tx) = &self.cur else {
+            return Ok(());
+        };
+        let permit = self
+            .rt
+            .block_on(self.budget.clone().acquire_owned())
+            .expect("the budget is never closed");
+        if tx.send((Bytes::copy_from_slice(chunk), permit)).is_err() {
             // The upload failed; its blob is sent again in the next pass.
             self.cur = None;
         }
@@ -589,6 +601,7 @@ pub fn seed(
                 rt: rt.clone(),
                 send: to_send,
                 jobs,
+                budget: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_MIB)),
                 cur: None,
                 running: Vec::new(),
                 done: Arc::default(),
