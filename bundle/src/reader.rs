@@ -17,7 +17,7 @@ use crate::index::{
     check_entry_path,
 };
 use crate::progress::Progress;
-use crate::writer::FRAME_HEADER;
+use crate::writer::{FRAME_HEADER, read_full};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -643,19 +643,6 @@ impl Drop for Stream {
             let _ = w.join();
         }
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// The worker: decompress the single zstd frame into pooled buffers.

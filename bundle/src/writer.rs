@@ -316,7 +316,7 @@ fn read_err(path: &Path, source: io::Error) -> BundleError {
 }
 
 /// Fill `buf` from `r` unless the end comes first; the number of bytes read.
-fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
