@@ -678,7 +678,8 @@ mod tests {
         );
         let (repo, tag) = site_name(&format!("quay.io/x/y@sha256:{}", "a".repeat(64))).unwrap();
         assert_eq!((repo.as_str(), tag), ("x/y", None));
-        assert!(site_name("UPPER/case:1").is_err());
+        assert!(site_name("has space:1").is_err());
+        assert!(site_name("app:").is_err());
     }
 
     #[test]
