@@ -24,21 +24,9 @@ mkdir -p "$W"
 W=$(cd "$W" && pwd)
 $B/rin-fixture bench-images --out "$W/layout" --size-mib "$SIZE_MIB" --count "$COUNT" >/dev/null
 
-cat > "$W/registry.yml" <<EOF
-version: 0.1
-log: { level: info }
-storage: { filesystem: { rootdirectory: $W/registry } }
-http: { addr: 127.0.0.1:0 }
-EOF
-docker-registry serve "$W/registry.yml" > "$W/registry.log" 2>&1 &
-REG_PID=$!
-trap 'kill $REG_PID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  ADDR=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$W/registry.log" | head -1 | sed 's/listening on //') || true
-  [ -n "${ADDR:-}" ] && break
-  sleep 0.1
-done
-[ -n "${ADDR:-}" ] || { echo "registry did not start" >&2; exit 1; }
+source bench/lib.sh
+start_registry "$W/registry"
+trap stop_registry EXIT
 
 mkdir -p "$W/stack/manifests"
 {
@@ -52,12 +40,6 @@ done
 UNIQUE=$(du -cb "$W"/layout/blobs/sha256/* | tail -1 | cut -f1)
 echo "$COUNT images, $SIZE_MIB MiB of layers, unique blobs $UNIQUE bytes; registry $ADDR; $(nproc) cores; $RUNS runs each"
 
-measure() { # label, command...: prints "seconds kib"
-  local label=$1; shift
-  /usr/bin/time -f "%e %M %U %S" -o "$W/time.$label" "$@" > /dev/null
-  cat "$W/time.$label" >> "$W/times.log"; echo "$label" >> "$W/times.log"
-  cat "$W/time.$label"
-}
 skopeo_pipeline() {
   rm -rf "$W/sk" "$W/sk.tar.zst"
   for i in $(seq 0 $((COUNT - 1))); do
@@ -71,18 +53,17 @@ export W COUNT ADDR
 declare -A T M
 for i in $(seq "$RUNS"); do
   rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
-  read -r t m _ _ < <(measure base bash -c skopeo_pipeline)
+  read -r t m _ < <(measure base bash -c skopeo_pipeline)
   T[base]+="$t "; M[base]=$(( ${M[base]:-0} > m ? ${M[base]:-0} : m ))
   rm -rf "$W/cache" "$W/bench.tar.zst" "$W/stack/images.lock"
-  read -r t m _ _ < <(measure ours env SOURCE_DATE_EPOCH=0 "$B/rinbundle" build --quiet --stack "$W/stack" \
+  read -r t m _ < <(measure ours env SOURCE_DATE_EPOCH=0 "$B/rinbundle" build --quiet --stack "$W/stack" \
     --arch amd64 --arch arm64 --unsigned --cache "$W/cache" -o "$W/bench.tar.zst")
   T[ours]+="$t "; M[ours]=$(( ${M[ours]:-0} > m ? ${M[ours]:-0} : m ))
 done
 rm -f "$W/bench.tar.zst"
-read -r warm warm_m _ _ < <(measure warm env SOURCE_DATE_EPOCH=0 "$B/rinbundle" build --quiet --stack "$W/stack" \
+read -r warm warm_m _ < <(measure warm env SOURCE_DATE_EPOCH=0 "$B/rinbundle" build --quiet --stack "$W/stack" \
   --arch amd64 --arch arm64 --unsigned --locked --cache "$W/cache" -o "$W/bench.tar.zst")
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 base=$(echo "${T[base]}" | median)
 ours=$(echo "${T[ours]}" | median)
 SIZE=$(stat -c %s "$W/bench.tar.zst")

@@ -42,29 +42,9 @@ rm -rf "$W/cache"
 BUNDLE_SIZE=$(stat -c %s "$W/bench.tar.zst")
 echo "$COUNT images, $SIZE_MIB MiB of layers, bundle $BUNDLE_SIZE bytes; $(nproc) cores; $RUNS runs each"
 
-REG_PID=
-start_registry() { # name: starts a fresh registry, sets ADDR
-  local d="$W/reg-$1"
-  rm -rf "$d"; mkdir -p "$d"
-  printf 'version: 0.1\nlog: { level: info }\nstorage: { filesystem: { rootdirectory: %s/data } }\nhttp: { addr: 127.0.0.1:0 }\n' "$d" > "$d/config.yml"
-  docker-registry serve "$d/config.yml" > "$d/log" 2>&1 &
-  REG_PID=$!
-  ADDR=
-  for _ in $(seq 100); do
-    ADDR=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$d/log" | head -1 | sed 's/listening on //') || true
-    [ -n "$ADDR" ] && break
-    sleep 0.1
-  done
-  [ -n "$ADDR" ] || { echo "registry did not start" >&2; exit 1; }
-}
-stop_registry() { kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; }
+source bench/lib.sh
 trap stop_registry EXIT
 
-measure() { # label, command...: prints "seconds kib"
-  local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$W/time.$label" "$@" > /dev/null
-  cat "$W/time.$label"
-}
 skopeo_all() {
   for i in $(seq 0 $((COUNT - 1))); do
     skopeo copy --all --preserve-digests --quiet --dest-tls-verify=false \
@@ -77,22 +57,21 @@ export W COUNT
 declare -A T M
 for i in $(seq "$RUNS"); do
   rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
-  start_registry base; export ADDR
-  read -r t m < <(measure base bash -c skopeo_all)
+  start_registry "$W/reg-base"; export ADDR
+  read -r t m _ < <(measure base bash -c skopeo_all)
   T[base]+="$t "; M[base]=$m
   stop_registry; rm -rf "$W/reg-base"
-  start_registry ours
+  start_registry "$W/reg-ours"
   FREE_BEFORE=$(df -B1 --output=avail "$W" | tail -1)
-  read -r t m < <(measure ours "$B/rininstall" seed --quiet --key "$W/bench.pub" --registry "$ADDR" "$W/bench.tar.zst")
+  read -r t m _ < <(measure ours "$B/rininstall" seed --quiet --key "$W/bench.pub" --registry "$ADDR" "$W/bench.tar.zst")
   T[ours]+="$t "; M[ours]=$(( ${M[ours]:-0} > m ? ${M[ours]:-0} : m ))
   REG_BYTES=$(du -sb "$W/reg-ours/data" | cut -f1)
   FREE_AFTER=$(df -B1 --output=avail "$W" | tail -1)
   [ "$i" = "$RUNS" ] || stop_registry
 done
-read -r reseed reseed_m < <(measure reseed "$B/rininstall" seed --quiet --key "$W/bench.pub" --registry "$ADDR" "$W/bench.tar.zst")
+read -r reseed reseed_m _ < <(measure reseed "$B/rininstall" seed --quiet --key "$W/bench.pub" --registry "$ADDR" "$W/bench.tar.zst")
 stop_registry
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 base=$(echo "${T[base]}" | median)
 ours=$(echo "${T[ours]}" | median)
 echo "runs (s): skopeo copy [${T[base]}] rininstall seed [${T[ours]}]"

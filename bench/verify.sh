@@ -26,25 +26,20 @@ BUNDLE="$W/bench.tar.zst"
 echo "bundle: $(stat -c %s "$BUNDLE") bytes compressed, ${SIZE_MIB} MiB entry; $(nproc) cores; $RUNS runs each"
 cat "$BUNDLE" > /dev/null   # warm the page cache
 
-measure() { # label, command...: prints "seconds kib"
-  local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$W/time.$label" "$@" > /dev/null
-  cat "$W/time.$label"
-}
+source bench/lib.sh
 
 declare -A T M
 for i in $(seq "$RUNS"); do
-  read -r t m < <(measure base sh -c "zstd -dc '$BUNDLE' | openssl dgst -sha256")
+  read -r t m _ < <(measure base sh -c "zstd -dc '$BUNDLE' | openssl dgst -sha256")
   T[base]+="$t "; M[base]=$m
-  read -r t m < <(measure ours "$B/rininstall" verify --quiet --key "$W/bench.pub" "$BUNDLE")
+  read -r t m _ < <(measure ours "$B/rininstall" verify --quiet --key "$W/bench.pub" "$BUNDLE")
   T[ours]+="$t "; M[ours]=$(( ${M[ours]:-0} > m ? ${M[ours]:-0} : m ))
   rm -rf "$W/x"
-  read -r t m < <(measure oursx "$B/rininstall" verify --quiet --key "$W/bench.pub" --extract "$W/x" "$BUNDLE")
+  read -r t m _ < <(measure oursx "$B/rininstall" verify --quiet --key "$W/bench.pub" --extract "$W/x" "$BUNDLE")
   T[oursx]+="$t "; M[oursx]=$(( ${M[oursx]:-0} > m ? ${M[oursx]:-0} : m ))
 done
 rm -rf "$W/x"
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 base=$(echo "${T[base]}" | median)
 ours=$(echo "${T[ours]}" | median)
 oursx=$(echo "${T[oursx]}" | median)

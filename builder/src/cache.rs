@@ -27,8 +27,15 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
-    /// Blobs this process downloaded and verified, each with the stamp of its file then.
-    verified: Arc<std::sync::Mutex<std::collections::HashMap<String, rin_bundle::FileStamp>>>,
+}
+
+/// A blob in the cache, as [`Net::download`] left it.
+#[derive(Debug)]
+pub struct Got {
+    pub path: PathBuf,
+    /// The file's stamp right after this call downloaded and verified it; `None` when it was
+    /// already cached (then nothing vouches for its bytes now).
+    pub verified: Option<rin_bundle::FileStamp>,
 }
 
 impl Cache {
@@ -44,7 +51,6 @@ impl Cache {
             write_atomic(&layout, rin_bundle::oci::LAYOUT_FILE.as_bytes())?;
         }
         Ok(Cache {
-            verified: Default::default(),
             root: root.to_path_buf(),
         })
     }
@@ -79,11 +85,6 @@ impl Cache {
         let p = self.blob(hex);
         let m = fs::metadata(&p).ok()?;
         (m.is_file() && size.is_none_or(|s| s == m.len())).then_some(p)
-    }
-
-    /// The stamp of a blob's file as this process downloaded and verified it, if it did.
-    pub fn verified(&self, hex: &str) -> Option<rin_bundle::FileStamp> {
-        self.verified.lock().ok()?.get(hex).copied()
     }
 
     /// Store small bytes already in memory under their sha256; returns the hex digest.
@@ -236,7 +237,7 @@ impl Net {
         size: Option<u64>,
         what: &str,
         mut open: F,
-    ) -> Result<PathBuf>
+    ) -> Result<Got>
     where
         F: FnMut(u64) -> Fut,
         Fut: Future<Output = std::result::Result<Body, Failure>>,
@@ -246,7 +247,10 @@ impl Net {
                 what,
                 bytes: size.unwrap_or_default(),
             });
-            return Ok(p);
+            return Ok(Got {
+                path: p,
+                verified: None,
+            });
         }
         let partial = cache.partial(hex);
         let cache_err = |source| BuildError::Cache {
@@ -272,7 +276,10 @@ impl Net {
         }
         if let Some(p) = cache.lookup(hex, size) {
             // The other process finished it.
-            return Ok(p);
+            return Ok(Got {
+                path: p,
+                verified: None,
+            });
         }
         let id = self.next_id();
         self.event(Event::Start {
@@ -291,15 +298,16 @@ impl Net {
                     let dest = cache.blob(hex);
                     fs::rename(&partial, &dest).map_err(cache_err)?;
                     // Renaming changes the file's ctime: stamp it after.
-                    if let (Ok(meta), Ok(mut v)) = (file.metadata(), cache.verified.lock()) {
-                        v.insert(hex.to_string(), rin_bundle::FileStamp::of(&meta));
-                    }
+                    let verified = file.metadata().ok().map(|m| rin_bundle::FileStamp::of(&m));
                     self.event(Event::Done {
                         id,
                         bytes,
                         resumed_at,
                     });
-                    return Ok(dest);
+                    return Ok(Got {
+                        path: dest,
+                        verified,
+                    });
                 }
                 Err(Failure::Fatal(e)) => {
                     let _ = fs::remove_file(&partial);
@@ -602,8 +610,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(*offsets.lock().unwrap(), [40_000]);
-        assert_eq!(fs::read(p).unwrap(), c);
-        assert_eq!(names(&cache), [hex]);
+        // A download vouches for the file it verified, as it is now.
+        let meta = fs::metadata(&p.path).unwrap();
+        assert_eq!(p.verified, Some(rin_bundle::FileStamp::of(&meta)));
+        assert_eq!(fs::read(&p.path).unwrap(), c);
+        assert_eq!(names(&cache)[..], [hex.as_str()]);
+        // A cache hit vouches for nothing.
+        let again = net(3)
+            .download(&cache, &hex, Some(c.len() as u64), "blob", |_| async {
+                Err(Failure::Transient("no request expected".into()))
+            })
+            .await
+            .unwrap();
+        assert_eq!((again.path, again.verified), (p.path, None));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -617,7 +636,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(fs::read(p).unwrap(), c);
+        assert_eq!(fs::read(p.path).unwrap(), c);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,7 +653,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(*offsets.lock().unwrap(), [40_000, 0]);
-        assert_eq!(fs::read(p).unwrap(), c);
+        assert_eq!(fs::read(p.path).unwrap(), c);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,8 +752,8 @@ mod tests {
         };
         let (a, b) = (run(0), run(50));
         let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
-        assert_eq!(a, b);
+        assert_eq!(a.path, b.path);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(fs::read(a).unwrap(), c);
+        assert_eq!(fs::read(a.path).unwrap(), c);
     }
 }

@@ -183,7 +183,7 @@ pub async fn fetch(s: &Session, spec: &ChartSpec, locked: &LockedChart) -> Resul
             });
         }
         let r = parse_reference(reference)?;
-        return regs.blob(net, cache, &r, &layer).await;
+        return Ok(regs.blob(net, cache, &r, &layer).await?.path);
     }
     let url = http::check_scheme(&locked.url, opts)?;
     let what = format!("chart {} {}", spec.name, spec.version);

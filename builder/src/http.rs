@@ -156,6 +156,7 @@ pub async fn download(
         }
     })
     .await
+    .map(|got| got.path)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! Plain HTTP is used only for loopback registries and for `--insecure-registry` hosts, and
 //! only when they do not answer HTTPS.
 
-use crate::cache::{Arrivals, Body, Cache, Failure, Net};
+use crate::cache::{Arrivals, Body, Cache, Failure, Got, Net};
 use crate::error::{BuildError, Result};
 use crate::lock::LockedImage;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
@@ -48,18 +48,7 @@ impl RegistryOptions {
     }
 }
 
-/// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a port.
-pub fn is_loopback(host: &str) -> bool {
-    let h = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    h == "localhost"
-        || h == "::1"
-        || h.parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|a| a.is_loopback())
-}
+pub use rin_cli::is_loopback;
 
 /// Parse an image reference as Docker does (`nginx` is `docker.io/library/nginx:latest`).
 pub fn parse_reference(reference: &str) -> Result<Reference> {
@@ -231,7 +220,7 @@ impl Registries {
                 reason: format!("config {} is {} bytes, too large", desc.digest, desc.size),
             });
         }
-        let path = self.blob(net, cache, r, desc).await?;
+        let path = self.blob(net, cache, r, desc).await?.path;
         let bytes = std::fs::read(&path).map_err(|source| BuildError::Cache { path, source })?;
         let cp: ConfigPlatform = serde_json::from_slice(&bytes).map_err(|e| BuildError::Image {
             image: r.whole(),
@@ -331,7 +320,7 @@ impl Registries {
         cache: &Cache,
         r: &Reference,
         desc: &Descriptor,
-    ) -> Result<PathBuf> {
+    ) -> Result<Got> {
         let hex = digest_hex(&desc.digest, r)?;
         let auth = self.auth_for(r);
         self.client
@@ -391,14 +380,9 @@ pub async fn fetch_blobs(
         );
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let res = regs.blob(&net, &cache, &r, &d).await.map(|_| ());
-            if res.is_ok() {
-                let verified = digest_hex(&d.digest, &r)
-                    .ok()
-                    .and_then(|h| cache.verified(&h));
-                arrivals.done(&d.digest, verified);
-            }
-            res
+            let got = regs.blob(&net, &cache, &r, &d).await?;
+            arrivals.done(&d.digest, got.verified);
+            Ok(())
         });
     }
     let mut first_err = None;
@@ -590,27 +574,6 @@ fn credentials(host: &str) -> Result<RegistryAuth> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_hosts() {
-        for h in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1",
-            "127.9.9.9:1",
-            "[::1]:5000",
-        ] {
-            assert!(is_loopback(h), "{h}");
-        }
-        for h in [
-            "registry.local:5000",
-            "10.0.0.1",
-            "128.0.0.1:80",
-            "localhost.evil.com",
-        ] {
-            assert!(!is_loopback(h), "{h}");
-        }
-    }
 
     #[test]
     fn certificate_errors_are_recognised() {

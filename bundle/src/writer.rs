@@ -270,7 +270,7 @@ impl Reader {
             if buf.is_empty() {
                 self.spare = Some(buf);
                 if let Some((f, _)) = &file {
-                    drop_cached(f, 0, None);
+                    drop_cached(f, None);
                 }
                 break;
             }
@@ -504,16 +504,18 @@ pub fn write_bundle_file(
     result
 }
 
-/// Tell the kernel a file's cached pages in `offset..offset+len` (to the end when `None`) are
+/// Tell the kernel a file's cached pages in its first `len` bytes (all of it when `None`) are
 /// not needed again: written pages start going to disk, clean ones are freed. A bundle is
 /// gigabytes read or written once; without this it would push everything else out of memory,
 /// and on virtual machines fresh page-cache memory is much slower to fill than reused memory.
 /// Only advice: a failure changes nothing.
-fn drop_cached(f: &File, offset: u64, len: Option<u64>) {
-    let len = len.and_then(std::num::NonZeroU64::new);
-    if len.is_some() || offset == 0 {
-        let _ = rustix::fs::fadvise(f, offset, len, rustix::fs::Advice::DontNeed);
-    }
+fn drop_cached(f: &File, len: Option<u64>) {
+    let _ = rustix::fs::fadvise(
+        f,
+        0,
+        len.and_then(std::num::NonZeroU64::new),
+        rustix::fs::Advice::DontNeed,
+    );
 }
 
 /// The output file, with its written pages handed back to the kernel as the bundle grows: the
@@ -537,7 +539,7 @@ impl Write for DropBehind {
             // Pages still being written out are not freed by this call; covering everything
             // before the kept tail each time frees them on a later one.
             self.advised = self.written - Self::KEEP;
-            drop_cached(&self.file, 0, Some(self.advised));
+            drop_cached(&self.file, Some(self.advised));
         }
         Ok(n)
     }

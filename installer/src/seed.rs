@@ -17,9 +17,7 @@
 
 use crate::error::{InstallError, Result};
 use bytes::Bytes;
-use oci_client::client::{
-    Certificate, CertificateEncoding, ClientConfig, ClientProtocol, linux_amd64_resolver,
-};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use rin_bundle::index::{Entry, Index};
@@ -28,7 +26,7 @@ use rin_bundle::{Progress, Sink, Trust};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -54,26 +52,13 @@ impl SeedOptions {
     pub fn new(registry: &str) -> Self {
         SeedOptions {
             registry: registry.to_string(),
-            plain_http: is_loopback(registry),
+            plain_http: rin_cli::is_loopback(registry),
             ca_files: Vec::new(),
             auth: None,
             jobs: 4,
             attempts: 4,
         }
     }
-}
-
-/// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a port.
-pub fn is_loopback(host_port: &str) -> bool {
-    let host = match host_port.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => host_port.split(':').next().unwrap_or(""),
-    };
-    host == "localhost"
-        || host == "::1"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|a| a.is_loopback())
 }
 
 /// What seeding did.
@@ -105,41 +90,65 @@ struct Document {
 /// Everything the registry must hold, read from the verified bundle.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Blob digest → repositories that need it (first = where it is uploaded).
+    /// Blob digest → repositories that need it.
     blobs: BTreeMap<String, BTreeSet<String>>,
-    /// Blob digest → size.
-    sizes: HashMap<String, u64>,
     documents: Vec<Document>,
     /// The signed index's sha256: the second pass must read the same bundle.
     index_sha256: String,
 }
 
 impl Plan {
-    /// Repositories in the site registry, each with its tags.
-    pub fn repositories(&self) -> BTreeMap<String, Vec<String>> {
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for d in &self.documents {
-            let e = out.entry(d.repo.clone()).or_default();
-            if let Some(t) = &d.tag {
-                e.push(t.clone());
-            }
-        }
-        out
-    }
-
-    /// Total bytes of the distinct blobs.
-    pub fn blob_bytes(&self) -> u64 {
-        self.sizes.values().sum()
+    /// Every (repository, blob digest) pair the registry must hold.
+    fn pairs(&self) -> Vec<(String, String)> {
+        self.blobs
+            .iter()
+            .flat_map(|(d, repos)| repos.iter().map(move |r| (r.clone(), d.clone())))
+            .collect()
     }
 }
 
 /// The repository and tag (if any) an image keeps in the site registry: its path without the
 /// registry host, as containerd asks a mirror for it (`docker.io/busybox` → `library/busybox`).
 pub fn site_name(reference: &str) -> Result<(String, Option<String>)> {
-    let r: Reference = reference.parse().map_err(|e| InstallError::Bundle {
-        reason: format!("image reference {reference:?} in the bundle does not parse: {e}"),
-    })?;
+    let r = parse(reference)?;
     Ok((r.repository().to_string(), r.tag().map(str::to_string)))
+}
+
+fn parse(reference: &str) -> Result<Reference> {
+    reference.parse().map_err(|e| InstallError::Bundle {
+        reason: format!("image reference {reference:?} in the bundle does not parse: {e}"),
+    })
+}
+
+/// The site names of `references`, refusing two that would share a repository and tag.
+pub fn site_names<'a>(
+    references: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<(String, Option<String>)>> {
+    // Each site name and tag, with the first reference that took it, as written and normalised
+    // (`org/app:1` and `docker.io/org/app:1` are one image).
+    let mut seen: HashMap<(String, String), (&str, String)> = HashMap::new();
+    let mut out = Vec::new();
+    for reference in references {
+        let r = parse(reference)?;
+        let (repo, tag, whole) = (
+            r.repository().to_string(),
+            r.tag().map(str::to_string),
+            r.whole(),
+        );
+        if let Some(t) = &tag
+            && let Some((other, other_whole)) =
+                seen.insert((repo.clone(), t.clone()), (reference, whole.clone()))
+            && other_whole != whole
+        {
+            return Err(InstallError::Bundle {
+                reason: format!(
+                    "{other} and {reference} both become {repo}:{t} in the site registry"
+                ),
+            });
+        }
+        out.push((repo, tag));
+    }
+    Ok(out)
 }
 
 /// The repository charts are pushed to: `charts/<name>`, tagged with the chart version (the
@@ -205,19 +214,10 @@ pub fn plan(bundle: &Path, trust: &dyn Trust, progress: &dyn Progress) -> Result
             reason: format!("the manifest {digest} the index names is not in the bundle"),
         })
     };
-    let sizes: HashMap<String, u64> = index
-        .entries
-        .iter()
-        .filter_map(|e| {
-            let hex = e.path.strip_prefix("oci/blobs/sha256/")?;
-            Some((format!("sha256:{hex}"), e.size))
-        })
-        .collect();
     let mut plan = Plan {
         index_sha256: verified.index_sha256,
         ..Default::default()
     };
-    let mut tags: HashMap<(String, String), String> = HashMap::new();
     let add_manifest = |plan: &mut Plan, repo: &str, digest: &str, mt: &str, tag| {
         let bytes = doc(digest)?.clone();
         let m: ManifestDoc = serde_json::from_slice(&bytes).map_err(|e| InstallError::Bundle {
@@ -238,21 +238,8 @@ pub fn plan(bundle: &Path, trust: &dyn Trust, progress: &dyn Progress) -> Result
         });
         Ok::<_, InstallError>(())
     };
-    for image in &index.images {
-        let (repo, tag) = site_name(&image.reference)?;
-        if let Some(t) = &tag {
-            let key = (repo.clone(), t.clone());
-            if let Some(other) = tags.insert(key, image.reference.clone())
-                && other != image.reference
-            {
-                return Err(InstallError::Bundle {
-                    reason: format!(
-                        "{other} and {} both become {repo}:{t} in the site registry",
-                        image.reference
-                    ),
-                });
-            }
-        }
+    let names = site_names(index.images.iter().map(|i| i.reference.as_str()))?;
+    for (image, (repo, tag)) in index.images.iter().zip(names) {
         if oci::is_index(&image.media_type) {
             let bytes = doc(&image.digest)?.clone();
             let idx: IndexDoc =
@@ -283,11 +270,6 @@ pub fn plan(bundle: &Path, trust: &dyn Trust, progress: &dyn Progress) -> Result
             Some(chart.version.clone()),
         )?;
     }
-    plan.sizes = plan
-        .blobs
-        .keys()
-        .map(|d| (d.clone(), sizes.get(d).copied().unwrap_or(0)))
-        .collect();
     Ok(plan)
 }
 
@@ -335,7 +317,6 @@ impl Registry {
             extra_root_certificates: certs,
             // One streamed PUT per blob: no per-chunk round trips, the body never in memory.
             use_monolithic_push: true,
-            platform_resolver: Some(Box::new(linux_amd64_resolver)),
             connect_timeout: Some(Duration::from_secs(30)),
             read_timeout: Some(Duration::from_secs(300)),
             user_agent: concat!("rininstall/", env!("CARGO_PKG_VERSION")),
@@ -465,17 +446,21 @@ struct Upload<'a> {
     /// faster than one upload goes, so the next blobs start while earlier ones still send.
     budget: Arc<tokio::sync::Semaphore>,
     cur: Option<mpsc::UnboundedSender<(Bytes, tokio::sync::OwnedSemaphorePermit)>>,
-    running: Vec<(String, tokio::task::JoinHandle<bool>)>,
-    /// Digests whose upload finished, and the bytes they carried.
-    done: Arc<Mutex<Vec<(String, u64)>>>,
+    /// Uploads in flight, oldest first; each yields its size when the registry took the blob.
+    running: Vec<tokio::task::JoinHandle<Option<u64>>>,
+    /// Sizes of the blobs the registry took.
+    sent: Vec<u64>,
 }
 
 impl Upload<'_> {
     /// Wait for the oldest uploads until fewer than `limit` run.
     fn settle(&mut self, limit: usize) {
         while self.running.len() >= limit.max(1) {
-            let (_, h) = self.running.remove(0);
-            let _ = self.rt.block_on(h);
+            let h = self.running.remove(0);
+            // A failed upload leaves its blob missing: the next round sends it again.
+            if let Ok(Some(size)) = self.rt.block_on(h) {
+                self.sent.push(size);
+            }
         }
     }
 }
@@ -489,24 +474,19 @@ impl Sink for Upload<'_> {
         let (tx, rx) = mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
         let client = self.reg.client.clone();
         let target = self.reg.at(&repo, &digest);
-        let done = self.done.clone();
         let size = entry.size;
-        let d = digest.clone();
         // A chunk's permit is returned as the chunk is handed to the connection.
         let body = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|(bytes, _permit)| (Ok(bytes), rx))
         });
         let task = self.rt.spawn(async move {
-            let ok = client
-                .push_blob_stream(&target, body, &d, Some(size))
+            client
+                .push_blob_stream(&target, body, &digest, Some(size))
                 .await
-                .is_ok();
-            if ok && let Ok(mut v) = done.lock() {
-                v.push((d, size));
-            }
-            ok
+                .ok()
+                .map(|_| size)
         });
-        self.running.push((digest, task));
+        self.running.push(task);
         self.cur = Some(tx);
         Ok(true)
     }
@@ -548,75 +528,78 @@ pub fn seed(
     rt.block_on(reg.ready());
     let mut seeded = Seeded::default();
     let jobs = opts.jobs.max(1);
+    let pairs = plan.pairs();
     let mut pass = 0;
-    loop {
-        // Which (repository, blob) pairs are missing.
-        let pairs: Vec<(String, String)> = plan
-            .blobs
-            .iter()
-            .flat_map(|(d, repos)| repos.iter().map(move |r| (r.clone(), d.clone())))
-            .collect();
+    for round in 0.. {
         let missing = rt.block_on(missing(&reg, &pairs, jobs))?;
-        if pass == 0 {
+        if round == 0 {
             seeded.present = pairs.len() - missing.len();
         }
-        // Mount what another repository already holds.
-        let held: BTreeSet<&(String, String)> =
-            pairs.iter().filter(|p| !missing.contains(p)).collect();
-        let mut to_send: HashMap<String, (String, String)> = HashMap::new();
-        let mut mounts = Vec::new();
-        for (repo, digest) in &missing {
-            match held.iter().find(|(_, d)| d == digest) {
-                Some((from, _)) => mounts.push((repo.clone(), from.clone(), digest.clone())),
-                None => {
-                    let path = oci::bundle_blob_path(digest).unwrap_or_default();
-                    to_send
-                        .entry(path)
-                        .or_insert_with(|| (repo.clone(), digest.clone()));
-                }
-            }
-        }
-        let mounted = rt.block_on(mount_all(&reg, mounts, jobs));
-        seeded.mounted += mounted;
-        if to_send.is_empty() && missing.len() == mounted {
+        if missing.is_empty() {
             break;
         }
+        // Mount what another repository holds; send what nothing holds or will not mount.
+        let holder: HashMap<&str, &str> = pairs
+            .iter()
+            .filter(|p| !missing.contains(*p))
+            .map(|(repo, digest)| (digest.as_str(), repo.as_str()))
+            .collect();
+        let (mounts, mut unsent): (Vec<_>, Vec<_>) = missing
+            .iter()
+            .partition(|(_, digest)| holder.contains_key(digest.as_str()));
+        let mounts: Vec<_> = mounts
+            .into_iter()
+            .map(|pair| (pair, holder[pair.1.as_str()]))
+            .collect();
+        let tried = mounts.len();
+        let failed = rt.block_on(mount_all(&reg, mounts, jobs));
+        seeded.mounted += tried - failed.len();
+        unsent.extend(failed);
+        if unsent.is_empty() {
+            // Mounted: the next check confirms it.
+            if round > opts.attempts.max(1) {
+                return Err(still_missing(opts, missing.len(), pass));
+            }
+            continue;
+        }
         if pass >= opts.attempts.max(1) {
-            return Err(InstallError::Registry {
-                registry: opts.registry.clone(),
-                reason: format!(
-                    "{} blobs still missing after {pass} passes over the bundle",
-                    missing.len() - mounted
-                ),
-            });
+            return Err(still_missing(opts, unsent.len(), pass));
         }
         if pass > 0 {
             std::thread::sleep(back_off(pass));
         }
         pass += 1;
-        if !to_send.is_empty() {
-            let opened = rin_bundle::open(bundle, trust)?;
-            let mut upload = Upload {
-                reg: &reg,
-                rt: rt.clone(),
-                send: to_send,
-                jobs,
-                budget: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_MIB)),
-                cur: None,
-                running: Vec::new(),
-                done: Arc::default(),
-            };
-            let verified = opened.verify_into(&mut upload, progress)?;
-            upload.settle(1);
-            if verified.index_sha256 != plan.index_sha256 {
-                return Err(InstallError::Bundle {
-                    reason: "the bundle file changed while it was being installed".into(),
-                });
-            }
-            let done = upload.done.lock().map(|v| v.clone()).unwrap_or_default();
-            seeded.uploaded += done.len();
-            seeded.uploaded_bytes += done.iter().map(|(_, n)| n).sum::<u64>();
+        // One upload per blob; other repositories mount it in the next round.
+        let mut send: HashMap<String, (String, String)> = HashMap::new();
+        for (repo, digest) in unsent {
+            let path = oci::bundle_blob_path(digest).unwrap_or_default();
+            send.entry(path)
+                .or_insert_with(|| (repo.clone(), digest.clone()));
         }
+        let opened = rin_bundle::open(bundle, trust)?;
+        if rin_bundle::digest::sha256_hex(&opened.index_bytes) != plan.index_sha256 {
+            return Err(InstallError::Bundle {
+                reason: format!(
+                    "{} is not the bundle that was verified: it changed while being installed",
+                    bundle.display()
+                ),
+            });
+        }
+        let mut upload = Upload {
+            reg: &reg,
+            rt: rt.clone(),
+            send,
+            jobs,
+            budget: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_MIB)),
+            cur: None,
+            running: Vec::new(),
+            sent: Vec::new(),
+        };
+        let verified = opened.verify_into(&mut upload, progress);
+        upload.settle(1);
+        verified?;
+        seeded.uploaded += upload.sent.len();
+        seeded.uploaded_bytes += upload.sent.iter().sum::<u64>();
     }
     seeded.passes = pass;
     for d in &plan.documents {
@@ -652,13 +635,25 @@ async fn missing(
     Ok(out)
 }
 
-async fn mount_all(reg: &Registry, mounts: Vec<(String, String, String)>, jobs: usize) -> usize {
+fn still_missing(opts: &SeedOptions, count: usize, passes: u32) -> InstallError {
+    InstallError::Registry {
+        registry: opts.registry.clone(),
+        reason: format!("{count} blobs still missing after {passes} passes over the bundle"),
+    }
+}
+
+/// Mount each (repository, digest) pair from the repository beside it; the pairs that did not.
+async fn mount_all<'a>(
+    reg: &Registry,
+    mounts: Vec<(&'a (String, String), &str)>,
+    jobs: usize,
+) -> Vec<&'a (String, String)> {
     use futures_util::StreamExt;
     futures_util::stream::iter(mounts)
-        .map(|(repo, from, digest)| async move { reg.mount(&repo, &from, &digest).await })
+        .map(|(pair, from)| async move { (!reg.mount(&pair.0, from, &pair.1).await).then_some(pair) })
         .buffer_unordered(jobs)
-        .filter(|ok| std::future::ready(*ok))
-        .count()
+        .filter_map(std::future::ready)
+        .collect()
         .await
 }
 
@@ -683,12 +678,17 @@ mod tests {
     }
 
     #[test]
-    fn loopback_hosts() {
-        for h in ["127.0.0.1:5000", "localhost:1", "[::1]:5000", "127.1.2.3"] {
-            assert!(is_loopback(h), "{h}");
-        }
-        for h in ["registry.site:5000", "10.0.0.1:5000", "[fe80::1]:1"] {
-            assert!(!is_loopback(h), "{h}");
-        }
+    fn two_images_that_would_share_a_site_name_and_tag_are_refused() {
+        let e = site_names(["docker.io/org/app:1", "ghcr.io/org/app:1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("docker.io/org/app:1 and ghcr.io/org/app:1 both become org/app:1"),
+            "{e}"
+        );
+        // Other tags, digest references and the same reference twice are fine.
+        let d = format!("ghcr.io/org/app@sha256:{}", "b".repeat(64));
+        let names = site_names(["docker.io/org/app:1", "ghcr.io/org/app:2", &d, "org/app:1"]);
+        assert_eq!(names.unwrap().len(), 4);
     }
 }

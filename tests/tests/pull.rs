@@ -7,7 +7,7 @@ use rin_builder::lock::Lock;
 use rin_tests::fixture::{FixtureImage, LayerFile, LayoutWriter};
 use rin_tests::net::CuttingProxy;
 use rin_tests::registry::{Options, Registry, docker_config};
-use rin_tests::{assert_only, bin};
+use rin_tests::{assert_only, bin, ok};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -82,16 +82,6 @@ fn rinbundle<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &Path)]) -> Ou
         c.env(k, v);
     }
     c.output().unwrap()
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn failed(out: &Output, what: &str) -> String {

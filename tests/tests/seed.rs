@@ -3,34 +3,33 @@
 #![allow(clippy::unwrap_used)]
 
 use rin_bundle::Index;
+use rin_installer::seed::{self, SeedOptions};
 use rin_tests::registry::{Options, Registry};
-use rin_tests::{bin, fixture};
+use rin_tests::{bin, fixture, ok};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn run(cmd: &mut Command, what: &str) -> String {
-    let out: Output = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    ok(&cmd.output().unwrap(), what)
 }
 
 /// The test stack built into a signed bundle: (bundle, public key, its index).
 fn bundle(dir: &Path) -> (PathBuf, PathBuf, Index) {
-    let stack = fixture::write_stack(&dir.join("stack")).unwrap();
     let key = dir.join("k");
     run(
         Command::new(bin("rinbundle")).args(["keygen", "--out", key.to_str().unwrap()]),
         "keygen",
     );
-    let out = dir.join("b.tar.zst");
+    bundle_at(dir, "1700000000", "b.tar.zst")
+}
+
+/// The test stack built at `epoch` into `dir/name`, signed with `dir/k.key`.
+fn bundle_at(dir: &Path, epoch: &str, name: &str) -> (PathBuf, PathBuf, Index) {
+    let stack = fixture::write_stack(&dir.join("stack")).unwrap();
+    let out = dir.join(name);
     run(
         Command::new(bin("rinbundle"))
-            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("SOURCE_DATE_EPOCH", epoch)
             .arg("build")
             .arg("--stack")
             .arg(&stack)
@@ -96,7 +95,7 @@ fn seeding_pushes_every_image_and_chart_under_its_name_and_a_rerun_sends_nothing
 
     // skopeo pulls every image by its original repository and tag; the digests are the bundle's.
     for image in &index.images {
-        let (repo, tag) = rin_installer::seed::site_name(&image.reference).unwrap();
+        let (repo, tag) = seed::site_name(&image.reference).unwrap();
         let name = format!("docker://{}/{repo}:{}", reg.addr, tag.unwrap());
         let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &name]);
         assert_eq!(
@@ -161,6 +160,33 @@ fn an_untrusted_bundle_is_refused_before_the_registry_is_touched() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     // Nothing reached the registry.
+    let repos = skopeo_catalog(&reg.addr);
+    assert!(repos.is_empty(), "{repos:?}");
+}
+
+#[test]
+fn a_bundle_that_changed_since_it_was_verified_is_refused_before_any_upload() {
+    let t = tempfile::tempdir().unwrap();
+    let (first, key, _) = bundle(t.path());
+    // Same stack and key, another build time: another signed index.
+    let (second, _, _) = bundle_at(t.path(), "1700000001", "c.tar.zst");
+    let policy = rin_signing::TrustPolicy::load(&[key], None, 1).unwrap();
+    let plan = seed::plan(&first, &policy, &rin_bundle::Silent).unwrap();
+    let reg = Registry::start(Options::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The verified bundle's file is replaced by another one between the passes.
+    std::fs::rename(&second, &first).unwrap();
+    let e = seed::seed(
+        &first,
+        &policy,
+        &plan,
+        &SeedOptions::new(&reg.addr),
+        rt.handle(),
+        &rin_bundle::Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("is not the bundle that was verified"), "{e}");
     let repos = skopeo_catalog(&reg.addr);
     assert!(repos.is_empty(), "{repos:?}");
 }

@@ -1,0 +1,32 @@
+# Helpers shared by the bench scripts (sourced; the caller sets W, its output directory).
+
+# measure LABEL COMMAND...: run it once; print "seconds peak_kib user_s sys_s" (GNU time) and
+# append the same with LABEL to $W/times.log.
+measure() {
+  local label=$1; shift
+  /usr/bin/time -f "%e %M %U %S" -o "$W/time.$label" "$@" > /dev/null
+  echo "$label $(cat "$W/time.$label")" >> "$W/times.log"
+  cat "$W/time.$label"
+}
+
+# median: of the numbers on stdin (space or newline separated).
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# start_registry DIR: a fresh Debian docker-registry (CNCF Distribution) on a random loopback port
+# with its storage in DIR/data; sets ADDR and REG_PID. stop_registry ends it.
+REG_PID=
+start_registry() {
+  local d=$1
+  rm -rf "$d"; mkdir -p "$d"
+  printf 'version: 0.1\nlog: { level: info }\nstorage: { filesystem: { rootdirectory: %s/data } }\nhttp: { addr: 127.0.0.1:0 }\n' "$d" > "$d/config.yml"
+  docker-registry serve "$d/config.yml" > "$d/log" 2>&1 &
+  REG_PID=$!
+  ADDR=
+  for _ in $(seq 100); do
+    ADDR=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$d/log" | head -1 | sed 's/listening on //') || true
+    [ -n "$ADDR" ] && break
+    sleep 0.1
+  done
+  [ -n "$ADDR" ] || { echo "registry did not start" >&2; exit 1; }
+}
+stop_registry() { [ -z "$REG_PID" ] || { kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; }; }
