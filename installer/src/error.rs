@@ -13,6 +13,14 @@ pub enum InstallError {
     Bundle { reason: String },
     #[error("registry {registry}: {reason}")]
     Registry { registry: String, reason: String },
+    #[error("the state directory {} is in use by another rininstall (pid {holder})", dir.display())]
+    Busy { dir: PathBuf, holder: String },
+    #[error("{}: {reason}", path.display())]
+    State { path: PathBuf, reason: String },
+    #[error("preflight found {} problem(s); nothing was changed:\n{}", failures.len(), failures.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
+    Preflight { failures: Vec<String> },
+    #[error("{what}: {reason}")]
+    Step { what: String, reason: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -30,6 +38,18 @@ impl InstallError {
             }
             InstallError::Registry { .. } => {
                 "check that the registry runs and is reachable from this node (--registry), its CA (--registry-ca) and credentials (--registry-auth), and that it has free disk; re-running resumes and skips what it already holds"
+            }
+            InstallError::Busy { .. } => {
+                "wait for the other run to finish (the lock is let go when that process exits, even if it is killed), then run again"
+            }
+            InstallError::State { .. } => {
+                "the state directory holds a damaged record: move it aside and re-run (the install converges again)"
+            }
+            InstallError::Preflight { .. } => {
+                "fix each problem listed (each says how), then run the same command again"
+            }
+            InstallError::Step { .. } => {
+                "fix the cause shown and run the same command again: finished steps are skipped and the rest converges"
             }
             InstallError::Io { .. } => {
                 "check the path exists, is readable and that the disk has room"

@@ -1,8 +1,15 @@
 //! `rininstall`'s library: what happens at the site. Verification itself lives in `rin-bundle`
-//! (one streaming pass) with the trust policy of `rin-signing`; `seed` fills the site registry.
+//! (one streaming pass) with the trust policy of `rin-signing`; `apply` runs the node's steps
+//! (preflight, staging, K3s host files, the site registry, seeding, the release record).
 
+pub mod apply;
 pub mod error;
+pub mod host;
+pub mod preflight;
 pub mod seed;
+pub mod site_registry;
+pub mod stage;
+pub mod state;
 
 pub use error::{InstallError, Result};
 

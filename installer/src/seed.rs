@@ -92,6 +92,8 @@ struct Document {
 pub struct Plan {
     /// Blob digest → repositories that need it.
     blobs: BTreeMap<String, BTreeSet<String>>,
+    /// Blob digest → size.
+    sizes: BTreeMap<String, u64>,
     documents: Vec<Document>,
     /// The signed index's sha256: the second pass must read the same bundle.
     index_sha256: String,
@@ -158,13 +160,24 @@ pub fn chart_repository(name: &str) -> String {
 }
 
 /// Keeps the bytes of the documents the signed index names, as they stream by.
-struct Collect<'a> {
-    wanted: &'a BTreeSet<String>,
-    docs: HashMap<String, Vec<u8>>,
+pub(crate) struct Collect {
+    wanted: BTreeSet<String>,
+    pub(crate) docs: HashMap<String, Vec<u8>>,
     cur: Option<Vec<u8>>,
 }
 
-impl Sink for Collect<'_> {
+impl Collect {
+    /// Collects every manifest and index `index` names.
+    pub(crate) fn new(index: &Index) -> Self {
+        Collect {
+            wanted: document_paths(index),
+            docs: HashMap::new(),
+            cur: None,
+        }
+    }
+}
+
+impl Sink for Collect {
     fn begin(&mut self, entry: &Entry) -> rin_bundle::Result<bool> {
         let take = self.wanted.contains(&entry.path) && entry.size <= oci::MAX_DOCUMENT;
         self.cur = take.then(Vec::new);
@@ -200,14 +213,54 @@ struct IndexDoc {
 pub fn plan(bundle: &Path, trust: &dyn Trust, progress: &dyn Progress) -> Result<Plan> {
     let opened = rin_bundle::open(bundle, trust)?;
     let index = opened.index.clone();
-    let wanted = document_paths(&index);
-    let mut collect = Collect {
-        wanted: &wanted,
-        docs: HashMap::new(),
-        cur: None,
-    };
+    let mut collect = Collect::new(&index);
     let verified = opened.verify_into(&mut collect, progress)?;
-    let docs = collect.docs;
+    Plan::build(&index, verified.index_sha256, &collect.docs)
+}
+
+impl Plan {
+    /// The plan for `index`, from the documents a verifying pass collected.
+    pub(crate) fn build(
+        index: &Index,
+        index_sha256: String,
+        docs: &HashMap<String, Vec<u8>>,
+    ) -> Result<Plan> {
+        plan_from(index, index_sha256, docs)
+    }
+
+    /// Blobs the registry must hold (each counted once) and their bytes.
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len()
+    }
+
+    pub fn blob_bytes(&self) -> u64 {
+        self.sizes.values().sum()
+    }
+
+    /// The config and layers of the manifest `digest`, if the plan holds it.
+    pub fn manifest_blobs(&self, digest: &str) -> Option<Vec<Descriptor>> {
+        let d = self.documents.iter().find(|d| d.digest == digest)?;
+        let m: ManifestDoc = serde_json::from_slice(&d.bytes).ok()?;
+        Some(std::iter::once(m.config).chain(m.layers).collect())
+    }
+
+    /// The bytes and media type of the manifest or index `digest`, if the plan holds it.
+    pub fn document(&self, digest: &str) -> Option<(&[u8], &str)> {
+        let d = self.documents.iter().find(|d| d.digest == digest)?;
+        Some((&d.bytes, &d.media_type))
+    }
+
+    /// The sha256 of the signed index the plan was made from.
+    pub fn index_sha256(&self) -> &str {
+        &self.index_sha256
+    }
+}
+
+fn plan_from(
+    index: &Index,
+    index_sha256: String,
+    docs: &HashMap<String, Vec<u8>>,
+) -> Result<Plan> {
     let doc = |digest: &str| -> Result<&Vec<u8>> {
         let path = oci::bundle_blob_path(digest).unwrap_or_default();
         docs.get(&path).ok_or_else(|| InstallError::Bundle {
@@ -215,7 +268,7 @@ pub fn plan(bundle: &Path, trust: &dyn Trust, progress: &dyn Progress) -> Result
         })
     };
     let mut plan = Plan {
-        index_sha256: verified.index_sha256,
+        index_sha256,
         ..Default::default()
     };
     let add_manifest = |plan: &mut Plan, repo: &str, digest: &str, mt: &str, tag| {
@@ -224,6 +277,7 @@ pub fn plan(bundle: &Path, trust: &dyn Trust, progress: &dyn Progress) -> Result
             reason: format!("manifest {digest} does not parse: {e}"),
         })?;
         for d in std::iter::once(&m.config).chain(&m.layers) {
+            plan.sizes.insert(d.digest.clone(), d.size);
             plan.blobs
                 .entry(d.digest.clone())
                 .or_default()
@@ -610,6 +664,19 @@ pub fn seed(
         }
     }
     Ok(seeded)
+}
+
+/// How many blobs (and bytes) the registry lacks for `plan`: what seeding would send or mount.
+pub fn missing_blobs(plan: &Plan, opts: &SeedOptions, rt: &Handle) -> Result<(usize, u64)> {
+    let reg = Registry::connect(opts)?;
+    rt.block_on(reg.ready());
+    let missing = rt.block_on(missing(&reg, &plan.pairs(), opts.jobs.max(1)))?;
+    let digests: BTreeSet<&String> = missing.iter().map(|(_, d)| d).collect();
+    let bytes = digests
+        .iter()
+        .map(|d| plan.sizes.get(*d).copied().unwrap_or(0))
+        .sum();
+    Ok((digests.len(), bytes))
 }
 
 async fn missing(

@@ -1,0 +1,306 @@
+//! `rininstall`: verify and install a bundle on an air-gapped node.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use rin_cli::{Bars, TrustArgs, VerifyArgs, exit, human_bytes};
+use rin_installer::InstallError;
+use rin_installer::apply::{self, ApplyOptions, RegistryMode, node_arch};
+use rin_installer::host::Role;
+use rin_installer::seed::{self, SeedOptions};
+use rin_installer::site_registry;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+mod report;
+
+#[derive(Parser)]
+#[command(
+    name = "rininstall",
+    version,
+    about = "Verify and install Rin air-gap bundles on a K3s node"
+)]
+struct Cli {
+    /// Print no progress, only results and errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify a bundle in one pass: signatures against the trusted keys first, then every entry.
+    Verify(VerifyArgs),
+    /// Push every image and chart of a bundle into a registry under its original repository
+    /// name (verified first; no staging copy; resumes and skips what the registry holds).
+    Seed(SeedArgs),
+    /// Install a bundle on this node: preflight, verify, K3s's host files, the site registry,
+    /// seeding, and the release record. Idempotent: a re-run changes only what differs.
+    Apply(Box<ApplyArgs>),
+}
+
+/// How to reach a registry: shared by `seed` and `apply`.
+#[derive(Args)]
+struct RegistryArgs {
+    /// PEM CA certificate of the registry's TLS; repeat for several.
+    #[arg(long, value_name = "FILE")]
+    registry_ca: Vec<PathBuf>,
+    /// A file holding `user:password` for the registry.
+    #[arg(long, value_name = "FILE")]
+    registry_auth: Option<PathBuf>,
+    /// Speak plain HTTP to the registry (the default only for loopback addresses).
+    #[arg(long)]
+    plain_http: bool,
+    /// Uploads and checks in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    jobs: usize,
+    /// Passes over the bundle, and tries of each request, before giving up.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    attempts: u32,
+}
+
+impl RegistryArgs {
+    fn options(&self, registry: &str) -> anyhow::Result<SeedOptions> {
+        let mut opts = SeedOptions::new(registry);
+        opts.plain_http |= self.plain_http;
+        opts.ca_files = self.registry_ca.clone();
+        opts.jobs = self.jobs;
+        opts.attempts = self.attempts;
+        if let Some(f) = &self.registry_auth {
+            let text = std::fs::read_to_string(f).map_err(|source| InstallError::Io {
+                path: f.clone(),
+                source,
+            })?;
+            let (u, p) = text
+                .trim_end()
+                .split_once(':')
+                .ok_or_else(|| InstallError::Step {
+                    what: f.display().to_string(),
+                    reason: "must hold user:password".into(),
+                })?;
+            opts.auth = Some((u.to_string(), p.to_string()));
+        }
+        Ok(opts)
+    }
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    /// The bundle file.
+    file: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// The registry, as HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: String,
+    #[command(flatten)]
+    reg: RegistryArgs,
+}
+
+fn seed_command(args: &SeedArgs, quiet: bool) -> anyhow::Result<()> {
+    let policy = args
+        .trust
+        .policy(Some(Path::new(rin_installer::DEFAULT_TRUSTED_KEYS)))?;
+    let opts = args.reg.options(&args.registry)?;
+    let file = args.file.as_path();
+    let bars = Bars::new(quiet);
+    let plan = seed::plan(file, &policy, &bars)
+        .map_err(anyhow_of)
+        .with_context(|| format!("bundle {} refused", file.display()))?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let done = seed::seed(file, &policy, &plan, &opts, rt.handle(), &bars).map_err(anyhow_of)?;
+    if !quiet {
+        println!("seeded {}: {}", args.registry, seeded_line(&done));
+    }
+    Ok(())
+}
+
+fn seeded_line(done: &seed::Seeded) -> String {
+    format!(
+        "{} blobs uploaded ({}), {} mounted, {} already present, {} manifests, tags: {}",
+        done.uploaded,
+        human_bytes(done.uploaded_bytes),
+        done.mounted,
+        done.present,
+        done.manifests,
+        done.tags.join(" ")
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RoleArg {
+    Server,
+    Agent,
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    /// The bundle file.
+    file: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Install into this directory instead of `/` (K3s is then not started: needs --no-start).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// The state directory: lock, staging, release record [default: ROOT/var/lib/rininstall].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The node's architecture [default: this machine's].
+    #[arg(long, value_name = "ARCH")]
+    arch: Option<String>,
+    /// The node's role: a server (the first one, or one joining --server) or an agent.
+    #[arg(long, value_enum, default_value = "server")]
+    role: RoleArg,
+    /// The first server starts embedded etcd so more servers can join (HA).
+    #[arg(long)]
+    cluster_init: bool,
+    /// The cluster to join, as https://SERVER:6443 (joining servers and agents).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// File holding the cluster's join token (the first server's /var/lib/rancher/k3s/server/token).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Extra names or addresses for the API server's certificate; repeat for several.
+    #[arg(long, value_name = "NAME")]
+    tls_san: Vec<String>,
+    /// Seed this existing registry (HOST:PORT) instead of running one in the cluster.
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: Option<String>,
+    /// The image the in-cluster registry runs [default: the bundle's docker.io/library/registry].
+    #[arg(long, value_name = "REF", conflicts_with = "registry")]
+    registry_image: Option<String>,
+    /// The NodePort of the in-cluster registry, reached by every node at 127.0.0.1.
+    #[arg(long, value_name = "PORT", default_value_t = site_registry::DEFAULT_NODE_PORT)]
+    registry_node_port: u16,
+    #[command(flatten)]
+    reg: RegistryArgs,
+    /// Write the files but do not run K3s's install.sh (nor start K3s).
+    #[arg(long)]
+    no_start: bool,
+    /// Print what would change (files to write, blobs to push) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Install a bundle older than the installed release (or an older K3s).
+    #[arg(long)]
+    allow_downgrade: bool,
+    /// Bound of each wait, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    timeout: u64,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "bars")]
+    progress: report::Mode,
+}
+
+fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
+    let policy = args
+        .trust
+        .policy(Some(Path::new(rin_installer::DEFAULT_TRUSTED_KEYS)))?;
+    let role = match (args.role, &args.server, &args.token_file) {
+        (RoleArg::Server, None, _) => Role::Server {
+            cluster_init: args.cluster_init,
+        },
+        (RoleArg::Server, Some(url), Some(t)) => Role::JoinServer {
+            url: url.clone(),
+            token_file: t.clone(),
+        },
+        (RoleArg::Agent, Some(url), Some(t)) => Role::Agent {
+            url: url.clone(),
+            token_file: t.clone(),
+        },
+        _ => anyhow::bail!(
+            "joining servers and agents need both --server https://SERVER:6443 and --token-file FILE"
+        ),
+    };
+    let (registry, seed_opts) = match &args.registry {
+        Some(host) => (RegistryMode::External, args.reg.options(host)?),
+        None => (
+            RegistryMode::InCluster {
+                node_port: args.registry_node_port,
+                image: args.registry_image.clone(),
+            },
+            args.reg
+                .options(&format!("127.0.0.1:{}", args.registry_node_port))?,
+        ),
+    };
+    let opts = ApplyOptions {
+        state_dir: args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| args.root.join("var/lib/rininstall")),
+        root: args.root.clone(),
+        arch: args.arch.clone().unwrap_or_else(|| node_arch().to_string()),
+        role,
+        tls_san: args.tls_san.clone(),
+        registry,
+        seed: seed_opts,
+        no_start: args.no_start,
+        dry_run: args.dry_run,
+        allow_downgrade: args.allow_downgrade,
+        timeout: std::time::Duration::from_secs(args.timeout),
+    };
+    let display = report::Display::new(if quiet {
+        report::Mode::None
+    } else {
+        args.progress
+    });
+    let file = args.file.as_path();
+    let done = apply::apply(file, &policy, &opts, &display).map_err(anyhow_of)?;
+    let verb = if opts.dry_run { "would write" } else { "wrote" };
+    for w in &done.written {
+        println!("{verb} {}", opts.root.join(w).display());
+    }
+    for u in &done.unchanged {
+        println!("unchanged {}", opts.root.join(u).display());
+    }
+    if done.installed_service {
+        let what = if opts.dry_run { "would run" } else { "ran" };
+        println!("{what} K3s's install.sh ({})", opts.role.exec());
+    }
+    if let Some((n, bytes)) = done.to_push {
+        println!(
+            "would push {n} blobs ({}) to {}",
+            human_bytes(bytes),
+            opts.seed.registry
+        );
+    }
+    if let Some(s) = &done.seeded {
+        println!("seeded {}: {}", opts.seed.registry, seeded_line(s));
+    }
+    if let Some(r) = &done.release {
+        println!(
+            "installed {} {} (bundle index sha256 {})",
+            r.stack, r.version, r.index_sha256
+        );
+    } else if opts.dry_run {
+        println!("dry run: nothing was changed");
+    }
+    Ok(())
+}
+
+/// A verification failure keeps its own type in the chain (the renderer finds refusals by it).
+fn anyhow_of(e: InstallError) -> anyhow::Error {
+    match e {
+        InstallError::Verify(b) => b.into(),
+        other => other.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Verify(args) => rin_cli::verify_command(
+            args,
+            Some(Path::new(rin_installer::DEFAULT_TRUSTED_KEYS)),
+            cli.quiet,
+        ),
+        Command::Seed(args) => seed_command(args, cli.quiet),
+        Command::Apply(args) => apply_command(args, cli.quiet),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => ExitCode::from(rin_cli::render(&e, &|e| {
+            e.downcast_ref::<InstallError>()
+                .and_then(|i| i.hint().map(str::to_string))
+        })),
+    }
+}

@@ -1,0 +1,170 @@
+//! The first pass of `apply`: verify the whole bundle while streaming it, keeping the manifests
+//! and indexes the seeding plan needs and writing the files the node needs (K3s's files for the
+//! node's architecture, those not already in place) into a staging directory
+//! under the state directory. The staging directory appears under its final name only after the
+//! whole bundle verified; until then it is `.NAME.partial` and a failure removes it.
+
+use crate::error::{InstallError, Result};
+use crate::seed::{Collect, Plan};
+use crate::state::{commit, create_mode, partial_path};
+use rin_bundle::index::{Entry, Index};
+use rin_bundle::{Opened, Progress, Sink};
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What the first pass produced.
+#[derive(Debug)]
+pub struct Staged {
+    pub plan: Plan,
+    /// The staging directory (None in a dry run, which writes nothing).
+    pub dir: Option<PathBuf>,
+}
+
+impl Staged {
+    /// Where the bundle entry `path` was staged.
+    pub fn path(&self, path: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(path))
+    }
+}
+
+/// Writes the entries it is given into a directory, each through a `.partial` file renamed only
+/// after its bytes hashed right.
+pub(crate) struct Stage {
+    dir: PathBuf,
+    wanted: BTreeSet<String>,
+    file: Option<(File, PathBuf)>,
+}
+
+impl Stage {
+    pub(crate) fn new(dir: &Path, wanted: BTreeSet<String>) -> Self {
+        Stage {
+            dir: dir.to_path_buf(),
+            wanted,
+            file: None,
+        }
+    }
+
+    fn output(&self, path: PathBuf) -> impl FnOnce(std::io::Error) -> rin_bundle::BundleError {
+        move |source| rin_bundle::BundleError::Output { path, source }
+    }
+}
+
+impl Sink for Stage {
+    fn begin(&mut self, entry: &Entry) -> rin_bundle::Result<bool> {
+        if !self.wanted.contains(&entry.path) {
+            return Ok(false);
+        }
+        // Index paths are checked safe (relative, no `..`) before any entry streams.
+        let target = self.dir.join(&entry.path);
+        let parent = target.parent().unwrap_or(&self.dir).to_path_buf();
+        fs::create_dir_all(&parent).map_err(self.output(parent))?;
+        let tmp = partial_path(&target);
+        let f = create_mode(&tmp, entry.mode).map_err(self.output(tmp.clone()))?;
+        self.file = Some((f, tmp));
+        Ok(true)
+    }
+
+    fn data(&mut self, chunk: &[u8]) -> rin_bundle::Result<()> {
+        if let Some((f, p)) = self.file.as_mut() {
+            f.write_all(chunk)
+                .map_err(|source| rin_bundle::BundleError::Output {
+                    path: p.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, entry: &Entry) -> rin_bundle::Result<()> {
+        if let Some((f, tmp)) = self.file.take() {
+            f.sync_all().map_err(self.output(tmp.clone()))?;
+            let target = self.dir.join(&entry.path);
+            fs::rename(&tmp, &target).map_err(self.output(target))?;
+        }
+        Ok(())
+    }
+}
+
+/// Two sinks fed by one pass.
+struct Both<'a>(&'a mut dyn Sink, &'a mut dyn Sink, [bool; 2]);
+
+impl Sink for Both<'_> {
+    fn begin(&mut self, entry: &Entry) -> rin_bundle::Result<bool> {
+        self.2 = [self.0.begin(entry)?, self.1.begin(entry)?];
+        Ok(self.2[0] || self.2[1])
+    }
+    fn data(&mut self, chunk: &[u8]) -> rin_bundle::Result<()> {
+        if self.2[0] {
+            self.0.data(chunk)?;
+        }
+        if self.2[1] {
+            self.1.data(chunk)?;
+        }
+        Ok(())
+    }
+    fn end(&mut self, entry: &Entry) -> rin_bundle::Result<()> {
+        if self.2[0] {
+            self.0.end(entry)?;
+        }
+        if self.2[1] {
+            self.1.end(entry)?;
+        }
+        Ok(())
+    }
+}
+
+/// The bundle paths a node of `arch` may need on disk: its K3s files.
+pub fn node_paths(index: &Index, arch: &str) -> BTreeSet<String> {
+    crate::host::k3s_entries(index, arch)
+        .all()
+        .map(|e| e.path.clone())
+        .collect()
+}
+
+/// Verify the opened bundle in one pass; stage `wanted` under `staging` unless it is None
+/// (dry run). A staging directory left by an earlier, interrupted run is replaced.
+pub fn first_pass(
+    opened: Opened,
+    wanted: BTreeSet<String>,
+    staging: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<Staged> {
+    let index = opened.index.clone();
+    let mut collect = Collect::new(&index);
+    let Some(dir) = staging else {
+        let verified = opened.verify_into(&mut collect, progress)?;
+        let plan = Plan::build(&index, verified.index_sha256, &collect.docs)?;
+        return Ok(Staged { plan, dir: None });
+    };
+    let tmp = dir.with_file_name(format!(
+        ".{}.partial",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| InstallError::Io { path: p, source }
+    };
+    for stale in [&tmp, &dir.to_path_buf()] {
+        if stale.exists() {
+            fs::remove_dir_all(stale).map_err(io(stale))?;
+        }
+    }
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let mut stage = Stage::new(&tmp, wanted);
+    let verified = opened.verify_into(&mut Both(&mut collect, &mut stage, [false; 2]), progress);
+    let verified = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e.into());
+        }
+    };
+    commit(&tmp, dir)?;
+    let plan = Plan::build(&index, verified.index_sha256, &collect.docs)?;
+    Ok(Staged {
+        plan,
+        dir: Some(dir.to_path_buf()),
+    })
+}

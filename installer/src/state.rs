@@ -1,0 +1,217 @@
+//! The installer's state directory (`/var/lib/rininstall`, or `--state-dir`): a lock so two runs
+//! never interleave, the staging area of the run in progress, and the record of the installed
+//! release.
+//!
+//! ```text
+//! STATE/lock                     held (flock) for the whole run; holds the holder's pid
+//! STATE/staging/<index sha256>/  files the node needs from the verified bundle (this run only)
+//! STATE/release.json             the installed release, written after an apply succeeds
+//! STATE/registry/                the site registry's manifests, for the cluster step
+//! ```
+
+use crate::error::{InstallError, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What the node has installed: enough to refuse a silent downgrade and check K3s skew.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub stack: String,
+    pub version: String,
+    /// The K3s version the bundle carried (absent when it carried none).
+    #[serde(default)]
+    pub k3s: Option<String>,
+    /// sha256 of the bundle's signed index: the bundle's identity.
+    pub index_sha256: String,
+    /// When the apply finished (RFC 3339, UTC).
+    pub installed: String,
+}
+
+/// An opened, locked state directory. The lock is released when this is dropped.
+#[derive(Debug)]
+pub struct State {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl State {
+    /// Create the directory if needed and take its lock, or say who holds it.
+    pub fn open(dir: &Path) -> Result<State> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| InstallError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join("lock");
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+                return Err(InstallError::Busy {
+                    dir: dir.to_path_buf(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(InstallError::Io {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        lock.set_len(0).map_err(io(&lock_path))?;
+        writeln!(lock, "{}", std::process::id()).map_err(io(&lock_path))?;
+        Ok(State {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The installed release, if any.
+    pub fn release(&self) -> Result<Option<Release>> {
+        read_release(&self.dir)
+    }
+
+    /// Record `release` as installed (atomically: a crash leaves the old record or the new one).
+    pub fn record(&self, release: &Release) -> Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(release).expect("a release serialises");
+        bytes.push(b'\n');
+        write_atomic(&self.dir.join("release.json"), &bytes, 0o644)
+    }
+
+    /// The staging directory for the bundle whose index has `index_sha256`.
+    pub fn staging(&self, index_sha256: &str) -> PathBuf {
+        self.dir.join("staging").join(index_sha256)
+    }
+
+    /// Remove every staging directory but `keep`'s.
+    pub fn clear_staging(&self, keep: Option<&str>) -> Result<()> {
+        let root = self.dir.join("staging");
+        let Ok(entries) = fs::read_dir(&root) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            if keep.is_some_and(|k| e.file_name() == k) {
+                continue;
+            }
+            let p = e.path();
+            fs::remove_dir_all(&p)
+                .or_else(|_| fs::remove_file(&p))
+                .map_err(|source| InstallError::Io { path: p, source })?;
+        }
+        Ok(())
+    }
+}
+
+/// The release recorded in `dir`, read without taking the lock.
+pub fn read_release(dir: &Path) -> Result<Option<Release>> {
+    let path = dir.join("release.json");
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| InstallError::State {
+                path,
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(InstallError::Io { path, source }),
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file beside it: synced, renamed over the old one,
+/// the directory synced. Readers see the old content or the new, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = partial_path(path);
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| InstallError::Io { path: p, source }
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut f = create_mode(&tmp, mode).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    commit(&tmp, path)
+}
+
+/// `path`'s temporary sibling: `.NAME.rin-partial`.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.rin-partial"))
+}
+
+/// A new file (replacing a stale one) with `mode`.
+pub fn create_mode(path: &Path, mode: u32) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    // The umask may have taken bits away.
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    Ok(f)
+}
+
+/// Rename the synced `tmp` over `path` and sync the directory.
+pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
+    fs::rename(tmp, path).map_err(|source| InstallError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| InstallError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_and_named_until_the_first_lets_go() {
+        let t = tempfile::tempdir().unwrap();
+        let first = State::open(t.path()).unwrap();
+        let e = State::open(t.path()).unwrap_err().to_string();
+        assert!(e.contains(&std::process::id().to_string()), "{e}");
+        assert!(e.contains("another rininstall"), "{e}");
+        drop(first);
+        State::open(t.path()).unwrap();
+    }
+
+    #[test]
+    fn the_release_record_round_trips_and_is_absent_at_first() {
+        let t = tempfile::tempdir().unwrap();
+        let s = State::open(t.path()).unwrap();
+        assert_eq!(s.release().unwrap(), None);
+        let r = Release {
+            stack: "demo".into(),
+            version: "1.2.0".into(),
+            k3s: Some("v1.31.4+k3s1".into()),
+            index_sha256: "ab".repeat(32),
+            installed: "2026-11-22T10:00:00Z".into(),
+        };
+        s.record(&r).unwrap();
+        assert_eq!(s.release().unwrap(), Some(r));
+        assert!(!partial_path(&t.path().join("release.json")).exists());
+    }
+}
