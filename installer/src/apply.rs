@@ -166,12 +166,12 @@ pub fn apply(
     let index = opened.index.clone();
     let index_sha256 = sha256_hex(&opened.index_bytes);
     let bin = opts.root.join(host::K3S_BIN);
-    let found_k3s = if real_root && installed.as_ref().is_none_or(|r| r.k3s.is_none()) && bin.exists()
-    {
-        preflight::k3s_version_of(&bin)
-    } else {
-        None
-    };
+    let found_k3s =
+        if real_root && installed.as_ref().is_none_or(|r| r.k3s.is_none()) && bin.exists() {
+            preflight::k3s_version_of(&bin)
+        } else {
+            None
+        };
     let in_cluster = matches!(opts.registry, RegistryMode::InCluster { .. });
     let registry_image = match &opts.registry {
         RegistryMode::InCluster { image, .. } => image.clone(),
@@ -231,7 +231,9 @@ pub fn apply(
         if c != Change::Unchanged
             && let Content::Staged { .. } = f.content
         {
-            let entry = k3s.all().find(|e| f.size == e.size && f.sha256() == e.sha256);
+            let entry = k3s
+                .all()
+                .find(|e| f.size == e.size && f.sha256() == e.sha256);
             wanted.extend(entry.map(|e| e.path.clone()));
         }
         changes.push(c);
@@ -284,12 +286,14 @@ pub fn apply(
         }
     }
     if !opts.dry_run && host::ensure_import_cache(&opts.root)? {
-        done.written.push(format!("{}/.cache.json", host::IMAGES_DIR));
+        done.written
+            .push(format!("{}/.cache.json", host::IMAGES_DIR));
     }
     if !opts.no_start {
-        let unit = opts
-            .root
-            .join(format!("etc/systemd/system/{}.service", opts.role.service()));
+        let unit = opts.root.join(format!(
+            "etc/systemd/system/{}.service",
+            opts.role.service()
+        ));
         if !done.written.is_empty() || !unit.exists() {
             if !opts.dry_run {
                 let script = staged
@@ -319,9 +323,12 @@ pub fn apply(
             state::write_atomic(&path, yaml.as_bytes(), 0o644)?;
         }
         if opts.role.is_first() && !opts.no_start && !opts.dry_run {
-            run_until(opts.timeout, report, "the K3s API to take the site registry", || {
-                kubectl_apply(&bin, &path)
-            })?;
+            run_until(
+                opts.timeout,
+                report,
+                "the K3s API to take the site registry",
+                || kubectl_apply(&bin, &path),
+            )?;
             run_until(opts.timeout, report, "the site registry to answer", || {
                 registry_answers(node_port)
             })?;
@@ -355,9 +362,11 @@ pub fn apply(
         let release = Release {
             stack: index.stack.name.clone(),
             version: index.stack.version.clone(),
-            k3s: index.k3s.as_ref().map(|k| k.version.clone()).or_else(|| {
-                installed.as_ref().and_then(|r| r.k3s.clone())
-            }),
+            k3s: index
+                .k3s
+                .as_ref()
+                .map(|k| k.version.clone())
+                .or_else(|| installed.as_ref().and_then(|r| r.k3s.clone())),
             index_sha256,
             installed: rin_bundle::index::format_created(rin_bundle::index::now_epoch()),
         };
@@ -486,7 +495,10 @@ fn run_until(
     mut f: impl FnMut() -> std::result::Result<(), String>,
 ) -> Result<()> {
     let start = Instant::now();
-    report.say(&format!("waiting for {what} (up to {}s)", timeout.as_secs()));
+    report.say(&format!(
+        "waiting for {what} (up to {}s)",
+        timeout.as_secs()
+    ));
     loop {
         match f() {
             Ok(()) => return Ok(()),

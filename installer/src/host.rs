@@ -65,7 +65,11 @@ pub fn k3s_entries(index: &Index, arch: &str) -> K3sEntries {
     let find = |f: &dyn Fn(&str) -> bool| index.entries.iter().find(|e| f(&e.path)).cloned();
     K3sEntries {
         binary: find(&|p| p == binary),
-        airgap: find(&|p| ["", ".gz", ".zst"].iter().any(|z| p == format!("{airgap}{z}"))),
+        airgap: find(&|p| {
+            ["", ".gz", ".zst"]
+                .iter()
+                .any(|z| p == format!("{airgap}{z}"))
+        }),
         install_sh: find(&|p| p == "k3s/install.sh"),
     }
 }
@@ -505,7 +509,13 @@ configs:
                 "{TOP}cluster-init: true\ntls-san:\n- 10.0.0.10\n- k3s.site\nwrite-kubeconfig-mode: '0600'\ndisable-default-registry-endpoint: true\n"
             )
         );
-        let single = config_yaml(&Role::Server { cluster_init: false }, None, &[]);
+        let single = config_yaml(
+            &Role::Server {
+                cluster_init: false,
+            },
+            None,
+            &[],
+        );
         assert_eq!(single, format!("{TOP}write-kubeconfig-mode: '0600'\n"));
         let join = config_yaml(
             &Role::JoinServer {

@@ -122,7 +122,9 @@ pub fn disk_needs(index: &Index, f: &Facts<'_>) -> Vec<Need> {
             bytes: archives * 3,
         });
     }
-    let already_seeded = f.installed.is_some_and(|r| r.index_sha256 == f.index_sha256);
+    let already_seeded = f
+        .installed
+        .is_some_and(|r| r.index_sha256 == f.index_sha256);
     if f.in_cluster_registry && f.first_server && !already_seeded {
         let blobs: u64 = index
             .entries
@@ -178,7 +180,12 @@ pub fn check(index: &Index, f: &Facts<'_>) -> Result<()> {
         failures.push(msg);
     }
     if let Some(r) = f.installed
-        && let Some(msg) = stack_change(r, &index.stack.name, &index.stack.version, f.allow_downgrade)
+        && let Some(msg) = stack_change(
+            r,
+            &index.stack.name,
+            &index.stack.version,
+            f.allow_downgrade,
+        )
     {
         failures.push(msg);
     }
@@ -318,7 +325,10 @@ mod tests {
         assert_eq!(k3s_skew("v1.31.4+k3s1", "v1.31.9+k3s1", false), None);
         assert_eq!(k3s_skew("v1.31.4+k3s1", "v1.32.1+k3s1", false), None);
         let skip = k3s_skew("v1.30.4+k3s1", "v1.32.1+k3s1", false).unwrap();
-        assert!(skip.contains("install a bundle with K3s v1.31.x first"), "{skip}");
+        assert!(
+            skip.contains("install a bundle with K3s v1.31.x first"),
+            "{skip}"
+        );
         let down = k3s_skew("v1.31.4+k3s1", "v1.31.3+k3s1", false).unwrap();
         assert!(down.contains("does not support downgrades"), "{down}");
         assert_eq!(k3s_skew("v1.31.4+k3s1", "v1.30.3+k3s1", true), None);

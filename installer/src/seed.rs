@@ -256,11 +256,7 @@ impl Plan {
     }
 }
 
-fn plan_from(
-    index: &Index,
-    index_sha256: String,
-    docs: &HashMap<String, Vec<u8>>,
-) -> Result<Plan> {
+fn plan_from(index: &Index, index_sha256: String, docs: &HashMap<String, Vec<u8>>) -> Result<Plan> {
     let doc = |digest: &str| -> Result<&Vec<u8>> {
         let path = oci::bundle_blob_path(digest).unwrap_or_default();
         docs.get(&path).ok_or_else(|| InstallError::Bundle {
@@ -501,9 +497,11 @@ struct Upload<'a> {
     budget: Arc<tokio::sync::Semaphore>,
     cur: Option<mpsc::UnboundedSender<(Bytes, tokio::sync::OwnedSemaphorePermit)>>,
     /// Uploads in flight, oldest first; each yields its size when the registry took the blob.
-    running: Vec<tokio::task::JoinHandle<Option<u64>>>,
+    running: Vec<tokio::task::JoinHandle<std::result::Result<u64, String>>>,
     /// Sizes of the blobs the registry took.
     sent: Vec<u64>,
+    /// Why the last failed upload failed.
+    failure: Option<String>,
 }
 
 impl Upload<'_> {
@@ -512,8 +510,10 @@ impl Upload<'_> {
         while self.running.len() >= limit.max(1) {
             let h = self.running.remove(0);
             // A failed upload leaves its blob missing: the next round sends it again.
-            if let Ok(Some(size)) = self.rt.block_on(h) {
-                self.sent.push(size);
+            match self.rt.block_on(h) {
+                Ok(Ok(size)) => self.sent.push(size),
+                Ok(Err(e)) => self.failure = Some(e),
+                Err(e) => self.failure = Some(e.to_string()),
             }
         }
     }
@@ -537,8 +537,8 @@ impl Sink for Upload<'_> {
             client
                 .push_blob_stream(&target, body, &digest, Some(size))
                 .await
-                .ok()
                 .map(|_| size)
+                .map_err(|e| format!("uploading {digest}: {}", explain(&e.to_string())))
         });
         self.running.push(task);
         self.cur = Some(tx);
@@ -584,6 +584,7 @@ pub fn seed(
     let jobs = opts.jobs.max(1);
     let pairs = plan.pairs();
     let mut pass = 0;
+    let mut failure: Option<String> = None;
     for round in 0.. {
         let missing = rt.block_on(missing(&reg, &pairs, jobs))?;
         if round == 0 {
@@ -612,12 +613,12 @@ pub fn seed(
         if unsent.is_empty() {
             // Mounted: the next check confirms it.
             if round > opts.attempts.max(1) {
-                return Err(still_missing(opts, missing.len(), pass));
+                return Err(still_missing(opts, missing.len(), pass, &failure));
             }
             continue;
         }
         if pass >= opts.attempts.max(1) {
-            return Err(still_missing(opts, unsent.len(), pass));
+            return Err(still_missing(opts, unsent.len(), pass, &failure));
         }
         if pass > 0 {
             std::thread::sleep(back_off(pass));
@@ -648,11 +649,13 @@ pub fn seed(
             cur: None,
             running: Vec::new(),
             sent: Vec::new(),
+            failure: None,
         };
         let verified = opened.verify_into(&mut upload, progress);
         upload.settle(1);
         verified?;
         seeded.uploaded += upload.sent.len();
+        failure = upload.failure.or(failure);
         seeded.uploaded_bytes += upload.sent.iter().sum::<u64>();
     }
     seeded.passes = pass;
@@ -702,10 +705,29 @@ async fn missing(
     Ok(out)
 }
 
-fn still_missing(opts: &SeedOptions, count: usize, passes: u32) -> InstallError {
+/// A registry error with what it means spelled out where the registry only gives a code:
+/// Distribution's filesystem driver reports a full disk as `"Err":28` (ENOSPC).
+fn explain(e: &str) -> String {
+    if e.contains("\"Err\":28") || e.contains("no space left on device") {
+        format!("the registry's disk is full (no space left on device): {e}")
+    } else {
+        e.to_string()
+    }
+}
+
+fn still_missing(
+    opts: &SeedOptions,
+    count: usize,
+    passes: u32,
+    failure: &Option<String>,
+) -> InstallError {
+    let why = failure
+        .as_ref()
+        .map(|f| format!("; the last failure: {f}"))
+        .unwrap_or_default();
     InstallError::Registry {
         registry: opts.registry.clone(),
-        reason: format!("{count} blobs still missing after {passes} passes over the bundle"),
+        reason: format!("{count} blobs still missing after {passes} passes over the bundle{why}"),
     }
 }
 

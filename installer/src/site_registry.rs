@@ -78,9 +78,11 @@ pub fn archive_holds(path: &Path) -> Option<String> {
 
 /// Bundle paths of the blobs (manifest, config, layers) of the manifest `digest`.
 pub fn archive_paths(plan: &Plan, digest: &str) -> Result<Vec<String>> {
-    let blobs = plan.manifest_blobs(digest).ok_or_else(|| InstallError::Bundle {
-        reason: format!("the registry image's manifest {digest} is not in the bundle"),
-    })?;
+    let blobs = plan
+        .manifest_blobs(digest)
+        .ok_or_else(|| InstallError::Bundle {
+            reason: format!("the registry image's manifest {digest} is not in the bundle"),
+        })?;
     Ok(std::iter::once(digest.to_string())
         .chain(blobs.into_iter().map(|d| d.digest))
         .filter_map(|d| oci::bundle_blob_path(&d))
@@ -128,9 +130,9 @@ pub fn write_archive(
         source,
     };
     let add = |b: &mut tar::Builder<&mut dyn std::io::Write>,
-                   path: &str,
-                   size: u64,
-                   data: &mut dyn Read|
+               path: &str,
+               size: u64,
+               data: &mut dyn Read|
      -> Result<()> {
         let mut h = tar::Header::new_ustar();
         h.set_size(size);
@@ -271,7 +273,12 @@ mod tests {
         let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
         assert_eq!(
             kinds,
-            ["Namespace", "PersistentVolumeClaim", "Deployment", "Service"]
+            [
+                "Namespace",
+                "PersistentVolumeClaim",
+                "Deployment",
+                "Service"
+            ]
         );
         assert_eq!(docs[3]["spec"]["ports"][0]["nodePort"], 31555);
         assert_eq!(

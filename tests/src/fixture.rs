@@ -200,10 +200,40 @@ pub fn chart_tgz(name: &str, version: &str) -> Vec<u8> {
 /// Write a complete test stack into `dir`: two two-arch images sharing a base layer, a chart,
 /// manifests, an extra file and stand-in K3s release files. Returns `dir`.
 pub fn write_stack(dir: &Path) -> std::io::Result<PathBuf> {
+    write_stack_with(dir, &[])
+}
+
+/// A runnable image: Debian's static busybox as `/bin/busybox` and `/bin/sh` (busybox-static).
+pub fn busybox_image(name: &str, arches: &[&str]) -> FixtureImage {
+    let busybox = fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)");
+    let exe = |path: &str| LayerFile {
+        path: path.into(),
+        content: busybox.clone(),
+        mode: 0o755,
+    };
+    FixtureImage {
+        name: name.into(),
+        arches: arches.iter().map(|s| s.to_string()).collect(),
+        base: vec![exe("bin/busybox"), exe("bin/sh")],
+        per_arch: vec![LayerFile::new("etc/rin-arch", format!("{{arch}} {name}\n"))],
+        cmd: vec!["/bin/sh".into(), "-c".into(), "cat /etc/rin-arch".into()],
+    }
+}
+
+/// The test stack of [`write_stack`] with more images: (reference, image) pairs.
+pub fn write_stack_with(dir: &Path, extra: &[(&str, FixtureImage)]) -> std::io::Result<PathBuf> {
     fs::create_dir_all(dir.join("manifests/app"))?;
     let mut lw = LayoutWriter::new(&dir.join("images"))?;
     lw.image(&FixtureImage::small("web:1.0", &["amd64", "arm64"]))?;
     lw.image(&FixtureImage::small("worker:1.0", &["amd64", "arm64"]))?;
+    let mut more = String::new();
+    for (reference, img) in extra {
+        lw.image(img)?;
+        more.push_str(&format!(
+            "  - reference: {reference}\n    layout: images\n    name: {}\n",
+            img.name
+        ));
+    }
     fs::create_dir_all(dir.join("charts"))?;
     fs::write(
         dir.join("charts/demo-0.1.0.tgz"),
@@ -254,7 +284,9 @@ pub fn write_stack(dir: &Path) -> std::io::Result<PathBuf> {
     }
     fs::write(
         dir.join("bundle.yaml"),
-        "name: demo\nversion: 1.0.0\nplatforms: [amd64, arm64]\nk3s:\n  version: v1.31.4+k3s1\n  files: k3s\nimages:\n  - reference: registry.example/demo/web:1.0\n    layout: images\n    name: web:1.0\n  - reference: registry.example/demo/worker:1.0\n    layout: images\n    name: worker:1.0\ncharts:\n  - name: demo\n    version: 0.1.0\n    archive: charts/demo-0.1.0.tgz\nfiles: [notes.txt]\n",
+        format!(
+            "name: demo\nversion: 1.0.0\nplatforms: [amd64, arm64]\nk3s:\n  version: v1.31.4+k3s1\n  files: k3s\nimages:\n  - reference: registry.example/demo/web:1.0\n    layout: images\n    name: web:1.0\n  - reference: registry.example/demo/worker:1.0\n    layout: images\n    name: worker:1.0\n{more}charts:\n  - name: demo\n    version: 0.1.0\n    archive: charts/demo-0.1.0.tgz\nfiles: [notes.txt]\n"
+        ),
     )?;
     Ok(dir.to_path_buf())
 }

@@ -131,39 +131,31 @@ impl Registry {
         }
         let cfg_path = dir.path().join("config.yml");
         std::fs::write(&cfg_path, cfg).expect("write registry config");
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("docker-registry runs (apt-get install docker-registry)");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(i) = line.find("listening on ") {
-                    let rest = &line[i + "listening on ".len()..];
-                    let addr: String = rest
-                        .chars()
-                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                        .collect();
-                    let _ = tx.send(addr);
-                    sent = true;
-                }
-                // Keep draining so the registry never blocks on a full pipe.
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the registry printed its address");
+        let (child, addr) = spawn(&cfg_path);
         Registry {
             child,
             addr,
             dir,
             opts,
         }
+    }
+
+    /// Kill the registry process (SIGKILL) as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the registry again on the same address and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        let cfg_path = self.dir.path().join("config.yml");
+        let cfg = std::fs::read_to_string(&cfg_path).expect("registry config");
+        let cfg = cfg.replace("addr: 127.0.0.1:0", &format!("addr: {}", self.addr));
+        std::fs::write(&cfg_path, cfg).expect("write registry config");
+        let (child, addr) = spawn(&cfg_path);
+        assert_eq!(addr, self.addr, "restarted on the same address");
+        self.child = child;
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -215,6 +207,38 @@ impl Registry {
         );
         assert_eq!(status, 202, "delete {repo}@{digest}: {body}");
     }
+}
+
+/// Run `docker-registry serve CFG`; its process and the address it listens on.
+fn spawn(cfg_path: &Path) -> (Child, String) {
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(cfg_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker-registry runs (apt-get install docker-registry)");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && let Some(i) = line.find("listening on ") {
+                let rest = &line[i + "listening on ".len()..];
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                let _ = tx.send(addr);
+                sent = true;
+            }
+            // Keep draining so the registry never blocks on a full pipe.
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the registry printed its address");
+    (child, addr)
 }
 
 impl Drop for Registry {
