@@ -432,6 +432,24 @@ impl Registry {
         .await
     }
 
+    /// The manifest or index `repo@digest`, if the registry serves it and it hashes to `digest`.
+    async fn fetch_document(&self, repo: &str, digest: &str) -> Option<Vec<u8>> {
+        let r = self.at(repo, digest);
+        let accept = [
+            oci::MT_OCI_MANIFEST,
+            oci::MT_OCI_INDEX,
+            oci::MT_DOCKER_MANIFEST,
+            oci::MT_DOCKER_LIST,
+        ];
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(&r, &self.auth, &accept)
+            .await
+            .ok()?;
+        let ok = format!("sha256:{}", rin_bundle::digest::sha256_hex(&bytes)) == digest;
+        ok.then(|| bytes.to_vec())
+    }
+
     async fn mount(&self, repo: &str, from: &str, digest: &str) -> bool {
         let to = self.at(repo, digest);
         let src = self.at(from, digest);
@@ -667,6 +685,39 @@ pub fn seed(
         }
     }
     Ok(seeded)
+}
+
+/// The plan read from the registry instead of the bundle, when the registry already holds every
+/// manifest and index the signed index names: each is fetched by its digest and hashed, so
+/// nothing unauthenticated is used, and the bundle's entries need not be read at all. None when
+/// any is missing (then the bundle is verified and read as usual).
+pub fn plan_from_registry(
+    index: &Index,
+    index_sha256: &str,
+    opts: &SeedOptions,
+    rt: &Handle,
+) -> Result<Option<Plan>> {
+    let reg = Registry::connect(opts)?;
+    rt.block_on(reg.ready());
+    let names = site_names(index.images.iter().map(|i| i.reference.as_str()))?;
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for (image, (repo, _)) in index.images.iter().zip(&names) {
+        wanted.push((repo.clone(), image.digest.clone()));
+    }
+    for chart in &index.charts {
+        wanted.push((chart_repository(&chart.name), chart.digest.clone()));
+    }
+    let mut docs: HashMap<String, Vec<u8>> = HashMap::new();
+    while let Some((repo, digest)) = wanted.pop() {
+        let Some(bytes) = rt.block_on(reg.fetch_document(&repo, &digest)) else {
+            return Ok(None);
+        };
+        if let Ok(idx) = serde_json::from_slice::<IndexDoc>(&bytes) {
+            wanted.extend(idx.manifests.into_iter().map(|c| (repo.clone(), c.digest)));
+        }
+        docs.insert(oci::bundle_blob_path(&digest).unwrap_or_default(), bytes);
+    }
+    Ok(Some(plan_from(index, index_sha256.to_string(), &docs)?))
 }
 
 /// How many blobs (and bytes) the registry lacks for `plan`: what seeding would send or mount.

@@ -135,6 +135,11 @@ fn seeding_pushes_every_image_and_chart_under_its_name_and_a_rerun_sends_nothing
     assert!(again.contains(" 0 blobs uploaded"), "{again}");
     assert_eq!(count(&again, "mounted"), 0, "{again}");
     assert!(count(&again, "already present") > 0, "{again}");
+    // ... and found so from the signed index and the registry alone.
+    assert!(
+        again.contains("without reading the bundle's entries"),
+        "{again}"
+    );
 }
 
 #[test]

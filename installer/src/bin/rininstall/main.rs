@@ -104,13 +104,37 @@ fn seed_command(args: &SeedArgs, quiet: bool) -> anyhow::Result<()> {
     let opts = args.reg.options(&args.registry)?;
     let file = args.file.as_path();
     let bars = Bars::new(quiet);
-    let plan = seed::plan(file, &policy, &bars)
-        .map_err(anyhow_of)
-        .with_context(|| format!("bundle {} refused", file.display()))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // A registry that already holds everything is checked against the signed index alone.
+    let opened = rin_bundle::open(file, &policy)
+        .map_err(|e| anyhow_of(e.into()))
+        .with_context(|| format!("bundle {} refused", file.display()))?;
+    let index_sha256 = rin_bundle::digest::sha256_hex(&opened.index_bytes);
+    let known = seed::plan_from_registry(&opened.index, &index_sha256, &opts, rt.handle())
+        .map_err(anyhow_of)?;
+    let complete = match &known {
+        Some(plan) => {
+            seed::missing_blobs(plan, &opts, rt.handle())
+                .map_err(anyhow_of)?
+                .0
+                == 0
+        }
+        None => false,
+    };
+    let plan = match known {
+        Some(plan) if complete => plan,
+        _ => seed::plan(file, &policy, &bars)
+            .map_err(anyhow_of)
+            .with_context(|| format!("bundle {} refused", file.display()))?,
+    };
     let done = seed::seed(file, &policy, &plan, &opts, rt.handle(), &bars).map_err(anyhow_of)?;
     if !quiet {
         println!("seeded {}: {}", args.registry, seeded_line(&done));
+        if complete {
+            println!(
+                "the registry already held everything: checked against the signed index by digest, without reading the bundle's entries"
+            );
+        }
     }
     Ok(())
 }
