@@ -211,31 +211,27 @@ pub fn apply(
         },
     };
     let mut files = Vec::new();
-    if let Some(b) = &k3s.binary {
-        files.push(HostFile {
-            mode: 0o755,
-            ..entry_file(b, host::K3S_BIN.into())
-        });
-    }
-    if let Some(a) = &k3s.airgap {
-        let name = a.path.trim_start_matches("k3s/");
-        files.push(HostFile {
-            mode: 0o644,
-            ..entry_file(a, format!("{}/{name}", host::IMAGES_DIR))
-        });
-    }
     let mut changes = Vec::new();
     let mut wanted = std::collections::BTreeSet::new();
-    for f in &files {
-        let c = host::change(&opts.root, f)?;
-        if c != Change::Unchanged
-            && let Content::Staged { .. } = f.content
-        {
-            let entry = k3s
-                .all()
-                .find(|e| f.size == e.size && f.sha256() == e.sha256);
-            wanted.extend(entry.map(|e| e.path.clone()));
+    let airgap_dest = |a: &rin_bundle::index::Entry| {
+        format!("{}/{}", host::IMAGES_DIR, a.path.trim_start_matches("k3s/"))
+    };
+    let from_bundle = [
+        k3s.binary
+            .as_ref()
+            .map(|b| (b, host::K3S_BIN.to_string(), 0o755)),
+        k3s.airgap.as_ref().map(|a| (a, airgap_dest(a), 0o644)),
+    ];
+    for (entry, dest, mode) in from_bundle.into_iter().flatten() {
+        let f = HostFile {
+            mode,
+            ..entry_file(entry, dest)
+        };
+        let c = host::change(&opts.root, &f)?;
+        if c != Change::Unchanged {
+            wanted.insert(entry.path.clone());
         }
+        files.push(f);
         changes.push(c);
     }
     if let Some(i) = &k3s.install_sh {
@@ -375,18 +371,6 @@ pub fn apply(
         done.release = Some(release);
     }
     Ok(done)
-}
-
-impl HostFile {
-    fn bytes(dest: &str, mode: u32, content: impl Into<Vec<u8>>) -> HostFile {
-        let content = content.into();
-        HostFile {
-            dest: dest.into(),
-            mode,
-            size: content.len() as u64,
-            content: Content::Bytes(content),
-        }
-    }
 }
 
 /// Write the site registry's image archive into K3s's images directory unless it already holds

@@ -289,6 +289,17 @@ pub struct HostFile {
 }
 
 impl HostFile {
+    /// A file made here.
+    pub fn bytes(dest: &str, mode: u32, content: impl Into<Vec<u8>>) -> HostFile {
+        let content = content.into();
+        HostFile {
+            dest: dest.into(),
+            mode,
+            size: content.len() as u64,
+            content: Content::Bytes(content),
+        }
+    }
+
     pub fn sha256(&self) -> String {
         match &self.content {
             Content::Staged { sha256, .. } => sha256.clone(),
