@@ -359,6 +359,26 @@ mod tests {
     }
 
     #[test]
+    fn a_filesystem_without_room_is_named_with_what_lands_on_it() {
+        let t = tempfile::tempdir().unwrap();
+        let need = |what: &str, bytes| Need {
+            what: what.into(),
+            path: t.path().join("not/yet/there"),
+            bytes,
+        };
+        // Two needs on one filesystem are added up; together they exceed any disk.
+        let f = disk_failures(&[need("the K3s binary", 1 << 62), need("images", 1 << 62)]);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].contains("not enough free disk"), "{}", f[0]);
+        assert!(
+            f[0].contains("the K3s binary") && f[0].contains("images"),
+            "{}",
+            f[0]
+        );
+        assert!(disk_failures(&[need("small", 1)]).is_empty());
+    }
+
+    #[test]
     fn headroom_is_five_percent_and_64_mib() {
         assert_eq!(with_headroom(0), 64 << 20);
         assert_eq!(with_headroom(100 << 20), (105 << 20) + (64 << 20));

@@ -88,13 +88,10 @@ fn assert_seeded(addr: &str, index: &Index) {
     }
 }
 
-#[test]
-fn apply_up_to_seeding_runs_with_no_network_but_loopback_and_a_rerun_changes_nothing() {
-    let t = tempfile::tempdir().unwrap();
-    let (bundle, key, index) = bundle(t.path(), &[]);
-    let root = t.path().join("root");
-    let storage = t.path().join("storage");
-    let cfg = t.path().join("registry.yml");
+/// A config for a registry on 127.0.0.1:5000 (inside a new network namespace) storing into
+/// `storage`, and a directory for the run's outputs: (config, outputs).
+fn namespace_registry(dir: &Path, storage: &Path) -> (PathBuf, PathBuf) {
+    let cfg = dir.join("registry.yml");
     std::fs::write(
         &cfg,
         format!(
@@ -103,8 +100,18 @@ fn apply_up_to_seeding_runs_with_no_network_but_loopback_and_a_rerun_changes_not
         ),
     )
     .unwrap();
-    let out = t.path().join("out");
+    let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
+    (cfg, out)
+}
+
+#[test]
+fn apply_up_to_seeding_runs_with_no_network_but_loopback_and_a_rerun_changes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (bundle, key, index) = bundle(t.path(), &[]);
+    let root = t.path().join("root");
+    let storage = t.path().join("storage");
+    let (cfg, out) = namespace_registry(t.path(), &storage);
     let apply_cmd = |extra: &str| {
         format!(
             "{} apply {} --key {} --root {} --arch amd64 --no-start --registry 127.0.0.1:5000 --progress json {extra}",
@@ -541,17 +548,7 @@ fn a_full_registry_disk_fails_clearly_and_a_rerun_after_freeing_space_succeeds()
     let (bundle, key, index) = bundle(t.path(), &big_images());
     let storage = t.path().join("storage");
     std::fs::create_dir_all(&storage).unwrap();
-    let cfg = t.path().join("registry.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog: {{ level: warn }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:5000 }}\n",
-            storage.display()
-        ),
-    )
-    .unwrap();
-    let out = t.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
+    let (cfg, out) = namespace_registry(t.path(), &storage);
     let seed = format!(
         "{} seed {} --key {} --registry 127.0.0.1:5000 --attempts 2",
         bin("rininstall").display(),
