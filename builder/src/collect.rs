@@ -352,24 +352,11 @@ fn wanted_platforms(arches: &[String]) -> String {
         .join(" or ")
 }
 
-/// The source index with only the kept manifests, in their original order and with every other
-/// field as it was; written as canonical JSON so the same selection always has the same digest.
 fn filtered_index(original: &[u8], keep: &[bool], image: &str) -> Result<Vec<u8>> {
-    let mut v: serde_json::Value =
-        serde_json::from_slice(original).map_err(|e| BuildError::Image {
-            image: image.into(),
-            reason: format!("image index: {e}"),
-        })?;
-    if let Some(list) = v.get_mut("manifests").and_then(|m| m.as_array_mut()) {
-        let kept: Vec<serde_json::Value> = list
-            .drain(..)
-            .zip(keep)
-            .filter(|(_, k)| **k)
-            .map(|(d, _)| d)
-            .collect();
-        *list = kept;
-    }
-    Ok(index::canonical_json(&v))
+    oci::filtered_index(original, keep).map_err(|e| BuildError::Image {
+        image: image.into(),
+        reason: format!("image index: {e}"),
+    })
 }
 
 /// Add one image manifest with its config and layers; (platform from its config, total size).

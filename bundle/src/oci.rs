@@ -100,3 +100,20 @@ pub struct ConfigPlatform {
     #[serde(default)]
     pub variant: Option<String>,
 }
+
+/// The index `original` with only the manifests whose `keep` flag is set, in their original order
+/// and with every other field as it was; written as canonical JSON, so the same selection always
+/// has the same digest (the builder and the installer make the same bytes).
+pub fn filtered_index(original: &[u8], keep: &[bool]) -> Result<Vec<u8>, serde_json::Error> {
+    let mut v: serde_json::Value = serde_json::from_slice(original)?;
+    if let Some(list) = v.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+        let kept: Vec<serde_json::Value> = list
+            .drain(..)
+            .zip(keep)
+            .filter(|(_, k)| **k)
+            .map(|(d, _)| d)
+            .collect();
+        *list = kept;
+    }
+    Ok(crate::index::canonical_json(&v))
+}

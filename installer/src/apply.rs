@@ -192,6 +192,7 @@ pub fn apply(
             registry_image: registry_image.as_deref(),
             allow_downgrade: opts.allow_downgrade,
             index_sha256: &index_sha256,
+            site_platforms: opts.seed.platforms.as_ref(),
         },
     )?;
 

@@ -28,6 +28,8 @@ pub struct Facts<'a> {
     pub registry_image: Option<&'a str>,
     pub allow_downgrade: bool,
     pub index_sha256: &'a str,
+    /// The platforms seeding is narrowed to (`--platform`), if any.
+    pub site_platforms: Option<&'a std::collections::BTreeSet<String>>,
 }
 
 /// Bytes a step needs under a path.
@@ -156,6 +158,12 @@ pub fn check(index: &Index, f: &Facts<'_>) -> Result<()> {
             index.platforms.join(", "),
             f.arch
         ));
+    }
+    if let Some(why) = f
+        .site_platforms
+        .and_then(|p| crate::seed::platforms_not_carried(index, p))
+    {
+        failures.push(format!("--platform: {why}"));
     }
     let k3s = host::k3s_entries(index, f.arch);
     let installed_k3s = f

@@ -46,6 +46,9 @@ pub struct SeedOptions {
     pub jobs: usize,
     /// Passes over the bundle, and tries of each request, before giving up.
     pub attempts: u32,
+    /// The site's platforms (`linux/arm64`): an image index is pushed with only these children
+    /// (a platform-filtered index, see docs/FORMAT.md). None: every platform in the bundle.
+    pub platforms: Option<BTreeSet<String>>,
 }
 
 impl SeedOptions {
@@ -57,6 +60,7 @@ impl SeedOptions {
             auth: None,
             jobs: 4,
             attempts: 4,
+            platforms: None,
         }
     }
 }
@@ -97,7 +101,12 @@ pub struct Plan {
     documents: Vec<Document>,
     /// The signed index's sha256: the second pass must read the same bundle.
     index_sha256: String,
+    /// The index and documents the plan was made from, to narrow it to the site's platforms.
+    source: Option<Arc<PlanSource>>,
 }
+
+/// The signed index and the documents (bundle path → bytes) a plan was made from.
+type PlanSource = (Index, HashMap<String, Vec<u8>>);
 
 impl Plan {
     /// Every (repository, blob digest) pair the registry must hold.
@@ -225,7 +234,31 @@ impl Plan {
         index_sha256: String,
         docs: &HashMap<String, Vec<u8>>,
     ) -> Result<Plan> {
-        plan_from(index, index_sha256, docs)
+        let mut plan = plan_from(index, index_sha256, docs, None)?;
+        plan.source = Some(Arc::new((index.clone(), docs.clone())));
+        Ok(plan)
+    }
+
+    /// The plan with every image index cut down to the children for `platforms` (each
+    /// `os/arch[/variant]`, as the bundle names them). Images with a single manifest and charts
+    /// are kept as they are. Refuses a platform the bundle does not carry, and an index with no
+    /// child for any of them.
+    pub fn narrowed(&self, platforms: &BTreeSet<String>) -> Result<Plan> {
+        let Some(source) = &self.source else {
+            return Err(InstallError::Bundle {
+                reason: "this seeding plan cannot be narrowed to platforms".into(),
+            });
+        };
+        let (index, docs) = source.as_ref();
+        if let Some(reason) = platforms_not_carried(index, platforms) {
+            return Err(InstallError::Step {
+                what: "--platform".into(),
+                reason,
+            });
+        }
+        let mut plan = plan_from(index, self.index_sha256.clone(), docs, Some(platforms))?;
+        plan.source = self.source.clone();
+        Ok(plan)
     }
 
     /// Blobs the registry must hold (each counted once) and their bytes.
@@ -256,7 +289,12 @@ impl Plan {
     }
 }
 
-fn plan_from(index: &Index, index_sha256: String, docs: &HashMap<String, Vec<u8>>) -> Result<Plan> {
+fn plan_from(
+    index: &Index,
+    index_sha256: String,
+    docs: &HashMap<String, Vec<u8>>,
+    platforms: Option<&BTreeSet<String>>,
+) -> Result<Plan> {
     let doc = |digest: &str| -> Result<&Vec<u8>> {
         let path = oci::bundle_blob_path(digest).unwrap_or_default();
         docs.get(&path).ok_or_else(|| InstallError::Bundle {
@@ -296,12 +334,53 @@ fn plan_from(index: &Index, index_sha256: String, docs: &HashMap<String, Vec<u8>
                 serde_json::from_slice(&bytes).map_err(|e| InstallError::Bundle {
                     reason: format!("index {} does not parse: {e}", image.digest),
                 })?;
-            for child in &idx.manifests {
+            let keep: Vec<bool> = idx
+                .manifests
+                .iter()
+                .map(|child| match platforms {
+                    None => true,
+                    Some(wanted) => {
+                        child_platform(image, child).is_some_and(|p| wanted.contains(&p))
+                    }
+                })
+                .collect();
+            if !keep.contains(&true) {
+                return Err(InstallError::Step {
+                    what: image.reference.clone(),
+                    reason: format!(
+                        "has no manifest for {} (it has {}); seed it with one of those platforms",
+                        platforms
+                            .into_iter()
+                            .flatten()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        image
+                            .platforms
+                            .iter()
+                            .map(|p| p.platform.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+            for (child, _) in idx.manifests.iter().zip(&keep).filter(|(_, k)| **k) {
                 add_manifest(&mut plan, &repo, &child.digest, &child.media_type, None)?;
             }
+            let (digest, bytes) = if keep.iter().all(|k| *k) {
+                (image.digest.clone(), bytes)
+            } else {
+                let cut = oci::filtered_index(&bytes, &keep).map_err(|e| InstallError::Bundle {
+                    reason: format!("index {} does not parse: {e}", image.digest),
+                })?;
+                (
+                    format!("sha256:{}", rin_bundle::digest::sha256_hex(&cut)),
+                    cut,
+                )
+            };
             plan.documents.push(Document {
                 repo,
-                digest: image.digest.clone(),
+                digest,
                 media_type: image.media_type.clone(),
                 bytes,
                 tag,
@@ -321,6 +400,18 @@ fn plan_from(index: &Index, index_sha256: String, docs: &HashMap<String, Vec<u8>
         )?;
     }
     Ok(plan)
+}
+
+/// The platform (`os/arch[/variant]`) of an index's child: from its descriptor, or else from
+/// what the signed index says of that manifest.
+fn child_platform(image: &rin_bundle::index::Image, child: &Descriptor) -> Option<String> {
+    child.platform.as_ref().map(|p| p.name()).or_else(|| {
+        image
+            .platforms
+            .iter()
+            .find(|p| p.digest == child.digest)
+            .map(|p| p.platform.clone())
+    })
 }
 
 /// Bundle paths of every manifest and index the signed index names.
@@ -596,6 +687,8 @@ pub fn seed(
     rt: &Handle,
     progress: &dyn Progress,
 ) -> Result<Seeded> {
+    let narrowed = site_plan(plan, opts)?;
+    let plan = narrowed.as_ref().unwrap_or(plan);
     let reg = Registry::connect(opts)?;
     rt.block_on(reg.ready());
     let mut seeded = Seeded::default();
@@ -687,6 +780,30 @@ pub fn seed(
     Ok(seeded)
 }
 
+/// Why `platforms` cannot be seeded from `index`, if some are not in the bundle.
+pub fn platforms_not_carried(index: &Index, platforms: &BTreeSet<String>) -> Option<String> {
+    let unknown: Vec<&str> = platforms
+        .iter()
+        .filter(|p| !index.platforms.contains(p))
+        .map(String::as_str)
+        .collect();
+    (!unknown.is_empty()).then(|| {
+        format!(
+            "the bundle does not carry {}; it carries {}: name one of those with --platform, or build a bundle with `rinbundle build --arch ...` for it",
+            unknown.join(", "),
+            index.platforms.join(", ")
+        )
+    })
+}
+
+/// `plan` narrowed to the site's platforms, when `opts` names them.
+fn site_plan(plan: &Plan, opts: &SeedOptions) -> Result<Option<Plan>> {
+    opts.platforms
+        .as_ref()
+        .map(|p| plan.narrowed(p))
+        .transpose()
+}
+
 /// The plan read from the registry instead of the bundle, when the registry already holds every
 /// manifest and index the signed index names: each is fetched by its digest and hashed, so
 /// nothing unauthenticated is used, and the bundle's entries need not be read at all. None when
@@ -717,11 +834,13 @@ pub fn plan_from_registry(
         }
         docs.insert(oci::bundle_blob_path(&digest).unwrap_or_default(), bytes);
     }
-    Ok(Some(plan_from(index, index_sha256.to_string(), &docs)?))
+    Ok(Some(Plan::build(index, index_sha256.to_string(), &docs)?))
 }
 
 /// How many blobs (and bytes) the registry lacks for `plan`: what seeding would send or mount.
 pub fn missing_blobs(plan: &Plan, opts: &SeedOptions, rt: &Handle) -> Result<(usize, u64)> {
+    let narrowed = site_plan(plan, opts)?;
+    let plan = narrowed.as_ref().unwrap_or(plan);
     let reg = Registry::connect(opts)?;
     rt.block_on(reg.ready());
     let missing = rt.block_on(missing(&reg, &plan.pairs(), opts.jobs.max(1)))?;

@@ -207,3 +207,103 @@ fn skopeo_catalog(addr: &str) -> Vec<String> {
         .map(|r| r.as_str().unwrap().to_string())
         .collect()
 }
+
+#[test]
+fn a_site_platform_gets_a_filtered_index_under_the_original_tag_and_no_other_platform() {
+    let t = tempfile::tempdir().unwrap();
+    let (bundle, key, index) = bundle(t.path());
+    let reg = Registry::start(Options::default());
+    let seed_for = |platform: &str| {
+        Command::new(bin("rininstall"))
+            .arg("seed")
+            .arg(&bundle)
+            .arg("--key")
+            .arg(&key)
+            .args(["--registry", &reg.addr, "--platform", platform])
+            .output()
+            .unwrap()
+    };
+
+    // A platform the bundle does not carry is refused before the registry is written to.
+    let out = seed_for("riscv64");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not carry linux/riscv64") && err.contains("linux/amd64, linux/arm64"),
+        "{err}"
+    );
+    assert!(skopeo_catalog(&reg.addr).is_empty());
+
+    let first = ok(&seed_for("arm64"), "seed arm64");
+    let multi: Vec<_> = index
+        .images
+        .iter()
+        .filter(|i| i.platforms.len() > 1)
+        .collect();
+    assert!(!multi.is_empty());
+    for image in multi {
+        let (repo, tag) = seed::site_name(&image.reference).unwrap();
+        let arm = image
+            .platforms
+            .iter()
+            .find(|p| p.platform == "linux/arm64")
+            .unwrap();
+        let amd = image
+            .platforms
+            .iter()
+            .find(|p| p.platform == "linux/amd64")
+            .unwrap();
+        // The original tag resolves to an index holding only the arm64 manifest.
+        let name = format!("docker://{}/{repo}:{}", reg.addr, tag.unwrap());
+        let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &name]);
+        assert_ne!(
+            format!("sha256:{}", rin_bundle::digest::sha256_hex(&raw)),
+            image.digest
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        let children = doc["manifests"].as_array().unwrap();
+        assert_eq!(children.len(), 1, "{doc}");
+        assert_eq!(children[0]["digest"], arm.digest.as_str());
+        // An arm64 client pulls it whole; the amd64 manifest is not in the registry at all.
+        let dest = t.path().join(format!("arm-{}", repo.replace('/', "-")));
+        skopeo(&[
+            "copy",
+            "--override-arch",
+            "arm64",
+            "--src-tls-verify=false",
+            &name,
+            &format!("oci:{}:x", dest.display()),
+        ]);
+        let by_digest = |d: &str| {
+            Command::new("skopeo")
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{}/{repo}@{d}", reg.addr))
+                .output()
+                .unwrap()
+                .status
+                .success()
+        };
+        assert!(by_digest(&arm.digest));
+        assert!(
+            !by_digest(&amd.digest),
+            "{repo}@{} is in the registry",
+            amd.digest
+        );
+    }
+
+    // A re-run for the same platform finds everything in place.
+    let again = ok(&seed_for("linux/arm64"), "seed arm64 again");
+    assert!(again.contains(" 0 blobs uploaded"), "{again}");
+    // The site seeded one platform of two: fewer blobs than the bundle holds.
+    let plan = seed::plan(
+        &bundle,
+        &rin_signing::TrustPolicy::load(std::slice::from_ref(&key), None, 1).unwrap(),
+        &rin_bundle::Silent,
+    )
+    .unwrap();
+    assert!(
+        count(&first, "blobs uploaded") < plan.blob_count(),
+        "{first}: the bundle has {} blobs",
+        plan.blob_count()
+    );
+}

@@ -57,6 +57,10 @@ struct RegistryArgs {
     /// Passes over the bundle, and tries of each request, before giving up.
     #[arg(long, value_name = "N", default_value_t = 4)]
     attempts: u32,
+    /// Seed only this platform of multi-platform images (`arm64`, `linux/arm64`,
+    /// `linux/arm/v7`); repeat for several. Default: every platform the bundle carries.
+    #[arg(long = "platform", value_name = "PLATFORM")]
+    platforms: Vec<String>,
 }
 
 impl RegistryArgs {
@@ -66,6 +70,17 @@ impl RegistryArgs {
         opts.ca_files = self.registry_ca.clone();
         opts.jobs = self.jobs;
         opts.attempts = self.attempts;
+        if !self.platforms.is_empty() {
+            opts.platforms = Some(
+                self.platforms
+                    .iter()
+                    .map(|p| match p.contains('/') {
+                        true => p.clone(),
+                        false => format!("linux/{p}"),
+                    })
+                    .collect(),
+            );
+        }
         if let Some(f) = &self.registry_auth {
             let text = std::fs::read_to_string(f).map_err(|source| InstallError::Io {
                 path: f.clone(),
@@ -110,6 +125,13 @@ fn seed_command(args: &SeedArgs, quiet: bool) -> anyhow::Result<()> {
         .map_err(|e| anyhow_of(e.into()))
         .with_context(|| format!("bundle {} refused", file.display()))?;
     let index_sha256 = rin_bundle::digest::sha256_hex(&opened.index_bytes);
+    if let Some(why) = opts
+        .platforms
+        .as_ref()
+        .and_then(|p| seed::platforms_not_carried(&opened.index, p))
+    {
+        anyhow::bail!("--platform: {why}");
+    }
     let known = seed::plan_from_registry(&opened.index, &index_sha256, &opts, rt.handle())
         .map_err(anyhow_of)?;
     let complete = match &known {
