@@ -21,6 +21,12 @@ pub enum InstallError {
     Preflight { failures: Vec<String> },
     #[error("{what}: {reason}")]
     Step { what: String, reason: String },
+    #[error("{source_file}, document {document}: {reason}")]
+    Manifest {
+        source_file: String,
+        document: usize,
+        reason: String,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -50,6 +56,9 @@ impl InstallError {
             }
             InstallError::Step { .. } => {
                 "fix the cause shown and run the same command again: finished steps are skipped and the rest converges"
+            }
+            InstallError::Manifest { .. } => {
+                "the stack's manifest is not a valid Kubernetes object: fix it in the stack and build the bundle again"
             }
             InstallError::Io { .. } => {
                 "check the path exists, is readable and that the disk has room"

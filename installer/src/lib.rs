@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod error;
 pub mod host;
+pub mod objects;
 pub mod preflight;
 pub mod seed;
 pub mod site_registry;
