@@ -21,6 +21,14 @@ pub enum InstallError {
     Preflight { failures: Vec<String> },
     #[error("{what}: {reason}")]
     Step { what: String, reason: String },
+    #[error("{what}: {reason}")]
+    Cluster { what: String, reason: String },
+    #[error("{object} (from {source_file}) conflicts with fields another manager owns: {message}")]
+    Conflict {
+        object: String,
+        source_file: String,
+        message: String,
+    },
     #[error("{source_file}, document {document}: {reason}")]
     Manifest {
         source_file: String,
@@ -56,6 +64,12 @@ impl InstallError {
             }
             InstallError::Step { .. } => {
                 "fix the cause shown and run the same command again: finished steps are skipped and the rest converges"
+            }
+            InstallError::Cluster { .. } => {
+                "check the cluster with `k3s kubectl get nodes` and the object named; re-running applies again and converges"
+            }
+            InstallError::Conflict { .. } => {
+                "another tool (kubectl, a controller) changed these fields: re-run with --force-conflicts to take them over, or remove that tool's changes"
             }
             InstallError::Manifest { .. } => {
                 "the stack's manifest is not a valid Kubernetes object: fix it in the stack and build the bundle again"

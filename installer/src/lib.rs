@@ -3,6 +3,7 @@
 //! (preflight, staging, K3s host files, the site registry, seeding, the release record).
 
 pub mod apply;
+pub mod deploy;
 pub mod error;
 pub mod host;
 pub mod objects;

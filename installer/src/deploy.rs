@@ -1,0 +1,300 @@
+//! The cluster step's Kubernetes layer, through the `kube` crate: server-side apply of a release's
+//! objects in order with field manager `rininstall`, waiting for CustomResourceDefinitions to be
+//! Established before anything that uses them, and deleting what a release pruned.
+//!
+//! Kinds are found by discovery of their group and version (`kube::discovery::pinned_kind`), so
+//! any kind works, custom resources included, once its CRD is Established. Every wait is bounded.
+
+use crate::error::{InstallError, Result};
+use crate::objects::{Object, ObjectRef, Phase};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::{Client, Config};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The field manager every apply uses.
+pub const FIELD_MANAGER: &str = "rininstall";
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// Take ownership of fields another manager set (`--force-conflicts`).
+    pub force_conflicts: bool,
+    /// Bound of each wait.
+    pub timeout: Duration,
+    /// Pause between two looks at an object that is not ready yet.
+    pub poll: Duration,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            force_conflicts: false,
+            timeout: Duration::from_secs(300),
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A cluster reached through its API.
+pub struct Cluster {
+    client: Client,
+    kinds: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
+}
+
+impl Cluster {
+    pub fn new(client: Client) -> Self {
+        Cluster {
+            client,
+            kinds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A client from the kubeconfig file at `path` (K3s writes `/etc/rancher/k3s/k3s.yaml`).
+    pub async fn connect(path: &Path) -> Result<Self> {
+        let fail = |reason: String| InstallError::Cluster {
+            what: format!("kubeconfig {}", path.display()),
+            reason,
+        };
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let client = Client::try_from(config).map_err(|e| fail(e.to_string()))?;
+        Ok(Cluster::new(client))
+    }
+
+    /// Wait until the API server answers (after K3s starts), at most `opts.timeout`.
+    pub async fn wait_for_api(&self, opts: &DeployOptions) -> Result<String> {
+        let started = Instant::now();
+        loop {
+            match self.client.apiserver_version().await {
+                Ok(info) => return Ok(info.git_version),
+                Err(e) if started.elapsed() >= opts.timeout => {
+                    return Err(InstallError::Cluster {
+                        what: "the Kubernetes API".into(),
+                        reason: format!("did not answer within {}s: {e}", opts.timeout.as_secs()),
+                    });
+                }
+                Err(_) => tokio::time::sleep(opts.poll).await,
+            }
+        }
+    }
+
+    /// The API resource of `r`'s kind, found by discovery (and remembered).
+    async fn resource(&self, r: &ObjectRef) -> Result<(ApiResource, ApiCapabilities)> {
+        let key = (r.api_version.clone(), r.kind.clone());
+        if let Some(found) = self.lock().get(&key) {
+            return Ok(found.clone());
+        }
+        let (group, version) = match r.api_version.rsplit_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", r.api_version.as_str()),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, &r.kind);
+        let found = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| InstallError::Cluster {
+                what: r.to_string(),
+                reason: match &e {
+                    kube::Error::Discovery(_) => format!(
+                        "the cluster has no kind {} in {}: if a CRD of the stack defines it, check that CRD; if an operator chart does, check that chart installed",
+                        r.kind, r.api_version
+                    ),
+                    kube::Error::Api(s) if s.code == 404 => format!(
+                        "the cluster does not serve {}: if a CRD of the stack defines it, check that CRD; if an operator chart does, check that chart installed",
+                        r.api_version
+                    ),
+                    _ => e.to_string(),
+                },
+            })?;
+        self.lock().insert(key, found.clone());
+        Ok(found)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (ApiResource, ApiCapabilities)>> {
+        // The map is only ever inserted into: a panic elsewhere cannot leave it inconsistent.
+        self.kinds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Api` for the object `r`, with `r`'s namespace settled by the kind's scope: a namespaced
+    /// object without one goes to `default` (as kubectl does); a cluster-scoped one has none.
+    async fn api_for(&self, r: &ObjectRef) -> Result<(Api<DynamicObject>, ObjectRef)> {
+        let (ar, caps) = self.resource(r).await?;
+        let mut settled = r.clone();
+        let api = match caps.scope {
+            Scope::Namespaced => {
+                if settled.namespace.is_empty() {
+                    settled.namespace = "default".into();
+                }
+                Api::namespaced_with(self.client.clone(), &settled.namespace, &ar)
+            }
+            Scope::Cluster => {
+                settled.namespace.clear();
+                Api::all_with(self.client.clone(), &ar)
+            }
+        };
+        Ok((api, settled))
+    }
+
+    /// Apply `objects` (already in apply order) one by one; after the CRDs, wait for each to be
+    /// Established. Returns the inventory: every object applied, namespaces settled.
+    pub async fn apply(
+        &self,
+        objects: &[Object],
+        opts: &DeployOptions,
+        say: &(dyn Fn(String) + Sync),
+    ) -> Result<Vec<ObjectRef>> {
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        if opts.force_conflicts {
+            params = params.force();
+        }
+        let mut inventory = Vec::with_capacity(objects.len());
+        let mut crds = Vec::new();
+        let mut phase = None;
+        for o in objects {
+            if phase == Some(Phase::Crds) && o.phase() != Phase::Crds {
+                self.wait_established(&crds, opts, say).await?;
+            }
+            phase = Some(o.phase());
+            let (api, settled) = self.api_for(&o.reference).await?;
+            let mut value = o.value.clone();
+            if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                match settled.namespace.as_str() {
+                    "" => meta.remove("namespace"),
+                    ns => meta.insert("namespace".into(), ns.into()),
+                };
+            }
+            api.patch(&settled.name, &params, &Patch::Apply(&value))
+                .await
+                .map_err(|e| apply_error(&settled, &o.source, e))?;
+            if o.phase() == Phase::Crds {
+                crds.push(settled.name.clone());
+            }
+            inventory.push(settled);
+        }
+        if phase == Some(Phase::Crds) {
+            self.wait_established(&crds, opts, say).await?;
+        }
+        Ok(inventory)
+    }
+
+    /// Wait until every CRD named is Established (its kinds are then served), bounded by
+    /// `opts.timeout` in all.
+    async fn wait_established(
+        &self,
+        names: &[String],
+        opts: &DeployOptions,
+        say: &(dyn Fn(String) + Sync),
+    ) -> Result<()> {
+        let ar = ApiResource::erase::<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        >(&());
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let started = Instant::now();
+        for name in names {
+            say(format!(
+                "waiting for CustomResourceDefinition {name} to be Established"
+            ));
+            loop {
+                let crd = api.get(name).await.map_err(|e| InstallError::Cluster {
+                    what: format!("CustomResourceDefinition {name}"),
+                    reason: e.to_string(),
+                })?;
+                let conditions = crd
+                    .data
+                    .pointer("/status/conditions")
+                    .and_then(|c| c.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                let established = conditions.iter().any(|c| {
+                    c.get("type").and_then(|t| t.as_str()) == Some("Established")
+                        && c.get("status").and_then(|s| s.as_str()) == Some("True")
+                });
+                if established {
+                    break;
+                }
+                if started.elapsed() >= opts.timeout {
+                    let why: Vec<String> = conditions
+                        .iter()
+                        .filter(|c| c.get("status").and_then(|s| s.as_str()) != Some("True"))
+                        .map(|c| {
+                            format!(
+                                "{} is {}: {}",
+                                c.get("type").and_then(|s| s.as_str()).unwrap_or("?"),
+                                c.get("status").and_then(|s| s.as_str()).unwrap_or("?"),
+                                c.get("message").and_then(|s| s.as_str()).unwrap_or("")
+                            )
+                        })
+                        .collect();
+                    return Err(InstallError::Cluster {
+                        what: format!("CustomResourceDefinition {name}"),
+                        reason: format!(
+                            "not Established after {}s ({})",
+                            opts.timeout.as_secs(),
+                            if why.is_empty() {
+                                "no conditions reported yet".to_string()
+                            } else {
+                                why.join("; ")
+                            }
+                        ),
+                    });
+                }
+                tokio::time::sleep(opts.poll).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete the objects `refs` (in the order given); one already gone is fine.
+    pub async fn delete(&self, refs: &[ObjectRef]) -> Result<()> {
+        for r in refs {
+            let (api, settled) = self.api_for(r).await?;
+            match api.delete(&settled.name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    return Err(InstallError::Cluster {
+                        what: format!("pruning {settled}"),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The error of a refused apply: a field conflict names the object, the fields and their
+/// managers as the API server reports them.
+fn apply_error(r: &ObjectRef, source: &str, e: kube::Error) -> InstallError {
+    match e {
+        kube::Error::Api(s) if s.code == 409 => InstallError::Conflict {
+            object: r.to_string(),
+            source_file: source.to_string(),
+            message: s.message,
+        },
+        kube::Error::Api(s) => InstallError::Cluster {
+            what: format!("{r} (from {source})"),
+            reason: format!(
+                "the API server refused it ({} {}): {}",
+                s.code, s.reason, s.message
+            ),
+        },
+        e => InstallError::Cluster {
+            what: format!("{r} (from {source})"),
+            reason: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
