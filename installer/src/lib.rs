@@ -8,6 +8,7 @@ pub mod error;
 pub mod host;
 pub mod objects;
 pub mod preflight;
+pub mod release;
 pub mod seed;
 pub mod site_registry;
 pub mod stage;
