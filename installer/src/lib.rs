@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod deploy;
 pub mod error;
+pub mod health;
 pub mod host;
 pub mod objects;
 pub mod preflight;
