@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// The field manager every apply uses.
 pub const FIELD_MANAGER: &str = "rininstall";
 
+/// What to check when a kind is not served.
+const UNKNOWN_KIND: &str = ": if a CRD of the stack defines it, check that CRD; if an operator chart does, check that chart installed";
+
 /// How to apply.
 #[derive(Debug, Clone)]
 pub struct DeployOptions {
@@ -102,14 +105,15 @@ impl Cluster {
             .map_err(|e| InstallError::Cluster {
                 what: r.to_string(),
                 reason: match &e {
-                    kube::Error::Discovery(_) => format!(
-                        "the cluster has no kind {} in {}: if a CRD of the stack defines it, check that CRD; if an operator chart does, check that chart installed",
-                        r.kind, r.api_version
-                    ),
-                    kube::Error::Api(s) if s.code == 404 => format!(
-                        "the cluster does not serve {}: if a CRD of the stack defines it, check that CRD; if an operator chart does, check that chart installed",
-                        r.api_version
-                    ),
+                    kube::Error::Discovery(_) => {
+                        format!(
+                            "the cluster has no kind {} in {}{UNKNOWN_KIND}",
+                            r.kind, r.api_version
+                        )
+                    }
+                    kube::Error::Api(s) if s.code == 404 => {
+                        format!("the cluster does not serve {}{UNKNOWN_KIND}", r.api_version)
+                    }
                     _ => e.to_string(),
                 },
             })?;

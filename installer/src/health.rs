@@ -56,16 +56,12 @@ pub fn assess(obj: &Value) -> Health {
                 ready
             };
             let total = num(obj, "/status/replicas");
-            if kind == "Deployment"
-                && condition(obj, "Progressing")
-                    .is_some_and(|c| text(c, "/reason") == "ProgressDeadlineExceeded")
-            {
+            let deadline = condition(obj, "Progressing")
+                .filter(|c| text(c, "/reason") == "ProgressDeadlineExceeded");
+            if let (true, Some(c)) = (kind == "Deployment", deadline) {
                 return Health::Failed(format!(
                     "its rollout exceeded its progress deadline: {}",
-                    text(
-                        condition(obj, "Progressing").unwrap_or(&Value::Null),
-                        "/message"
-                    )
+                    text(c, "/message")
                 ));
             }
             if !stale
@@ -286,6 +282,24 @@ mod tests {
         let why = stall_cause(&[pending]).unwrap();
         assert!(
             why.contains("pg-1") && why.contains("storage class"),
+            "{why}"
+        );
+        let crash = json!({"metadata": {"name": "w-1", "namespace": "rin-system"},
+            "status": {"containerStatuses": [{"name": "worker", "image": "x",
+                "state": {"waiting": {"reason": "CrashLoopBackOff",
+                    "message": "back-off 5m0s restarting failed container"}}}]}});
+        let why = stall_cause(&[crash]).unwrap();
+        assert!(
+            why.contains("CrashLoopBackOff")
+                && why.contains("k3s kubectl logs -n rin-system w-1 -c worker"),
+            "{why}"
+        );
+        let big = json!({"metadata": {"name": "big"}, "status": {"conditions": [
+            {"type": "PodScheduled", "status": "False",
+             "message": "0/1 nodes are available: 1 Insufficient cpu."}]}});
+        let why = stall_cause(&[big]).unwrap();
+        assert!(
+            why.contains("Insufficient cpu") && why.contains("lower its requests"),
             "{why}"
         );
         let fine = json!({"metadata": {"name": "ok"}, "status": {"containerStatuses": [

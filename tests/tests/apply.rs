@@ -289,12 +289,17 @@ fn a_dry_run_changes_nothing_and_preflight_names_every_problem_before_any_change
         .arg("--root")
         .arg(&root)
         .args(["--arch", "riscv64", "--no-start", "--registry", &reg.addr])
+        .args(["--platform", "linux/s390x"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("preflight found"), "{err}");
     assert!(err.contains("this node is linux/riscv64"), "{err}");
+    assert!(
+        err.contains("--platform: the bundle does not carry linux/s390x"),
+        "{err}"
+    );
     assert!(err.contains("older than the installed 2.0.0"), "{err}");
     assert!(err.contains("hint:"), "{err}");
     assert!(!root.join("usr").exists());
