@@ -486,7 +486,8 @@ impl Registry {
     fn err(&self, what: &str, e: impl std::fmt::Display) -> InstallError {
         InstallError::Registry {
             registry: self.host.clone(),
-            reason: format!("{what}: {e}"),
+            // Every request can meet a full disk (blob uploads, manifests, tags): say so.
+            reason: format!("{what}: {}", explain(&e.to_string())),
         }
     }
 
