@@ -458,6 +458,7 @@ pub fn chart(
             digest,
             archive_sha256,
             values,
+            namespace: spec.namespace.clone(),
         },
         desc,
     ))

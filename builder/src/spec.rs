@@ -83,6 +83,19 @@ pub struct ChartSpec {
     /// A values file for the chart, carried beside it.
     #[serde(default)]
     pub values: Option<String>,
+    /// The namespace the chart installs into at the site (default: the chart's name).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// A Kubernetes namespace name (RFC 1123 label).
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// A loaded stack: its directory and its definition.
@@ -147,6 +160,14 @@ impl Stack {
                     c.name
                 ));
             }
+            if let Some(ns) = &c.namespace
+                && !is_dns_label(ns)
+            {
+                return bad(format!(
+                    "chart {}: namespace {ns:?} must be a DNS label: lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit",
+                    c.name
+                ));
+            }
             if !charts.insert((&c.name, &c.version)) {
                 return bad(format!("chart {} {} is listed twice", c.name, c.version));
             }
@@ -192,6 +213,10 @@ mod tests {
             (
                 "  - {name: a, version: '1', repo: 'https://x'}\n  - {name: a, version: '1', repo: 'oci://y'}\n",
                 "listed twice",
+            ),
+            (
+                "  - {name: a, version: '1', repo: 'https://x', namespace: Cert_Manager}\n",
+                "must be a DNS label",
             ),
         ];
         for (charts, want) in cases {

@@ -94,6 +94,9 @@ pub struct Chart {
     /// The entry holding the stack's values for this chart (`charts/<name>-<version>.values.yaml`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<String>,
+    /// The namespace the chart installs into at the site (absent: the chart's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

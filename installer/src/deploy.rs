@@ -6,11 +6,12 @@
 //! any kind works, custom resources included, once its CRD is Established. Every wait is bounded.
 
 use crate::error::{InstallError, Result};
-use crate::objects::{Object, ObjectRef, Phase};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use crate::objects::{self, Object, ObjectRef, Phase};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Client, Config};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -257,6 +258,55 @@ impl Cluster {
         Ok(())
     }
 
+    /// The object `r` as the API server has it, or None when it does not exist.
+    pub async fn get(&self, r: &ObjectRef) -> Result<Option<Value>> {
+        let (api, settled) = self.api_for(r).await?;
+        match api.get_opt(&settled.name).await {
+            Ok(found) => Ok(found.map(|o| typed_value(o, r))),
+            Err(e) => Err(InstallError::Cluster {
+                what: settled.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Every object of `r`'s kind in `r`'s namespace (every namespace for a cluster-scoped
+    /// kind), narrowed by a label selector and a field selector when given.
+    pub async fn list(
+        &self,
+        r: &ObjectRef,
+        labels: Option<&str>,
+        fields: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let (api, settled) = self.api_for(r).await?;
+        let mut params = ListParams::default();
+        if let Some(l) = labels {
+            params = params.labels(l);
+        }
+        if let Some(f) = fields {
+            params = params.fields(f);
+        }
+        let list = api.list(&params).await.map_err(|e| InstallError::Cluster {
+            what: format!("listing {} in {}", r.kind, settled.namespace),
+            reason: e.to_string(),
+        })?;
+        Ok(list.items.into_iter().map(|o| typed_value(o, r)).collect())
+    }
+
+    /// Apply one object built here (a release record), not from a manifest.
+    pub async fn apply_one(&self, value: &Value, opts: &DeployOptions) -> Result<ObjectRef> {
+        let o = objects::parse(
+            &serde_json::to_string(value).unwrap_or_default(),
+            "rininstall",
+            objects::Origin::Stack,
+        )?;
+        let mut refs = Box::pin(self.apply(&o, opts, &|_| {})).await?;
+        refs.pop().ok_or_else(|| InstallError::Cluster {
+            what: "an object".into(),
+            reason: "nothing was applied".into(),
+        })
+    }
+
     /// Delete the objects `refs` (in the order given); one already gone is fine.
     pub async fn delete(&self, refs: &[ObjectRef]) -> Result<()> {
         for r in refs {
@@ -274,6 +324,18 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// An object the API server returned, as JSON with its `apiVersion` and `kind` (list items
+/// often come without them).
+fn typed_value(o: DynamicObject, r: &ObjectRef) -> Value {
+    let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.entry("apiVersion")
+            .or_insert_with(|| r.api_version.clone().into());
+        m.entry("kind").or_insert_with(|| r.kind.clone().into());
+    }
+    v
 }
 
 /// The error of a refused apply: a field conflict names the object, the fields and their

@@ -29,6 +29,8 @@ pub enum InstallError {
         source_file: String,
         message: String,
     },
+    #[error("after {after}, {} object(s) are not healthy:\n{}", stuck.len(), stuck.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n"))]
+    Unhealthy { after: String, stuck: Vec<String> },
     #[error("{source_file}, document {document}: {reason}")]
     Manifest {
         source_file: String,
@@ -70,6 +72,9 @@ impl InstallError {
             }
             InstallError::Conflict { .. } => {
                 "another tool (kubectl, a controller) changed these fields: re-run with --force-conflicts to take them over, or remove that tool's changes"
+            }
+            InstallError::Unhealthy { .. } => {
+                "fix the cause named for each object, then run the same command again: the objects stay applied, nothing was pruned and this release is not recorded (`rininstall status` shows the cluster's state)"
             }
             InstallError::Manifest { .. } => {
                 "the stack's manifest is not a valid Kubernetes object: fix it in the stack and build the bundle again"

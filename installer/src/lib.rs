@@ -6,14 +6,18 @@ pub mod apply;
 pub mod deploy;
 pub mod error;
 pub mod health;
+pub mod helmchart;
 pub mod host;
 pub mod objects;
 pub mod preflight;
 pub mod release;
+pub mod rollout;
 pub mod seed;
 pub mod site_registry;
 pub mod stage;
 pub mod state;
+#[cfg(test)]
+mod testing;
 
 pub use error::{InstallError, Result};
 

@@ -40,7 +40,15 @@ pub struct ReleaseRecord {
 impl ReleaseRecord {
     /// The ConfigMap's name: one per revision.
     pub fn name(&self) -> String {
-        format!("rin-release-{}-{}", self.stack, self.revision)
+        let stack: String = self
+            .stack
+            .chars()
+            .map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '-' | '.') => c,
+                _ => '-',
+            })
+            .collect();
+        format!("rin-release-{stack}-{}", self.revision)
     }
 
     /// The record as a ConfigMap (applied server-side like every other object).
