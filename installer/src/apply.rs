@@ -15,11 +15,15 @@
 //! crash or kill at any point the next run converges; the state directory's lock keeps two runs
 //! apart.
 
+use crate::deploy::{Cluster, DeployOptions};
 use crate::error::{InstallError, Result};
 use crate::host::{self, Change, Content, HostFile, Role, SiteRegistry};
+use crate::objects::{self, Origin};
 use crate::preflight::{self, Facts};
+use crate::rollout::{self, Desired, RolledOut, RolloutOptions};
 use crate::seed::{self, SeedOptions, Seeded};
 use crate::site_registry;
+use crate::stack;
 use crate::stage::{self, Stage, Staged};
 use crate::state::{self, Release, State};
 use rin_bundle::digest::sha256_hex;
@@ -53,8 +57,17 @@ pub struct ApplyOptions {
     pub no_start: bool,
     pub dry_run: bool,
     pub allow_downgrade: bool,
-    /// Bound of each wait (the K3s API, the registry).
+    /// Bound of each wait (the K3s API, the registry, the stack's health).
     pub timeout: Duration,
+    /// The cluster to deploy to [default: K3s's `ROOT/etc/rancher/k3s/k3s.yaml`]. Given with
+    /// `--no-start`, the stack is deployed to that (running) cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Take over fields another field manager owns.
+    pub force_conflicts: bool,
+    /// Delete claims (and namespaces holding them) the new release no longer has.
+    pub prune_volumes: bool,
+    /// Releases kept for rollback.
+    pub keep: usize,
 }
 
 /// How the pipeline reports: byte progress of its passes, steps, and lines for the operator.
@@ -74,9 +87,13 @@ pub struct Applied {
     pub to_push: Option<(usize, u64)>,
     pub installed_service: bool,
     pub release: Option<Release>,
+    /// A dry run's objects, in apply order (`Kind ns/name (from FILE)`).
+    pub plan: Vec<String>,
+    /// The cluster step's outcome, when it ran.
+    pub rolled_out: Option<RolledOut>,
 }
 
-const STEPS: usize = 6;
+const STEPS: usize = 7;
 
 /// The node architecture name the bundle uses for this machine.
 pub fn node_arch() -> &'static str {
@@ -121,13 +138,77 @@ impl ApplyOptions {
         if !self.role.is_first() {
             return Some("only the first server seeds the site registry");
         }
-        if matches!(self.registry, RegistryMode::InCluster { .. }) && self.no_start {
+        if matches!(self.registry, RegistryMode::InCluster { .. })
+            && self.no_start
+            && self.kubeconfig.is_none()
+        {
             return Some(
                 "the in-cluster registry runs once K3s starts: run apply again without --no-start",
             );
         }
         None
     }
+
+    /// Why the stack is not deployed from this node, if it is not.
+    fn deploys_here(&self) -> Option<&'static str> {
+        if !self.role.is_first() {
+            return Some("only the first server deploys the stack");
+        }
+        if self.no_start && self.kubeconfig.is_none() {
+            return Some(
+                "K3s is not started here (--no-start): give --kubeconfig to deploy to a running cluster",
+            );
+        }
+        None
+    }
+
+    fn kubeconfig_path(&self) -> PathBuf {
+        self.kubeconfig
+            .clone()
+            .unwrap_or_else(|| self.root.join(host::KUBECONFIG))
+    }
+
+    fn rollout(&self) -> RolloutOptions {
+        RolloutOptions {
+            deploy: DeployOptions {
+                force_conflicts: self.force_conflicts,
+                timeout: self.timeout,
+                poll: Duration::from_secs(2),
+            },
+            prune_volumes: self.prune_volumes,
+            keep: self.keep,
+        }
+    }
+}
+
+/// Connect to the cluster of `kubeconfig` and wait until its API answers.
+pub fn connect(
+    kubeconfig: &Path,
+    timeout: Duration,
+    rt: &tokio::runtime::Runtime,
+    report: &dyn Report,
+) -> Result<Cluster> {
+    report.say(&format!(
+        "waiting for the Kubernetes API ({}, up to {}s)",
+        kubeconfig.display(),
+        timeout.as_secs()
+    ));
+    let opts = DeployOptions {
+        timeout,
+        poll: Duration::from_secs(2),
+        ..Default::default()
+    };
+    rt.block_on(async {
+        // K3s writes its kubeconfig once it has started: wait for the file too.
+        let started = Instant::now();
+        while !kubeconfig.exists() && started.elapsed() < timeout {
+            tokio::time::sleep(opts.poll).await;
+        }
+        let cluster = Cluster::connect(kubeconfig).await?;
+        let version = cluster.wait_for_api(&opts).await?;
+        report.say(&format!("the Kubernetes API answers ({version})"));
+        Ok(cluster)
+    })
 }
 
 /// Run the node's steps for `bundle`.
@@ -238,9 +319,31 @@ pub fn apply(
     if let Some(i) = &k3s.install_sh {
         wanted.insert(i.path.clone());
     }
+    // Charts too large to go inline are served by K3s from every server's static directory.
+    if opts.role.exec() == "server" {
+        for (entry, name) in stack::static_charts(&index) {
+            let f = HostFile {
+                mode: 0o644,
+                ..entry_file(entry, format!("{}/{name}", crate::helmchart::STATIC_DIR))
+            };
+            let c = host::change(&opts.root, &f)?;
+            if c != Change::Unchanged {
+                wanted.insert(entry.path.clone());
+            }
+            files.push(f);
+            changes.push(c);
+        }
+    }
+    // The first server deploys (or, in a dry run, shows what it would deploy).
+    let plans = opts.role.is_first() && (opts.dry_run || opts.deploys_here().is_none());
+    let keep = if plans {
+        stack::kept_entries(&index)
+    } else {
+        Default::default()
+    };
 
     report.step(2, STEPS, "verify");
-    let staged = stage::first_pass(opened, wanted, staging_dir.as_deref(), report)?;
+    let staged = stage::first_pass(opened, wanted, keep, staging_dir.as_deref(), report)?;
 
     report.step(3, STEPS, "K3s host files");
     let site = opts.site()?;
@@ -305,6 +408,13 @@ pub fn apply(
     }
 
     report.step(4, STEPS, "site registry");
+    let rt = tokio::runtime::Runtime::new().map_err(|e| InstallError::Step {
+        what: "starting the async runtime".into(),
+        reason: e.to_string(),
+    })?;
+    let live = opts.deploys_here().is_none() && !opts.dry_run;
+    let mut cluster = None;
+    let mut registry_yaml = None;
     if in_cluster {
         let image = site_registry::pick_image(&index, registry_image.as_deref())?;
         let RegistryMode::InCluster { node_port, .. } = opts.registry else {
@@ -319,24 +429,25 @@ pub fn apply(
         if !opts.dry_run {
             state::write_atomic(&path, yaml.as_bytes(), 0o644)?;
         }
-        if opts.role.is_first() && !opts.no_start && !opts.dry_run {
-            run_until(
-                opts.timeout,
-                report,
-                "the K3s API to take the site registry",
-                || kubectl_apply(&bin, &path),
-            )?;
+        if live {
+            let c = connect(&opts.kubeconfig_path(), opts.timeout, &rt, report)?;
+            let mut objs = objects::parse(&yaml, "the site registry", Origin::SiteRegistry)?;
+            objects::order(&mut objs);
+            let ro = opts.rollout();
+            let say = |s: String| report.say(&s);
+            rt.block_on(async {
+                let inventory = c.apply(&objs, &ro.deploy, &say).await?;
+                rollout::wait_healthy(&c, &inventory, &Default::default(), &ro.deploy, &say).await
+            })?;
             run_until(opts.timeout, report, "the site registry to answer", || {
                 registry_answers(node_port)
             })?;
+            cluster = Some(c);
         }
+        registry_yaml = Some(yaml);
     }
 
     report.step(5, STEPS, "seed");
-    let rt = tokio::runtime::Runtime::new().map_err(|e| InstallError::Step {
-        what: "starting the async runtime".into(),
-        reason: e.to_string(),
-    })?;
     match opts.seeds_here() {
         Some(why) => report.say(&format!("seeding skipped: {why}")),
         None if opts.dry_run => {
@@ -354,7 +465,51 @@ pub fn apply(
         }
     }
 
-    report.step(6, STEPS, "record");
+    report.step(6, STEPS, "deploy");
+    match opts.deploys_here() {
+        _ if opts.dry_run && plans => {
+            let mut objs = stack::objects(&index, &staged.kept, registry_yaml.as_deref(), true)?;
+            if let Some(dup) = objects::duplicates(&objs) {
+                return Err(InstallError::Bundle { reason: dup });
+            }
+            objects::order(&mut objs);
+            done.plan = objs
+                .iter()
+                .map(|o| format!("{} (from {})", o.reference, o.source))
+                .collect();
+        }
+        Some(why) => report.say(&format!("deploy skipped: {why}")),
+        None if opts.dry_run => {}
+        None => {
+            let c = match cluster.take() {
+                Some(c) => c,
+                None => connect(&opts.kubeconfig_path(), opts.timeout, &rt, report)?,
+            };
+            let mut objs = stack::objects(&index, &staged.kept, registry_yaml.as_deref(), false)?;
+            objects::order(&mut objs);
+            let desired = Desired {
+                stack: index.stack.name.clone(),
+                version: index.stack.version.clone(),
+                k3s: index.k3s.as_ref().map(|k| k.version.clone()),
+                bundle: index_sha256.clone(),
+                images: stack::images(&index),
+                objects: objs.clone(),
+                installed: rin_bundle::index::format_created(rin_bundle::index::now_epoch()),
+            };
+            let say = |s: String| report.say(&s);
+            let out = rt.block_on(rollout::roll_out(&c, desired, &opts.rollout(), &say))?;
+            if let Some(state) = &state {
+                state.keep_objects(&state::Kept {
+                    record: out.record.clone(),
+                    objects: objs,
+                })?;
+                state.forget_objects_except(&out.kept_revisions)?;
+            }
+            done.rolled_out = Some(out);
+        }
+    }
+
+    report.step(7, STEPS, "record");
     if let Some(state) = &state {
         let release = Release {
             stack: index.stack.name.clone(),
@@ -366,6 +521,7 @@ pub fn apply(
                 .or_else(|| installed.as_ref().and_then(|r| r.k3s.clone())),
             index_sha256,
             installed: rin_bundle::index::format_created(rin_bundle::index::now_epoch()),
+            revision: done.rolled_out.as_ref().map(|r| r.record.revision),
         };
         state.record(&release)?;
         state.clear_staging(None)?;
@@ -495,27 +651,6 @@ fn run_until(
             }
             Err(_) => std::thread::sleep(Duration::from_secs(2)),
         }
-    }
-}
-
-/// Server-side apply with K3s's own kubectl, as field manager `rininstall`.
-fn kubectl_apply(k3s: &Path, file: &Path) -> std::result::Result<(), String> {
-    let out = std::process::Command::new(k3s)
-        .args([
-            "kubectl",
-            "apply",
-            "--server-side",
-            "--field-manager=rininstall",
-            "--force-conflicts",
-            "-f",
-        ])
-        .arg(file)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(tail(&String::from_utf8_lossy(&out.stderr)))
     }
 }
 

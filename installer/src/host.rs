@@ -31,6 +31,8 @@ pub const K3S_BIN: &str = "usr/local/bin/k3s";
 pub const IMAGES_DIR: &str = "var/lib/rancher/k3s/agent/images";
 pub const REGISTRIES_YAML: &str = "etc/rancher/k3s/registries.yaml";
 pub const CONFIG_YAML: &str = "etc/rancher/k3s/config.yaml";
+/// The kubeconfig K3s writes on servers (cluster-admin).
+pub const KUBECONFIG: &str = "etc/rancher/k3s/k3s.yaml";
 pub const REGISTRY_CA: &str = "etc/rancher/k3s/rin-registry-ca.pem";
 pub const REGISTRY_ARCHIVE: &str = "rin-site-registry.tar";
 

@@ -8,12 +8,14 @@ pub mod error;
 pub mod health;
 pub mod helmchart;
 pub mod host;
+pub mod manage;
 pub mod objects;
 pub mod preflight;
 pub mod release;
 pub mod rollout;
 pub mod seed;
 pub mod site_registry;
+pub mod stack;
 pub mod stage;
 pub mod state;
 #[cfg(test)]

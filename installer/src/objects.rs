@@ -56,7 +56,8 @@ impl std::fmt::Display for ObjectRef {
 }
 
 /// Where an object comes from: decides its phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Origin {
     /// The site registry's Deployment, Service and claim.
     SiteRegistry,
@@ -77,7 +78,7 @@ pub enum Phase {
 }
 
 /// One object to apply.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Object {
     pub reference: ObjectRef,
     /// The whole object as the manifest gives it.

@@ -349,6 +349,7 @@ mod tests {
             k3s: None,
             index_sha256: String::new(),
             installed: String::new(),
+            revision: None,
         }
     }
 

@@ -50,6 +50,8 @@ pub struct RolledOut {
     pub kept: Vec<ObjectRef>,
     /// Records deleted beyond `keep`.
     pub forgotten: Vec<u64>,
+    /// The revisions still recorded, newest first.
+    pub kept_revisions: Vec<u64>,
 }
 
 type Say<'a> = &'a (dyn Fn(String) + Sync);
@@ -131,11 +133,18 @@ pub async fn roll_out(
         .map(|r| r.revision)
         .collect();
     forgotten.sort_unstable();
+    let mut kept_revisions: Vec<u64> = all
+        .iter()
+        .map(|r| r.revision)
+        .filter(|r| !forgotten.contains(r))
+        .collect();
+    kept_revisions.sort_unstable_by(|a, b| b.cmp(a));
     Ok(RolledOut {
         record,
         pruned,
         kept,
         forgotten,
+        kept_revisions,
     })
 }
 
@@ -342,6 +351,33 @@ pub async fn wait_healthy(
         waiting = still;
         tokio::time::sleep(opts.poll).await;
     }
+}
+
+/// One look at the health of every workload, Job, claim and chart of `inventory` (and of the
+/// charts' release workloads): (object, health), in inventory order.
+pub async fn health_of(
+    cluster: &Cluster,
+    inventory: &[ObjectRef],
+) -> Result<Vec<(String, Health)>> {
+    let mut queue: Vec<Waited> = inventory
+        .iter()
+        .filter(|r| tracked(r))
+        .map(|r| Waited::new(r.clone(), None))
+        .rev()
+        .collect();
+    let mut out = Vec::new();
+    let none = HashSet::new();
+    while let Some(w) = queue.pop() {
+        let mut found = Vec::new();
+        let (h, _) = look(cluster, &w, &none, &mut found).await?;
+        let name = match &w.chart {
+            Some(c) => format!("{} (chart {c})", w.r),
+            None => w.r.to_string(),
+        };
+        out.push((name, h));
+        queue.extend(found.into_iter().rev());
+    }
+    Ok(out)
 }
 
 /// A wait's length as an operator reads it.

@@ -171,6 +171,8 @@ pub fn chart_repository(name: &str) -> String {
 /// Keeps the bytes of the documents the signed index names, as they stream by.
 pub(crate) struct Collect {
     wanted: BTreeSet<String>,
+    /// Other entries to keep (the cluster step's manifests, values and small charts).
+    pub(crate) extra: BTreeSet<String>,
     pub(crate) docs: HashMap<String, Vec<u8>>,
     cur: Option<Vec<u8>>,
 }
@@ -180,6 +182,7 @@ impl Collect {
     pub(crate) fn new(index: &Index) -> Self {
         Collect {
             wanted: document_paths(index),
+            extra: BTreeSet::new(),
             docs: HashMap::new(),
             cur: None,
         }
@@ -188,7 +191,8 @@ impl Collect {
 
 impl Sink for Collect {
     fn begin(&mut self, entry: &Entry) -> rin_bundle::Result<bool> {
-        let take = self.wanted.contains(&entry.path) && entry.size <= oci::MAX_DOCUMENT;
+        let take = (self.wanted.contains(&entry.path) && entry.size <= oci::MAX_DOCUMENT)
+            || self.extra.contains(&entry.path);
         self.cur = take.then(Vec::new);
         Ok(take)
     }

@@ -9,7 +9,7 @@ use crate::seed::{Collect, Plan};
 use crate::state::{commit, create_mode, partial_path};
 use rin_bundle::index::{Entry, Index};
 use rin_bundle::{Opened, Progress, Sink};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct Staged {
     pub plan: Plan,
+    /// The entries kept in memory for the cluster step, by path.
+    pub kept: HashMap<String, Vec<u8>>,
     /// The staging directory (None in a dry run, which writes nothing).
     pub dir: Option<PathBuf>,
 }
@@ -128,15 +130,22 @@ pub fn node_paths(index: &Index, arch: &str) -> BTreeSet<String> {
 pub fn first_pass(
     opened: Opened,
     wanted: BTreeSet<String>,
+    keep: BTreeSet<String>,
     staging: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<Staged> {
     let index = opened.index.clone();
     let mut collect = Collect::new(&index);
+    collect.extra = keep;
     let Some(dir) = staging else {
         let verified = opened.verify_into(&mut collect, progress)?;
         let plan = Plan::build(&index, verified.index_sha256, &collect.docs)?;
-        return Ok(Staged { plan, dir: None });
+        let kept = take_kept(&mut collect);
+        return Ok(Staged {
+            plan,
+            kept,
+            dir: None,
+        });
     };
     let tmp = dir.with_file_name(format!(
         ".{}.partial",
@@ -163,8 +172,18 @@ pub fn first_pass(
     };
     commit(&tmp, dir)?;
     let plan = Plan::build(&index, verified.index_sha256, &collect.docs)?;
+    let kept = take_kept(&mut collect);
     Ok(Staged {
         plan,
+        kept,
         dir: Some(dir.to_path_buf()),
     })
+}
+
+fn take_kept(collect: &mut Collect) -> HashMap<String, Vec<u8>> {
+    collect
+        .extra
+        .iter()
+        .filter_map(|p| Some((p.clone(), collect.docs.get(p)?.clone())))
+        .collect()
 }

@@ -7,6 +7,7 @@
 //! STATE/staging/<index sha256>/  files the node needs from the verified bundle (this run only)
 //! STATE/release.json             the installed release, written after an apply succeeds
 //! STATE/registry/                the site registry's manifests, for the cluster step
+//! STATE/releases/<revision>.json  each kept release's objects as applied (for rollback)
 //! ```
 
 use crate::error::{InstallError, Result};
@@ -27,6 +28,16 @@ pub struct Release {
     pub index_sha256: String,
     /// When the apply finished (RFC 3339, UTC).
     pub installed: String,
+    /// The cluster's release revision, when this node deployed the stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+}
+
+/// A release's objects as applied, kept for rollback: `STATE/releases/<revision>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Kept {
+    pub record: crate::release::ReleaseRecord,
+    pub objects: Vec<crate::objects::Object>,
 }
 
 /// An opened, locked state directory. The lock is released when this is dropped.
@@ -90,6 +101,55 @@ impl State {
         let mut bytes = serde_json::to_vec_pretty(release).expect("a release serialises");
         bytes.push(b'\n');
         write_atomic(&self.dir.join("release.json"), &bytes, 0o644)
+    }
+
+    /// Keep the objects of release `kept.record.revision` for a later rollback.
+    pub fn keep_objects(&self, kept: &Kept) -> Result<()> {
+        let bytes = serde_json::to_vec(kept).expect("a release serialises");
+        write_atomic(&self.releases_file(kept.record.revision), &bytes, 0o600)
+    }
+
+    /// The objects of release `revision`, as kept.
+    pub fn kept_objects(&self, revision: u64) -> Result<Kept> {
+        let path = self.releases_file(revision);
+        let bytes = fs::read(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => InstallError::State {
+                path: path.clone(),
+                reason: format!(
+                    "the objects of revision {revision} are not kept on this node: roll back on the first server, where that release was applied"
+                ),
+            },
+            _ => InstallError::Io {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| InstallError::State {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Remove the kept objects of releases not in `revisions`.
+    pub fn forget_objects_except(&self, revisions: &[u64]) -> Result<()> {
+        let Ok(entries) = fs::read_dir(self.dir.join("releases")) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let rev = name
+                .strip_suffix(".json")
+                .and_then(|n| n.parse::<u64>().ok());
+            if rev.is_some_and(|r| !revisions.contains(&r)) {
+                let p = e.path();
+                fs::remove_file(&p).map_err(|source| InstallError::Io { path: p, source })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn releases_file(&self, revision: u64) -> PathBuf {
+        self.dir.join("releases").join(format!("{revision}.json"))
     }
 
     /// The staging directory for the bundle whose index has `index_sha256`.
@@ -209,9 +269,52 @@ mod tests {
             k3s: Some("v1.31.4+k3s1".into()),
             index_sha256: "ab".repeat(32),
             installed: "2026-11-22T10:00:00Z".into(),
+            revision: Some(2),
         };
         s.record(&r).unwrap();
         assert_eq!(s.release().unwrap(), Some(r));
         assert!(!partial_path(&t.path().join("release.json")).exists());
+    }
+
+    #[test]
+    fn a_release_s_objects_are_kept_for_rollback_and_forgotten_beyond_keep() {
+        let t = tempfile::tempdir().unwrap();
+        let s = State::open(t.path()).unwrap();
+        let objects = crate::objects::parse(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: rin-system}\n",
+            "manifests/a.yaml",
+            crate::objects::Origin::Stack,
+        )
+        .unwrap();
+        let kept = |revision| Kept {
+            record: crate::release::ReleaseRecord {
+                revision,
+                stack: "demo".into(),
+                version: format!("1.{revision}.0"),
+                k3s: None,
+                bundle: "ab".into(),
+                images: Default::default(),
+                inventory: vec![objects[0].reference.clone()],
+                installed: "2026-11-22T10:00:00Z".into(),
+            },
+            objects: objects.clone(),
+        };
+        for r in 1..=3 {
+            s.keep_objects(&kept(r)).unwrap();
+        }
+        let back = s.kept_objects(2).unwrap();
+        assert_eq!(back.record, kept(2).record);
+        assert_eq!(back.objects, objects);
+        s.forget_objects_except(&[3, 2]).unwrap();
+        let e = s.kept_objects(1).unwrap_err().to_string();
+        assert!(e.contains("revision 1 are not kept"), "{e}");
+        assert!(s.kept_objects(3).is_ok());
+        // Nothing but the records in the directory: no partial files.
+        let mut names: Vec<_> = fs::read_dir(t.path().join("releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["2.json", "3.json"]);
     }
 }

@@ -64,7 +64,9 @@ fn apply(bundle: &Path, key: &Path, root: &Path, extra: &[&str]) -> Command {
         .arg("--root")
         .arg(root)
         .args(["--arch", "amd64", "--no-start", "--progress", "none"])
-        .args(extra);
+        .args(extra)
+        // No cluster of the environment: with --no-start, the stack is not deployed.
+        .env_remove("KUBECONFIG");
     c
 }
 
@@ -173,12 +175,18 @@ kill %1
     }
     assert!(first.contains("seeded 127.0.0.1:5000"), "{first}");
     assert!(first.contains("installed demo 1.0.0"), "{first}");
-    // Progress: six steps, as JSON lines.
+    // Progress: seven steps, as JSON lines; without a cluster, the deploy step says why it
+    // did not run.
     let steps = read("first.err")
         .lines()
         .filter(|l| l.contains(r#""event":"step""#))
         .count();
-    assert_eq!(steps, 6, "{}", read("first.err"));
+    assert_eq!(steps, 7, "{}", read("first.err"));
+    assert!(
+        read("first.err").contains("deploy skipped: K3s is not started here (--no-start)"),
+        "{}",
+        read("first.err")
+    );
 
     // The K3s files are the bundle's, in K3s's layout.
     assert_eq!(
@@ -270,6 +278,21 @@ fn a_dry_run_changes_nothing_and_preflight_names_every_problem_before_any_change
         .unwrap_or_else(|| panic!("{dry}"));
     // Every blob of the bundle's images and chart: the registry is empty.
     assert!(to_push >= 10, "{dry}");
+    // The plan of the cluster step: every object of the stack, in apply order, the chart as
+    // a HelmChart among the operators before the workloads.
+    let plan: Vec<&str> = dry
+        .lines()
+        .filter_map(|l| l.strip_prefix("would apply "))
+        .collect();
+    assert_eq!(
+        plan,
+        [
+            "Namespace/demo (from manifests/00-namespace.yaml)",
+            "HelmChart.helm.cattle.io kube-system/demo (from chart demo 0.1.0)",
+            "Deployment.apps demo/web (from manifests/app/web.yaml)",
+        ],
+        "{dry}"
+    );
     assert!(!root.exists(), "a dry run created {}", root.display());
 
     // An architecture the bundle lacks, and a node that records a newer release: both named,

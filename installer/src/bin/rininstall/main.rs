@@ -6,6 +6,7 @@ use rin_cli::{Bars, TrustArgs, VerifyArgs, exit, human_bytes};
 use rin_installer::InstallError;
 use rin_installer::apply::{self, ApplyOptions, RegistryMode, node_arch};
 use rin_installer::host::Role;
+use rin_installer::manage::{self, Target};
 use rin_installer::seed::{self, SeedOptions};
 use rin_installer::site_registry;
 use std::path::{Path, PathBuf};
@@ -35,8 +36,89 @@ enum Command {
     /// name (verified first; no staging copy; resumes and skips what the registry holds).
     Seed(SeedArgs),
     /// Install a bundle on this node: preflight, verify, K3s's host files, the site registry,
-    /// seeding, and the release record. Idempotent: a re-run changes only what differs.
+    /// seeding, the stack deployed and waited for, and the release record. Idempotent: a
+    /// re-run changes only what differs.
     Apply(Box<ApplyArgs>),
+    /// Show the installed release (this node's record and the cluster's), the releases kept
+    /// for rollback, and the health of the stack's workloads.
+    Status(StatusArgs),
+    /// Re-apply a kept release (default: the one before the installed one), with the same
+    /// waits, pruning and record as apply.
+    Rollback(RollbackArgs),
+}
+
+/// Where an installation is: shared by `status` and `rollback`.
+#[derive(Args)]
+struct InstalledArgs {
+    /// The root K3s was installed under.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// The state directory [default: ROOT/var/lib/rininstall].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The cluster's kubeconfig [default: ROOT/etc/rancher/k3s/k3s.yaml].
+    #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+}
+
+impl InstalledArgs {
+    fn target(&self, timeout: u64) -> Target {
+        Target {
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| self.root.join("var/lib/rininstall")),
+            kubeconfig: self
+                .kubeconfig
+                .clone()
+                .unwrap_or_else(|| manage::k3s_kubeconfig(&self.root)),
+            timeout: std::time::Duration::from_secs(timeout),
+        }
+    }
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    at: InstalledArgs,
+    /// Bound of the wait for the Kubernetes API, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+    /// Print the status as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RollbackArgs {
+    #[command(flatten)]
+    at: InstalledArgs,
+    /// The version to return to [default: the release before the installed one].
+    #[arg(long, value_name = "VERSION")]
+    to: Option<String>,
+    #[command(flatten)]
+    deploy: DeployArgs,
+    /// Bound of each wait, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    timeout: u64,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "bars")]
+    progress: report::Mode,
+}
+
+/// How the stack is deployed: shared by `apply` and `rollback`.
+#[derive(Args)]
+struct DeployArgs {
+    /// Take over fields another field manager (kubectl, a controller) set on the stack's objects.
+    #[arg(long)]
+    force_conflicts: bool,
+    /// Also delete claims (and namespaces holding them) the new release no longer has: their
+    /// data is lost.
+    #[arg(long)]
+    prune_volumes: bool,
+    /// Releases kept for rollback.
+    #[arg(long, value_name = "N", default_value_t = rin_installer::release::DEFAULT_KEEP)]
+    keep: usize,
 }
 
 /// How to reach a registry: shared by `seed` and `apply`.
@@ -229,6 +311,12 @@ struct ApplyArgs {
     /// Install a bundle older than the installed release (or an older K3s).
     #[arg(long)]
     allow_downgrade: bool,
+    /// The cluster to deploy the stack to [default: ROOT/etc/rancher/k3s/k3s.yaml, which K3s
+    /// writes]; with --no-start, deploy to this running cluster.
+    #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    deploy: DeployArgs,
     /// Bound of each wait, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     timeout: u64,
@@ -283,6 +371,10 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         allow_downgrade: args.allow_downgrade,
         timeout: std::time::Duration::from_secs(args.timeout),
+        kubeconfig: args.kubeconfig.clone(),
+        force_conflicts: args.deploy.force_conflicts,
+        prune_volumes: args.deploy.prune_volumes,
+        keep: args.deploy.keep,
     };
     let display = report::Display::new(if quiet {
         report::Mode::None
@@ -312,6 +404,12 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
     if let Some(s) = &done.seeded {
         println!("seeded {}: {}", opts.seed.registry, seeded_line(s));
     }
+    for o in &done.plan {
+        println!("would apply {o}");
+    }
+    if let Some(out) = &done.rolled_out {
+        print_rolled_out(out);
+    }
     if let Some(r) = &done.release {
         println!(
             "installed {} {} (bundle index sha256 {})",
@@ -320,6 +418,110 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
     } else if opts.dry_run {
         println!("dry run: nothing was changed");
     }
+    Ok(())
+}
+
+fn print_rolled_out(out: &rin_installer::rollout::RolledOut) {
+    for p in &out.pruned {
+        println!("pruned {p}");
+    }
+    for k in &out.kept {
+        println!("kept {k} (it holds data; --prune-volumes deletes it)");
+    }
+    println!(
+        "deployed {} {}: {} objects healthy, revision {} (kept for rollback: {})",
+        out.record.stack,
+        out.record.version,
+        out.record.inventory.len(),
+        out.record.revision,
+        out.kept_revisions
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+fn status_command(args: &StatusArgs, quiet: bool) -> anyhow::Result<()> {
+    let display = report::Display::new(if quiet || args.json {
+        report::Mode::None
+    } else {
+        report::Mode::Bars
+    });
+    let s = manage::status(&args.at.target(args.timeout), &display).map_err(anyhow_of)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        match &s.node {
+            Some(n) => println!(
+                "installed: {} {} (bundle index sha256 {}, at {}{})",
+                n.stack,
+                n.version,
+                n.index_sha256,
+                n.installed,
+                n.revision
+                    .map(|r| format!(", revision {r}"))
+                    .unwrap_or_default()
+            ),
+            None => println!("installed: nothing recorded on this node"),
+        }
+        if let Some(k) = s.node.as_ref().and_then(|n| n.k3s.as_ref()) {
+            println!("k3s: {k}");
+        }
+        if let Some(c) = &s.cluster {
+            println!("cluster: Kubernetes {}", c.kubernetes);
+            for r in &c.releases {
+                println!(
+                    "  revision {}: {} (bundle {}, {})",
+                    r.revision,
+                    r.version,
+                    &r.bundle[..r.bundle.len().min(12)],
+                    r.installed
+                );
+            }
+            for h in &c.health {
+                let detail = match (h.ready, h.desired, &h.reason) {
+                    (Some(r), Some(d), _) => format!(" {r}/{d}"),
+                    (_, _, Some(why)) => format!(": {why}"),
+                    _ => String::new(),
+                };
+                println!("  {:<8} {}{detail}", h.state, h.object);
+            }
+            println!(
+                "health: {} ({} objects)",
+                if c.healthy { "healthy" } else { "NOT healthy" },
+                c.objects
+            );
+        }
+        if let Some(e) = &s.cluster_error {
+            println!("cluster: not asked: {e}");
+        }
+    }
+    match &s.cluster {
+        Some(c) if !c.healthy => anyhow::bail!("the stack is not healthy (see above)"),
+        _ => Ok(()),
+    }
+}
+
+fn rollback_command(args: &RollbackArgs, quiet: bool) -> anyhow::Result<()> {
+    let display = report::Display::new(if quiet {
+        report::Mode::None
+    } else {
+        args.progress
+    });
+    let opts = manage::RollbackOptions {
+        target: args.at.target(args.timeout),
+        to: args.to.clone(),
+        force_conflicts: args.deploy.force_conflicts,
+        prune_volumes: args.deploy.prune_volumes,
+        keep: args.deploy.keep,
+    };
+    let (target, out) = manage::rollback(&opts, &display).map_err(anyhow_of)?;
+    println!(
+        "rolled back to {} (the release of revision {})",
+        target.version, target.revision
+    );
+    print_rolled_out(&out);
     Ok(())
 }
 
@@ -341,6 +543,8 @@ fn main() -> ExitCode {
         ),
         Command::Seed(args) => seed_command(args, cli.quiet),
         Command::Apply(args) => apply_command(args, cli.quiet),
+        Command::Status(args) => status_command(args, cli.quiet),
+        Command::Rollback(args) => rollback_command(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
