@@ -2,6 +2,7 @@
 //! layers), test stacks, bundle crafting and tampering helpers, and the paths of the binaries.
 
 pub mod craft;
+pub mod fake_api;
 pub mod fixture;
 pub mod net;
 pub mod registry;
@@ -63,4 +64,48 @@ pub fn assert_only(dir: &Path, names: &[&str], what: &str) {
         "{what}: something was left behind in {}",
         dir.display()
     );
+}
+
+/// Build the stack at `stack` into `out` with `rinbundle build`, signed with `dir/k.key` (made
+/// with `rinbundle keygen` when missing), downloads cached in `dir/cache`, at `epoch`:
+/// (public key, the bundle's index).
+pub fn build_signed(
+    dir: &Path,
+    stack: &Path,
+    epoch: &str,
+    out: &Path,
+) -> (PathBuf, rin_bundle::Index) {
+    use std::process::Command;
+    let key = dir.join("k");
+    if !dir.join("k.key").exists() {
+        ok(
+            &Command::new(bin("rinbundle"))
+                .args(["keygen", "--out"])
+                .arg(&key)
+                .output()
+                .expect("rinbundle keygen runs"),
+            "keygen",
+        );
+    }
+    ok(
+        &Command::new(bin("rinbundle"))
+            .env("SOURCE_DATE_EPOCH", epoch)
+            .arg("build")
+            .arg("--stack")
+            .arg(stack)
+            .arg("--key")
+            .arg(dir.join("k.key"))
+            .arg("--cache")
+            .arg(dir.join("cache"))
+            .arg("-o")
+            .arg(out)
+            .output()
+            .expect("rinbundle build runs"),
+        "build",
+    );
+    let (index, _) = rin_bundle::peek(out).expect("the built bundle opens");
+    (
+        dir.join("k.pub"),
+        rin_bundle::Index::from_canonical_json(&index).expect("its index parses"),
+    )
 }

@@ -8,7 +8,7 @@
 use rin_bundle::Index;
 use rin_tests::fixture::{self, FixtureImage, LayerFile};
 use rin_tests::registry::{Options, Registry};
-use rin_tests::{bin, ok};
+use rin_tests::{bin, build_signed, ok};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,11 +21,6 @@ fn run(cmd: &mut Command, what: &str) -> String {
 /// The test stack plus a runnable (busybox) `registry:2.8.3`, and `extra` images, built into a
 /// signed bundle: (bundle, public key, index).
 fn bundle(dir: &Path, extra: &[(&str, FixtureImage)]) -> (PathBuf, PathBuf, Index) {
-    let key = dir.join("k");
-    run(
-        Command::new(bin("rinbundle")).args(["keygen", "--out", key.to_str().unwrap()]),
-        "keygen",
-    );
     let mut images = vec![(
         REGISTRY_IMAGE,
         fixture::busybox_image("registry:2.8.3", &["amd64", "arm64"]),
@@ -33,26 +28,8 @@ fn bundle(dir: &Path, extra: &[(&str, FixtureImage)]) -> (PathBuf, PathBuf, Inde
     images.extend(extra.iter().cloned());
     let stack = fixture::write_stack_with(&dir.join("stack"), &images).unwrap();
     let out = dir.join("b.tar.zst");
-    run(
-        Command::new(bin("rinbundle"))
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .arg("build")
-            .arg("--stack")
-            .arg(&stack)
-            .arg("--key")
-            .arg(dir.join("k.key"))
-            .arg("--cache")
-            .arg(dir.join("cache"))
-            .arg("-o")
-            .arg(&out),
-        "build",
-    );
-    let (index, _) = rin_bundle::peek(&out).unwrap();
-    (
-        out,
-        dir.join("k.pub"),
-        Index::from_canonical_json(&index).unwrap(),
-    )
+    let (key, index) = build_signed(dir, &stack, "1700000000", &out);
+    (out, key, index)
 }
 
 fn apply(bundle: &Path, key: &Path, root: &Path, extra: &[&str]) -> Command {

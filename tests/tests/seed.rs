@@ -5,7 +5,7 @@
 use rin_bundle::Index;
 use rin_installer::seed::{self, SeedOptions};
 use rin_tests::registry::{Options, Registry};
-use rin_tests::{bin, fixture, ok};
+use rin_tests::{bin, build_signed, fixture, ok};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,11 +15,6 @@ fn run(cmd: &mut Command, what: &str) -> String {
 
 /// The test stack built into a signed bundle: (bundle, public key, its index).
 fn bundle(dir: &Path) -> (PathBuf, PathBuf, Index) {
-    let key = dir.join("k");
-    run(
-        Command::new(bin("rinbundle")).args(["keygen", "--out", key.to_str().unwrap()]),
-        "keygen",
-    );
     bundle_at(dir, "1700000000", "b.tar.zst")
 }
 
@@ -27,23 +22,8 @@ fn bundle(dir: &Path) -> (PathBuf, PathBuf, Index) {
 fn bundle_at(dir: &Path, epoch: &str, name: &str) -> (PathBuf, PathBuf, Index) {
     let stack = fixture::write_stack(&dir.join("stack")).unwrap();
     let out = dir.join(name);
-    run(
-        Command::new(bin("rinbundle"))
-            .env("SOURCE_DATE_EPOCH", epoch)
-            .arg("build")
-            .arg("--stack")
-            .arg(&stack)
-            .arg("--key")
-            .arg(dir.join("k.key"))
-            .arg("--cache")
-            .arg(dir.join("cache"))
-            .arg("-o")
-            .arg(&out),
-        "build",
-    );
-    let (index, _) = rin_bundle::peek(&out).unwrap();
-    let index = Index::from_canonical_json(&index).unwrap();
-    (out, dir.join("k.pub"), index)
+    let (key, index) = build_signed(dir, &stack, epoch, &out);
+    (out, key, index)
 }
 
 fn seed(bundle: &Path, key: &Path, reg: &Registry) -> String {
