@@ -9,6 +9,7 @@
 //!
 //! The installer's unit tests drive it through `tower-test`; the end-to-end tests serve it over
 //! HTTP ([`serve`]) to the `rininstall` binary.
+#![allow(clippy::unwrap_used)]
 
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
