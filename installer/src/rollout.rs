@@ -52,6 +52,9 @@ pub struct RolledOut {
     pub forgotten: Vec<u64>,
     /// The revisions still recorded, newest first.
     pub kept_revisions: Vec<u64>,
+    /// False when the installed release was the same bundle with the same objects: it stays
+    /// the recorded revision (a re-run records nothing new).
+    pub recorded: bool,
 }
 
 type Say<'a> = &'a (dyn Fn(String) + Sync);
@@ -100,6 +103,22 @@ pub async fn roll_out(
         Some(p) => prune(cluster, &p.inventory, &inventory, opts, say).await?,
         None => Default::default(),
     };
+    if let Some(p) = previous
+        && p.bundle == desired.bundle
+        && p.version == desired.version
+        && p.inventory == inventory
+    {
+        let mut kept_revisions: Vec<u64> = records.iter().map(|r| r.revision).collect();
+        kept_revisions.sort_unstable_by(|a, b| b.cmp(a));
+        return Ok(RolledOut {
+            record: p.clone(),
+            pruned,
+            kept,
+            forgotten: Vec::new(),
+            kept_revisions,
+            recorded: false,
+        });
+    }
     let record = ReleaseRecord {
         revision: release::next_revision(&records),
         stack: desired.stack,
@@ -145,6 +164,7 @@ pub async fn roll_out(
         kept,
         forgotten,
         kept_revisions,
+        recorded: true,
     })
 }
 

@@ -138,6 +138,13 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
         "{health:?}"
     );
 
+    // The same bundle again: nothing to upload, no new revision.
+    let out = apply(&v1, &key, &root, &kc, &reg, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains(": 0 blobs uploaded"), "{said}");
+    assert!(said.contains("revision 1, unchanged"), "{said}");
+
     // 1.1.0 replaces web with api.
     std::fs::remove_file(stack.join("manifests/app/web.yaml")).unwrap();
     std::fs::write(

@@ -124,6 +124,27 @@ async fn a_release_is_waited_for_then_recorded_and_the_next_prunes_what_it_dropp
         );
     }
 
+    // The same release again: applied and waited for, but no new revision.
+    let again = roll_out(
+        &c,
+        desired("1.0.0", &format!("{V1}---{API}")),
+        &fast(2000),
+        &say,
+    )
+    .await
+    .unwrap();
+    assert!(!again.recorded);
+    assert_eq!(again.record.revision, 1);
+    assert_eq!(
+        fake.lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|l| l.starts_with("PATCH") && l.contains("rin-release"))
+            .count(),
+        1
+    );
+
     // 1.1.0 drops the ConfigMap and the rin-data namespace with its claim.
     let next = roll_out(
         &c,

@@ -429,11 +429,12 @@ fn print_rolled_out(out: &rin_installer::rollout::RolledOut) {
         println!("kept {k} (it holds data; --prune-volumes deletes it)");
     }
     println!(
-        "deployed {} {}: {} objects healthy, revision {} (kept for rollback: {})",
+        "deployed {} {}: {} objects healthy, revision {}{} (kept for rollback: {})",
         out.record.stack,
         out.record.version,
         out.record.inventory.len(),
         out.record.revision,
+        if out.recorded { "" } else { ", unchanged" },
         out.kept_revisions
             .iter()
             .map(u64::to_string)
