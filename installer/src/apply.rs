@@ -205,6 +205,10 @@ pub fn connect(
             tokio::time::sleep(opts.poll).await;
         }
         let cluster = Cluster::connect(kubeconfig).await?;
+        let opts = DeployOptions {
+            timeout: timeout.saturating_sub(started.elapsed()),
+            ..opts
+        };
         let version = cluster.wait_for_api(&opts).await?;
         report.say(&format!("the Kubernetes API answers ({version})"));
         Ok(cluster)

@@ -129,14 +129,18 @@ pub async fn roll_out(
         inventory,
         installed: desired.installed,
     };
-    // The records' namespace, whatever the stack does with it.
-    cluster
-        .apply_one(
-            &json!({"apiVersion": "v1", "kind": "Namespace",
-                    "metadata": {"name": release::NAMESPACE}}),
-            &opts.deploy,
-        )
-        .await?;
+    // The records' namespace, created only when missing: applied bare by the same field manager
+    // it would strip the labels the stack (or the site registry) gave it.
+    let ns = obj_ref("v1", "Namespace", "", release::NAMESPACE);
+    if cluster.get(&ns).await?.is_none() {
+        cluster
+            .apply_one(
+                &json!({"apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": release::NAMESPACE}}),
+                &opts.deploy,
+            )
+            .await?;
+    }
     cluster
         .apply_one(&record.to_config_map(), &opts.deploy)
         .await?;

@@ -102,6 +102,17 @@ async fn a_release_is_waited_for_then_recorded_and_the_next_prunes_what_it_dropp
     .unwrap();
     assert_eq!(out.record.revision, 1);
     assert!(out.pruned.is_empty());
+    // The stack's own rin-system Namespace kept what the stack gave it: the records' namespace
+    // exists already and is not applied again bare.
+    assert_eq!(
+        fake.lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|l| l.starts_with("PATCH /api/v1/namespaces/rin-system?"))
+            .count(),
+        1
+    );
     let progress = lines.lock().unwrap().join("\n");
     assert!(
         progress.contains("Deployment.apps rin-system/api 0/2")
