@@ -520,12 +520,29 @@ impl Registry {
         }
     }
 
+    /// Whether the registry holds `repo@digest`. One it keeps failing to read (HTTP 5xx: what
+    /// it holds for the blob was left damaged, by a full disk say) counts as missing, so the
+    /// blob is uploaded again, which rewrites it; a registry that cannot take it either fails
+    /// that upload with its own reason.
     async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
         let r = self.at(repo, digest);
-        self.retry(&format!("checking {repo}@{digest}"), || {
-            self.client.blob_exists(&r, digest)
-        })
-        .await
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.client.blob_exists(&r, digest).await {
+                Ok(v) => return Ok(v),
+                Err(oci_client::errors::OciDistributionError::RequestError(e))
+                    if attempt >= self.attempts
+                        && e.status().is_some_and(|s| s.is_server_error()) =>
+                {
+                    return Ok(false);
+                }
+                Err(e) if attempt >= self.attempts => {
+                    return Err(self.err(&format!("checking {repo}@{digest}"), e));
+                }
+                Err(_) => tokio::time::sleep(back_off(attempt)).await,
+            }
+        }
     }
 
     /// The manifest or index `repo@digest`, if the registry serves it and it hashes to `digest`.
@@ -702,7 +719,19 @@ pub fn seed(
     let mut pass = 0;
     let mut failure: Option<String> = None;
     for round in 0.. {
-        let missing = rt.block_on(missing(&reg, &pairs, jobs))?;
+        // A registry that failed an upload (a full disk) may then fail the checks too, with no
+        // reason of their own (a HEAD has no body): the upload's failure is the news.
+        let missing =
+            rt.block_on(missing(&reg, &pairs, jobs))
+                .map_err(|e| match (e, &failure) {
+                    (InstallError::Registry { registry, reason }, Some(f)) => {
+                        InstallError::Registry {
+                            registry,
+                            reason: format!("{reason}; an upload before it failed: {f}"),
+                        }
+                    }
+                    (e, _) => e,
+                })?;
         if round == 0 {
             seeded.present = pairs.len() - missing.len();
         }
