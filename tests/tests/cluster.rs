@@ -273,7 +273,7 @@ fn a_field_conflict_stops_apply_with_the_object_and_force_conflicts_takes_it_ove
 /// The whole `rininstall apply` on a real K3s host: see `tests/k3s-e2e.sh`, which builds the
 /// bundles and runs this with `RIN_K3S_E2E=1` as root on a disposable machine.
 #[test]
-#[ignore = "needs k3s: a disposable Linux host where K3s may be installed (tests/k3s-e2e.sh)"]
+#[ignore = "needs k3s"]
 fn real_k3s_apply_upgrade_and_rollback() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("k3s-e2e.sh");
     let out = Command::new("bash").arg(&script).output().unwrap();
