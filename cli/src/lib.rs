@@ -10,6 +10,16 @@ use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// What `--version` prints: the version, the git commit built and the target triple.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RIN_COMMIT"),
+    ", ",
+    env!("RIN_TARGET"),
+    ")"
+);
+
 /// Exit codes of both binaries (documented in README.md).
 pub mod exit {
     /// Success.

@@ -318,3 +318,27 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn version_names_the_release_the_commit_and_the_target() {
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    for name in ["rinbundle", "rininstall"] {
+        let o = cmd(name).arg("--version").output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!(
+                "{name} {} (commit {commit}, {target})",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+    }
+}

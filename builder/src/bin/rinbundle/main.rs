@@ -13,7 +13,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "rinbundle",
-    version,
+    version = rin_cli::VERSION,
     about = "Build signed air-gap bundles of a Kubernetes stack for K3s sites"
 )]
 struct Cli {

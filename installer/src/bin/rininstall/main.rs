@@ -17,7 +17,7 @@ mod report;
 #[derive(Parser)]
 #[command(
     name = "rininstall",
-    version,
+    version = rin_cli::VERSION,
     about = "Verify and install Rin air-gap bundles on a K3s node"
 )]
 struct Cli {
