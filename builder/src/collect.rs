@@ -543,6 +543,45 @@ impl FileEntry {
     }
 }
 
+/// `rininstall-linux-<arch>` from `dir`, as the bundle entry `installer/rininstall-linux-<arch>`:
+/// an executable ELF file for that architecture (its header is checked, so a binary of another
+/// architecture is never carried under the wrong name).
+pub fn installer(dir: &Path, arch: &str) -> Result<FileEntry> {
+    let name = format!("rininstall-linux-{arch}");
+    let path = dir.join(&name);
+    let bad = |reason: String| BuildError::Installer {
+        path: path.clone(),
+        reason,
+    };
+    let mut head = [0u8; 20];
+    {
+        use std::io::Read as _;
+        let mut f = fs::File::open(&path).map_err(|e| bad(e.to_string()))?;
+        f.read_exact(&mut head)
+            .map_err(|_| bad("it is too short to be an executable".into()))?;
+    }
+    if &head[..4] != b"\x7fELF" {
+        return Err(bad("it is not an ELF executable".into()));
+    }
+    // e_machine (little-endian, at offset 18).
+    let machine = u16::from_le_bytes([head[18], head[19]]);
+    let want = match arch {
+        "amd64" => 62,
+        "arm64" => 183,
+        "arm" => 40,
+        "riscv64" => 243,
+        "s390x" => 22,
+        "ppc64le" => 21,
+        other => return Err(bad(format!("no installer is built for {other}"))),
+    };
+    if machine != want {
+        return Err(bad(format!(
+            "it is built for another architecture (ELF machine {machine}), not {arch}"
+        )));
+    }
+    FileEntry::hashed(format!("installer/{name}"), path.clone(), index::MODE_EXEC)
+}
+
 fn mode_of(meta: &fs::Metadata) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     if meta.permissions().mode() & 0o111 != 0 {

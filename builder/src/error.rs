@@ -12,6 +12,8 @@ pub enum BuildError {
     },
     #[error("stack definition {path}: {reason}")]
     Spec { path: PathBuf, reason: String },
+    #[error("installer {}: {reason}", path.display())]
+    Installer { path: PathBuf, reason: String },
     #[error("image {image}: {reason}")]
     Image { image: String, reason: String },
     #[error("image {image} has no {platform} manifest (it has: {available})")]
@@ -77,6 +79,9 @@ impl BuildError {
                 "check that the stack directory holds every file bundle.yaml names"
             }
             BuildError::Spec { .. } => "fix bundle.yaml; docs/STACK.md describes every field",
+            BuildError::Installer { .. } => {
+                "build the installers with dist/build.sh (it writes dist/out/rininstall-linux-ARCH for each architecture) and give that directory to --installers"
+            }
             BuildError::Image { .. } => {
                 "check the image's `layout:` directory: it must be an OCI image layout (oci-layout, index.json, blobs/)"
             }

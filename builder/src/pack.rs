@@ -24,6 +24,9 @@ pub struct BuildOptions {
     pub threads: u32,
     /// Build even when the manifests or charts use an image the bundle does not carry.
     pub allow_missing_image: bool,
+    /// A directory holding `rininstall-linux-<arch>` for every architecture built: each is
+    /// carried as `installer/rininstall-linux-<arch>`.
+    pub installers: Option<PathBuf>,
 }
 
 /// What was written.
@@ -213,6 +216,11 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
                     reason: "the release files were not fetched".into(),
                 });
             }
+        }
+    }
+    if let Some(dir) = &opts.installers {
+        for arch in &arches {
+            files.push(collect::installer(dir, arch)?);
         }
     }
     let uses = image_uses(

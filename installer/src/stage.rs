@@ -187,3 +187,76 @@ fn take_kept(collect: &mut Collect) -> HashMap<String, Vec<u8>> {
         .filter_map(|p| Some((p.clone(), collect.docs.get(p)?.clone())))
         .collect()
 }
+
+/// The bundle entry holding the installer for `arch`.
+pub fn installer_entry(arch: &str) -> String {
+    format!("installer/rininstall-linux-{arch}")
+}
+
+/// Verify the whole bundle and write its installer for `arch` to `dest` (mode 0755): through a
+/// temporary directory beside `dest`, renamed into place only after every entry verified, so a
+/// refused bundle leaves nothing. Returns the installer's size.
+pub fn extract_installer(
+    bundle: &Path,
+    trust: &dyn rin_bundle::Trust,
+    arch: &str,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let opened = rin_bundle::open(bundle, trust)?;
+    let path = installer_entry(arch);
+    let Some(entry) = opened
+        .index
+        .entries
+        .iter()
+        .find(|e| e.path == path)
+        .cloned()
+    else {
+        let carried: Vec<String> = opened
+            .index
+            .entries
+            .iter()
+            .filter_map(|e| e.path.strip_prefix("installer/rininstall-linux-"))
+            .map(str::to_string)
+            .collect();
+        return Err(InstallError::Bundle {
+            reason: format!(
+                "{} carries no installer for {arch} ({}): build it with `rinbundle build --installers DIR`",
+                bundle.display(),
+                if carried.is_empty() {
+                    "it carries none".to_string()
+                } else {
+                    format!("it carries {}", carried.join(", "))
+                }
+            ),
+        });
+    };
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = parent.join(format!(
+        ".{}.partial",
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| InstallError::Io { path: p, source }
+    };
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let mut stage = Stage::new(&tmp, BTreeSet::from([path.clone()]));
+    let done = opened
+        .verify_into(&mut stage, progress)
+        .map_err(InstallError::from)
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            let staged = tmp.join(&path);
+            fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).map_err(io(&staged))?;
+            commit(&staged, dest)
+        });
+    let _ = fs::remove_dir_all(&tmp);
+    done.map(|()| entry.size)
+}

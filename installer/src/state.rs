@@ -234,7 +234,10 @@ pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         source,
     })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|source| InstallError::Io {

@@ -245,6 +245,13 @@ impl SignatureFile {
     }
 }
 
+/// A detached signature of `bytes`: the raw 64-byte Ed25519 signature, as
+/// `openssl pkeyutl -verify -pubin -inkey KEY.pub -rawin -in FILE -sigfile FILE.sig` checks it
+/// (release checksums are signed so).
+pub fn sign_detached(bytes: &[u8], key: &SigningKey) -> [u8; 64] {
+    key.sign(bytes).to_bytes()
+}
+
 /// Sign `index` with every key: the canonical `rinbundle.sig` bytes (entries sorted by key id).
 pub fn sign(index: &[u8], keys: &[SigningKey]) -> Vec<u8> {
     let mut by_id = BTreeMap::new();

@@ -139,6 +139,7 @@ pub fn build_stack(
         created: CREATED,
         threads,
         allow_missing_image: false,
+        installers: None,
     };
     rin_builder::build(&stack, &opts, &rin_bundle::Silent).expect("build")
 }

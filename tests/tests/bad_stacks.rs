@@ -22,6 +22,7 @@ fn build_broken(break_it: impl FnOnce(&Path)) -> BuildError {
         created: CREATED,
         threads: 1,
         allow_missing_image: false,
+        installers: None,
     };
     let err = Stack::load(&stack)
         .and_then(|s| rin_builder::build(&s, &opts, &Silent))

@@ -342,3 +342,146 @@ fn version_names_the_release_the_commit_and_the_target() {
         );
     }
 }
+
+/// A stand-in executable: a 64-bit little-endian ELF header for `machine` (62: x86-64, 183:
+/// aarch64) and some bytes.
+fn fake_elf(machine: u16) -> Vec<u8> {
+    let mut b = vec![machine as u8; 4096];
+    b[..4].copy_from_slice(b"\x7fELF");
+    b[4] = 2;
+    b[5] = 1;
+    b[18..20].copy_from_slice(&machine.to_le_bytes());
+    b
+}
+
+#[test]
+fn the_bundle_carries_the_installer_per_architecture_and_gives_it_back_only_when_verified() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(tmp.path(), "k");
+    let stack = write_stack(&tmp.path().join("stack")).unwrap();
+    let dist = tmp.path().join("dist");
+    fs::create_dir(&dist).unwrap();
+    fs::write(dist.join("rininstall-linux-amd64"), fake_elf(62)).unwrap();
+    let build_with = |out: &Path| {
+        let mut c = cmd("rinbundle");
+        c.args([
+            "build", "--quiet", "--arch", "amd64", "--arch", "arm64", "--stack",
+        ])
+        .arg(&stack)
+        .arg("--key")
+        .arg(&key)
+        .arg("--installers")
+        .arg(&dist)
+        .arg("-o")
+        .arg(out)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+        c.output().unwrap()
+    };
+
+    // An architecture without its installer is refused, naming the file and how to make it.
+    let bundle = tmp.path().join("b.tar.zst");
+    let o = build_with(&bundle);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("rininstall-linux-arm64") && text(&o).contains("dist/build.sh"),
+        "{}",
+        text(&o)
+    );
+    assert!(!bundle.exists());
+    // An amd64 binary under the arm64 name is refused.
+    fs::write(dist.join("rininstall-linux-arm64"), fake_elf(62)).unwrap();
+    let o = build_with(&bundle);
+    assert!(
+        text(&o).contains("built for another architecture"),
+        "{}",
+        text(&o)
+    );
+    fs::write(dist.join("rininstall-linux-arm64"), fake_elf(183)).unwrap();
+    let o = build_with(&bundle);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Listed and signed like every entry, executable.
+    let (index, _) = rin_bundle::peek(&bundle).unwrap();
+    let index = rin_bundle::Index::from_canonical_json(&index).unwrap();
+    for arch in ["amd64", "arm64"] {
+        let e = index
+            .entries
+            .iter()
+            .find(|e| e.path == format!("installer/rininstall-linux-{arch}"))
+            .unwrap_or_else(|| panic!("no installer for {arch}"));
+        assert_eq!(e.mode, 0o755);
+    }
+
+    // Written out after the whole bundle verified: the same bytes, executable.
+    let out = tmp.path().join("new-rininstall");
+    let o = cmd("rininstall")
+        .args(["extract-installer", "--arch", "amd64", "--key"])
+        .arg(&public)
+        .arg(&bundle)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(fs::read(&out).unwrap(), fake_elf(62));
+    assert_eq!(
+        fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    // The documented standard-tools way gives the same file (without verifying).
+    let x = tmp.path().join("x");
+    fs::create_dir(&x).unwrap();
+    let sh = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc {} | tar -x installer/rininstall-linux-arm64",
+            bundle.display()
+        ))
+        .current_dir(&x)
+        .output()
+        .unwrap();
+    assert!(sh.status.success(), "{}", text(&sh));
+    assert_eq!(
+        fs::read(x.join("installer/rininstall-linux-arm64")).unwrap(),
+        fake_elf(183)
+    );
+
+    // A damaged bundle gives nothing back, and leaves nothing.
+    let mut bytes = fs::read(&bundle).unwrap();
+    let at = bytes.len() - 2000;
+    bytes[at] ^= 0x40;
+    let damaged = tmp.path().join("damaged.tar.zst");
+    fs::write(&damaged, bytes).unwrap();
+    let out2 = tmp.path().join("from-damaged");
+    let o = cmd("rininstall")
+        .args(["extract-installer", "--arch", "amd64", "--key"])
+        .arg(&public)
+        .arg(&damaged)
+        .arg("-o")
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let left: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("from-damaged"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // A bundle without installers says so.
+    let plain = tmp.path().join("plain.tar.zst");
+    let o = build(&stack, &plain, &[&key], "1700000000");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cmd("rininstall")
+        .args(["extract-installer", "--arch", "arm64", "--key"])
+        .arg(&public)
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(
+        text(&o).contains("carries no installer for arm64 (it carries none)"),
+        "{}",
+        text(&o)
+    );
+}

@@ -159,6 +159,7 @@ fn missing_platform_is_an_error_naming_the_image() {
         created: craft::CREATED,
         threads: 1,
         allow_missing_image: false,
+        installers: None,
     };
     let err = rin_builder::build(&s, &opts, &Silent).unwrap_err();
     let msg = err.to_string();

@@ -205,3 +205,37 @@ fn the_by_hand_commands_of_format_md_check_a_real_bundle() {
     let o = run_by_hand(&other, &public, &tmp.path().join("stack"));
     assert!(!o.status.success());
 }
+
+#[test]
+fn sign_file_writes_a_signature_openssl_verifies_and_refuses_for_a_changed_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("release");
+    ok(Command::new(bin("rinbundle"))
+        .args(["keygen", "--out"])
+        .arg(&base));
+    let sums = tmp.path().join("SHA256SUMS");
+    fs::write(&sums, "0123  rininstall-linux-arm64\n").unwrap();
+    let said = ok(Command::new(bin("rinbundle"))
+        .arg("sign-file")
+        .arg(&sums)
+        .arg("--key")
+        .arg(tmp.path().join("release.key")));
+    assert!(said.contains("SHA256SUMS.sig"), "{said}");
+    assert_eq!(
+        fs::read(tmp.path().join("SHA256SUMS.sig")).unwrap().len(),
+        64
+    );
+    let verify = || {
+        run(Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-pubin", "-inkey", "release.pub"])
+            .args(["-rawin", "-in", "SHA256SUMS", "-sigfile", "SHA256SUMS.sig"])
+            .current_dir(tmp.path()))
+    };
+    let out = verify();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully"),
+        "{out:?}"
+    );
+    fs::write(&sums, "0124  rininstall-linux-arm64\n").unwrap();
+    assert!(!verify().status.success());
+}

@@ -64,6 +64,15 @@ enum Command {
     },
     /// Verify a bundle in one pass: signatures against the trusted keys, then every entry.
     Verify(VerifyArgs),
+    /// Sign a file (release checksums) with a key: writes FILE.sig, the raw Ed25519 signature,
+    /// which `openssl pkeyutl -verify -pubin -inkey KEY.pub -rawin -in FILE -sigfile FILE.sig`
+    /// checks.
+    SignFile {
+        file: PathBuf,
+        /// The private key (NAME.key from `rinbundle keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
 }
 
 /// Where and how to fetch.
@@ -166,6 +175,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => lock(&stack, arches, &fetch, mode),
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Verify(args) => rin_cli::verify_command(&args, None, cli.quiet),
+        Command::SignFile { file, key } => {
+            let signing = rin_signing::load_signing_key(&key)?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut name = file.clone().into_os_string();
+            name.push(".sig");
+            let sig = PathBuf::from(name);
+            let tmp = sig.with_extension("sig.partial");
+            std::fs::write(&tmp, rin_signing::sign_detached(&bytes, &signing))
+                .and_then(|()| std::fs::rename(&tmp, &sig))
+                .with_context(|| format!("writing {}", sig.display()))?;
+            println!(
+                "wrote {} (key id {})",
+                sig.display(),
+                rin_signing::key_id(&signing.verifying_key())
+            );
+            Ok(())
+        }
     }
 }
 
@@ -192,6 +219,10 @@ struct BuildArgs {
     /// Build even if manifests or charts use an image the bundle does not carry.
     #[arg(long)]
     allow_missing_image: bool,
+    /// Carry the installer: DIR holds rininstall-linux-ARCH for every architecture built (what
+    /// dist/build.sh writes to dist/out), each put in the bundle as installer/rininstall-linux-ARCH.
+    #[arg(long, value_name = "DIR")]
+    installers: Option<PathBuf>,
     #[command(flatten)]
     fetch: FetchArgs,
 }
@@ -301,6 +332,7 @@ fn build(
         created,
         threads,
         allow_missing_image: args.allow_missing_image,
+        installers: args.installers.clone(),
     };
     let built = rin_builder::build_from(&stack, &opts, &fetched, display.as_ref());
     if let Some(handle) = downloading {

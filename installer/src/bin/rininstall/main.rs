@@ -45,6 +45,44 @@ enum Command {
     /// Re-apply a kept release (default: the one before the installed one), with the same
     /// waits, pruning and record as apply.
     Rollback(RollbackArgs),
+    /// Verify a bundle and write the installer it carries for an architecture (the next
+    /// version of rininstall, for this node or another).
+    ExtractInstaller(ExtractArgs),
+}
+
+#[derive(Args)]
+struct ExtractArgs {
+    /// The bundle file.
+    file: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// The architecture [default: this machine's].
+    #[arg(long, value_name = "ARCH")]
+    arch: Option<String>,
+    /// Where to write it [default: ./rininstall-linux-ARCH].
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+fn extract_command(args: &ExtractArgs, quiet: bool) -> anyhow::Result<()> {
+    let policy = args
+        .trust
+        .policy(Some(Path::new(rin_installer::DEFAULT_TRUSTED_KEYS)))?;
+    let arch = args.arch.clone().unwrap_or_else(|| node_arch().to_string());
+    let dest = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("rininstall-linux-{arch}")));
+    let bars = Bars::new(quiet);
+    let size = rin_installer::stage::extract_installer(&args.file, &policy, &arch, &dest, &bars)
+        .map_err(anyhow_of)?;
+    println!(
+        "verified {} and wrote {} ({}, linux/{arch})",
+        args.file.display(),
+        dest.display(),
+        human_bytes(size)
+    );
+    Ok(())
 }
 
 /// Where an installation is: shared by `status` and `rollback`.
@@ -546,6 +584,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => apply_command(args, cli.quiet),
         Command::Status(args) => status_command(args, cli.quiet),
         Command::Rollback(args) => rollback_command(args, cli.quiet),
+        Command::ExtractInstaller(args) => extract_command(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
