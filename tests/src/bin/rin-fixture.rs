@@ -5,6 +5,9 @@
 //!       directory's files and whose per-platform layer records the architecture.
 //!   rin-fixture bench-stack --out DIR --size-mib N
 //!       a stack whose one extra file is N MiB of incompressible bytes.
+//!   rin-fixture test-stack --out DIR
+//!       the end-to-end tests' stack (two images, a chart, manifests, stand-in K3s files for
+//!       amd64 and arm64) plus a runnable busybox `docker.io/library/registry:2.8.3`.
 //!   rin-fixture bench-images --out DIR --size-mib N --count C
 //!       an OCI image layout with C two-arch images (img0 … img<C-1>) of N MiB in all: one
 //!       incompressible base layer shared by every image and platform, and one per platform.
@@ -64,6 +67,14 @@ fn main() -> anyhow::Result<()> {
             println!("{name} {digest} -> {}", out.display());
         }
         "bench-stack" => bench_stack(&out, size_mib)?,
+        "test-stack" => {
+            let registry = rin_tests::fixture::busybox_image("registry:2.8.3", &["amd64", "arm64"]);
+            let dir = rin_tests::fixture::write_stack_with(
+                &out,
+                &[("docker.io/library/registry:2.8.3", registry)],
+            )?;
+            println!("test stack -> {}", dir.display());
+        }
         "bench-images" => bench_images(&out, size_mib, count.max(1))?,
         other => bail!("unknown command {other}"),
     }
