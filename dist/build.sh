@@ -23,7 +23,7 @@ ARCHES=${ARCHES:-amd64 arm64}
 export RIN_COMMIT=${RIN_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/dist}
-FLAGS="-C target-feature=+crt-static --remap-path-prefix=$ROOT=. --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=cargo"
+FLAGS="-C target-feature=+crt-static -C strip=symbols --remap-path-prefix=$ROOT=. --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=cargo"
 
 need() { command -v "$1" >/dev/null || { echo "missing $1: $2" >&2; exit 2; }; }
 need readelf "apt-get install binutils"

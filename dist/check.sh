@@ -20,7 +20,7 @@ command -v qemu-aarch64-static >/dev/null || fail "qemu-aarch64-static is missin
 step "static executables"
 for f in "$OUT"/rinbundle-linux-* "$OUT"/rininstall-linux-*; do
     file "$f"
-    file "$f" | grep -q "statically linked" || fail "$f is not statically linked"
+    file "$f" | grep -Eq "statically linked|static-pie linked" || fail "$f is not statically linked"
     if readelf -d "$f" 2>/dev/null | grep -q NEEDED; then fail "$f needs shared libraries"; fi
     readelf -l "$f" | grep -q "program interpreter" && fail "$f asks for a dynamic loader"
 done

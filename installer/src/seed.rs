@@ -514,7 +514,7 @@ impl Registry {
             attempt += 1;
             match f().await {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt >= self.attempts => return Err(self.err(what, e)),
+                Err(e) if attempt >= self.attempts => return Err(self.err(what, causes(&e))),
                 Err(_) => tokio::time::sleep(back_off(attempt)).await,
             }
         }
@@ -538,7 +538,7 @@ impl Registry {
                     return Ok(false);
                 }
                 Err(e) if attempt >= self.attempts => {
-                    return Err(self.err(&format!("checking {repo}@{digest}"), e));
+                    return Err(self.err(&format!("checking {repo}@{digest}"), causes(&e)));
                 }
                 Err(_) => tokio::time::sleep(back_off(attempt)).await,
             }
@@ -669,7 +669,7 @@ impl Sink for Upload<'_> {
                 .push_blob_stream(&target, body, &digest, Some(size))
                 .await
                 .map(|_| size)
-                .map_err(|e| format!("uploading {digest}: {}", explain(&e.to_string())))
+                .map_err(|e| format!("uploading {digest}: {}", explain(&causes(&e))))
         });
         self.running.push(task);
         self.cur = Some(tx);
@@ -907,6 +907,21 @@ async fn missing(
         }
     }
     Ok(out)
+}
+
+/// An error with the errors under it (`error sending request: ... : Connection refused`), so
+/// an unreachable host, a failed name lookup and a refused TLS handshake read differently.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// A registry error with what it means spelled out where the registry only gives a code:

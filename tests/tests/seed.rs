@@ -287,3 +287,24 @@ fn a_site_platform_gets_a_filtered_index_under_the_original_tag_and_no_other_pla
         plan.blob_count()
     );
 }
+
+#[test]
+fn an_unreachable_registry_is_named_with_the_reason_under_the_error() {
+    let t = tempfile::tempdir().unwrap();
+    let (bundle, key, _) = bundle(t.path());
+    // Nothing listens on port 1 of loopback.
+    let out = Command::new(bin("rininstall"))
+        .arg("seed")
+        .arg(&bundle)
+        .arg("--key")
+        .arg(&key)
+        .args(["--registry", "127.0.0.1:1", "--attempts", "1", "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("registry 127.0.0.1:1") && err.contains("Connection refused"),
+        "{err}"
+    );
+}
