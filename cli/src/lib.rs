@@ -40,6 +40,9 @@ pub mod env {
     pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
     /// rinbundle's download cache directory, as `--cache`.
     pub const RIN_CACHE: &str = "RIN_CACHE";
+    /// The cluster `rininstall` deploys to, as `--kubeconfig` (read by clap).
+    pub const KUBECONFIG: &str = "KUBECONFIG";
+    // Build time only (cli/build.rs): `RIN_COMMIT`, the commit `--version` names.
 }
 
 /// Print `err` as `error: <one line>` and `hint: <next step>`; return the exit code.
