@@ -32,6 +32,10 @@ pub struct RegistryOptions {
     pub insecure: Vec<String>,
     /// Extra CA certificates (PEM files) trusted for registries, chart repositories and releases.
     pub ca_files: Vec<PathBuf>,
+    /// Registry mirrors: (registry, mirror `host[:port]`). Images of that registry are fetched
+    /// from the mirror under the same repository path; the bundle keeps their own names and
+    /// the digests are checked as always, so a mirror can serve only what the source would.
+    pub mirrors: Vec<(String, String)>,
 }
 
 impl RegistryOptions {
@@ -64,6 +68,7 @@ pub fn parse_reference(reference: &str) -> Result<Reference> {
 pub struct Registries {
     client: Client,
     auth: HashMap<String, RegistryAuth>,
+    mirrors: HashMap<String, String>,
 }
 
 impl Registries {
@@ -73,8 +78,12 @@ impl Registries {
         opts: &RegistryOptions,
         http: &reqwest::Client,
     ) -> Result<Self> {
+        let mut hosts = hosts.to_vec();
+        hosts.extend(opts.mirrors.iter().map(|(_, m)| m.clone()));
+        hosts.sort();
+        hosts.dedup();
         let mut plain = Vec::new();
-        for h in hosts {
+        for h in &hosts {
             if (is_loopback(h) || opts.insecure.iter().any(|i| i == h))
                 && !answers_https(http, h).await
             {
@@ -107,27 +116,41 @@ impl Registries {
             reason: e.to_string(),
         })?;
         let mut auth = HashMap::new();
-        for h in hosts {
+        for h in &hosts {
             auth.insert(h.clone(), credentials(h)?);
         }
-        Ok(Registries { client, auth })
+        Ok(Registries {
+            client,
+            auth,
+            mirrors: opts.mirrors.iter().cloned().collect(),
+        })
+    }
+
+    /// `r` as it is fetched: through its registry's mirror, if it has one.
+    fn remote(&self, r: &Reference) -> Reference {
+        let mut r = r.clone();
+        if let Some(m) = self.mirrors.get(r.registry()) {
+            r.set_mirror_registry(m.clone());
+        }
+        r
     }
 
     fn auth_for(&self, r: &Reference) -> RegistryAuth {
         self.auth
-            .get(r.registry())
+            .get(r.resolve_registry())
             .cloned()
             .unwrap_or(RegistryAuth::Anonymous)
     }
 
     /// Fetch a manifest or index (by tag or digest) with retries: (bytes, digest).
     async fn manifest(&self, net: &Net, r: &Reference) -> Result<(Vec<u8>, String)> {
-        let auth = self.auth_for(r);
         let what = r.whole();
+        let remote = self.remote(r);
+        let auth = self.auth_for(&remote);
         let (bytes, digest) = net
             .retry(&what, || async {
                 self.client
-                    .pull_manifest_raw(r, &auth, ACCEPT)
+                    .pull_manifest_raw(&remote, &auth, ACCEPT)
                     .await
                     .map_err(|e| classify(&what, e))
             })
@@ -322,6 +345,8 @@ impl Registries {
         desc: &Descriptor,
     ) -> Result<Got> {
         let hex = digest_hex(&desc.digest, r)?;
+        let remote = self.remote(r);
+        let r = &remote;
         let auth = self.auth_for(r);
         self.client
             .store_auth_if_needed(r.resolve_registry(), &auth)

@@ -482,3 +482,78 @@ fn app_index(layout: &Path) -> String {
         .unwrap()
         .to_string()
 }
+
+#[test]
+fn a_registry_mirror_serves_the_images_under_their_own_names() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(Options::default());
+    let (layout, app_digest, _) = fixtures(t.path(), 0);
+    // The mirror holds ghcr.io/rin-platform/app:1.0 and docker.io's library/app:2 under the
+    // same repository paths, as a pull-through cache would. References keep their spelling.
+    reg.push(&layout, "app", "rin-platform/app:1.0");
+    reg.push(&layout, "app", "library/app:2");
+    let images = [
+        "ghcr.io/rin-platform/app:1.0".to_string(),
+        "app:2".to_string(),
+    ];
+    let st = stack(t.path(), &images);
+    let key = keygen(t.path());
+    let out = t.path().join("b.tar.zst");
+    let ghcr = format!("ghcr.io={}", reg.addr);
+    let hub = format!("docker.io={}", reg.addr);
+    let built = rinbundle(
+        &build_args(
+            &st,
+            &key,
+            &t.path().join("cache"),
+            &out,
+            &[
+                "--arch",
+                "arm64",
+                "--registry-mirror",
+                &ghcr,
+                "--registry-mirror",
+                &hub,
+            ],
+        ),
+        &[],
+    );
+    ok(&built, "build through the mirror");
+    let (index, _) = rin_bundle::peek(&out).unwrap();
+    let index = rin_bundle::Index::from_canonical_json(&index).unwrap();
+    let refs: Vec<(&str, &str)> = index
+        .images
+        .iter()
+        .map(|i| {
+            (
+                i.reference.as_str(),
+                i.upstream_digest.as_deref().unwrap_or(&i.digest),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            ("app:2", app_digest.as_str()),
+            ("ghcr.io/rin-platform/app:1.0", app_digest.as_str()),
+        ]
+    );
+    // The lock pins them under their own names too.
+    let lock = Lock::load(&st.join("images.lock")).unwrap().unwrap();
+    assert_eq!(
+        lock.image("ghcr.io/rin-platform/app:1.0").unwrap().digest,
+        app_digest
+    );
+
+    let bad = rinbundle(
+        &build_args(
+            &st,
+            &key,
+            &t.path().join("cache"),
+            &out,
+            &["--registry-mirror", "ghcr.io"],
+        ),
+        &[],
+    );
+    assert!(failed(&bad, "a mirror without =").contains("REGISTRY=MIRROR"));
+}

@@ -97,6 +97,11 @@ struct FetchArgs {
     /// Attempts per download before giving up.
     #[arg(long, value_name = "N", default_value_t = 6)]
     attempts: u32,
+    /// Fetch the images of REGISTRY from MIRROR (HOST[:PORT]: a pull-through cache, Harbor
+    /// proxy project or copy) under the same repository paths; the bundle keeps the images'
+    /// own names and every digest is checked as always. Repeat for several.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=MIRROR")]
+    mirrors: Vec<String>,
 }
 
 impl FetchArgs {
@@ -110,9 +115,21 @@ impl FetchArgs {
         o.jobs = self.jobs.max(1);
         o.lock_path = self.lock.clone();
         o.attempts = self.attempts.max(1);
+        let mut mirrors = Vec::new();
+        for m in &self.mirrors {
+            match m.split_once('=') {
+                Some((from, to)) if !from.is_empty() && !to.is_empty() && !to.contains('/') => {
+                    mirrors.push((from.to_string(), to.to_string()));
+                }
+                _ => anyhow::bail!(
+                    "--registry-mirror {m:?}: give REGISTRY=MIRROR, e.g. docker.io=harbor.site:443 (hosts, no paths)"
+                ),
+            }
+        }
         o.registry = RegistryOptions {
             insecure: self.insecure.clone(),
             ca_files: self.ca_files.clone(),
+            mirrors,
         };
         Ok(o)
     }
