@@ -17,7 +17,7 @@ use std::path::Path;
 /// The NodePort the in-cluster registry listens on (every node, loopback included).
 pub const DEFAULT_NODE_PORT: u16 = 31555;
 /// The namespace it runs in.
-pub const NAMESPACE: &str = "rin-system";
+pub const NAMESPACE: &str = "rin-registry";
 
 /// The image the site registry runs: `--registry-image`, or else the bundle's
 /// `docker.io/library/registry` image.
