@@ -149,6 +149,26 @@ impl Cluster {
         Ok((api, settled))
     }
 
+    /// `api_for`, waiting (bounded by `opts.timeout`) for a kind the cluster does not serve yet:
+    /// a chart's CRDs appear when its install Job has run, and are served once Established.
+    async fn api_for_waiting(
+        &self,
+        r: &ObjectRef,
+        opts: &DeployOptions,
+    ) -> Result<(Api<DynamicObject>, ObjectRef)> {
+        let started = Instant::now();
+        loop {
+            match self.api_for(r).await {
+                Err(InstallError::Cluster { reason, .. })
+                    if reason.contains(UNKNOWN_KIND) && started.elapsed() < opts.timeout =>
+                {
+                    tokio::time::sleep(opts.poll).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Apply `objects` (already in apply order) one by one; after the CRDs, wait for each to be
     /// Established. Returns the inventory: every object applied, namespaces settled.
     pub async fn apply(
@@ -169,7 +189,7 @@ impl Cluster {
                 self.wait_established(&crds, opts, say).await?;
             }
             phase = Some(o.phase());
-            let (api, settled) = self.api_for(&o.reference).await?;
+            let (api, settled) = self.api_for_waiting(&o.reference, opts).await?;
             let mut value = o.value.clone();
             if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
                 match settled.namespace.as_str() {

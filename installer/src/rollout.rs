@@ -9,7 +9,7 @@
 use crate::deploy::{Cluster, DeployOptions};
 use crate::error::{InstallError, Result};
 use crate::health::{self, Health};
-use crate::objects::{self, Object, ObjectRef};
+use crate::objects::{self, Object, ObjectRef, Phase};
 use crate::release::{self, ReleaseRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -95,7 +95,28 @@ pub async fn roll_out(
     let records = releases(cluster, &desired.stack).await?;
     let stale = stale_chart_jobs(cluster, &objects).await?;
     say(format!("applying {} objects", objects.len()));
-    let inventory = cluster.apply(&objects, &opts.deploy, say).await?;
+    // Operators (charts among them) install the CRDs that later objects may be of: they are
+    // waited for before the rest is applied.
+    let split = objects
+        .iter()
+        .position(|o| o.phase() == Phase::Workloads)
+        .unwrap_or(objects.len());
+    let (first, rest) = objects.split_at(split);
+    let mut inventory = cluster.apply(first, &opts.deploy, say).await?;
+    let operators: Vec<ObjectRef> = first
+        .iter()
+        .zip(&inventory)
+        .filter(|(o, _)| o.phase() == Phase::Operators)
+        .map(|(_, r)| r.clone())
+        .collect();
+    if !rest.is_empty() && !operators.is_empty() {
+        say(format!(
+            "waiting for {} operator object(s) before the rest",
+            operators.len()
+        ));
+        wait_healthy(cluster, &operators, &stale, &opts.deploy, say).await?;
+    }
+    inventory.extend(cluster.apply(rest, &opts.deploy, say).await?);
     wait_healthy(cluster, &inventory, &stale, &opts.deploy, say).await?;
 
     let previous = records.iter().max_by_key(|r| r.revision);

@@ -76,6 +76,8 @@ pub struct Fake {
     pub controllers: bool,
     /// Install Jobs started by the played helm-controller.
     pub chart_jobs: usize,
+    /// Kinds a chart brings: served from the first look at a chart's install Job on.
+    pub chart_kinds: Vec<Kind>,
 }
 
 pub fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
@@ -192,6 +194,13 @@ impl Fake {
                     return status(404, "NotFound", &format!("{plural} \"{name}\" not found"));
                 };
                 self.scripted(&mut obj);
+                if kind.2 == "Job" && name.starts_with("helm-install-") {
+                    for k in std::mem::take(&mut self.chart_kinds) {
+                        if !self.kinds.contains(&k) {
+                            self.kinds.push(k);
+                        }
+                    }
+                }
                 if kind.2 == "CustomResourceDefinition" {
                     self.crd_gets += 1;
                     let ready = self.crd_ready_after.is_some_and(|n| self.crd_gets > n);

@@ -372,3 +372,51 @@ async fn a_chart_counts_once_its_current_install_job_succeeded_and_its_release_w
     // The chart's own workloads are Helm's, not in the inventory.
     assert_eq!(out.record.inventory.len(), 1);
 }
+
+#[tokio::test]
+async fn objects_of_a_kind_a_chart_brings_are_applied_once_the_chart_is_installed() {
+    use crate::helmchart::{self, Feed};
+    let chart = rin_bundle::index::Chart {
+        name: "cloudnative-pg".into(),
+        version: "0.22.1".into(),
+        digest: "sha256:aa".into(),
+        archive_sha256: "bb".repeat(32),
+        values: None,
+        namespace: Some("cnpg-system".into()),
+    };
+    let (c, fake) = cluster(Fake {
+        controllers: true,
+        chart_kinds: vec![(
+            "postgresql.cnpg.io".into(),
+            "v1".into(),
+            "Cluster".into(),
+            "clusters".into(),
+            true,
+        )],
+        ..Default::default()
+    });
+    let mut d = desired(
+        "1.0.0",
+        "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: rin-db, namespace: rin-data}\nspec: {instances: 3}\n",
+    );
+    d.objects
+        .push(helmchart::helm_chart(&chart, Feed::Inline(b"tgz"), None).unwrap());
+    let (lines, say) = said();
+    let out = roll_out(&c, d, &fast(2000), &say).await.unwrap();
+    assert_eq!(out.record.inventory.len(), 2);
+    let f = fake.lock().unwrap();
+    let log = f.log.join("\n");
+    // The install Job was looked at (and found complete) before the Cluster was applied.
+    assert!(
+        log.find("GET /apis/batch/v1/namespaces/kube-system/jobs/helm-install-cloudnative-pg")
+            < log.find("PATCH /apis/postgresql.cnpg.io/v1/namespaces/rin-data/clusters/rin-db"),
+        "{log}"
+    );
+    assert!(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("waiting for 1 operator object(s) before the rest"))
+    );
+}
