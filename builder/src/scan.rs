@@ -1,4 +1,5 @@
-//! Which images the stack uses: `image:` values in the plain manifests, and in each chart's
+//! Which images the stack uses: `image:` (and CloudNativePG's `imageName:`) values in the plain
+//! manifests, and in each chart's
 //! `values.yaml` (with the stack's values file over it: `image: ref` strings and
 //! `{registry, repository, tag, digest}` maps) and literal `image:` lines of its templates.
 //! Templated references (`{{ … }}`) cannot be known without rendering; their values are what
@@ -30,7 +31,8 @@ fn walk(v: &serde_json::Value, app_version: Option<&str>, place: &str, out: &mut
     match v {
         Value::Object(m) => {
             for (k, child) in m {
-                if k == "image" {
+                // `imageName`: the image a CloudNativePG Cluster runs.
+                if k == "image" || (k == "imageName" && child.is_string()) {
                     match child {
                         Value::String(s) if looks_like_image(s) => out.push(Use {
                             reference: s.clone(),
