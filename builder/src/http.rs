@@ -31,8 +31,17 @@ pub fn client(opts: &RegistryOptions) -> Result<reqwest::Client> {
     })
 }
 
-/// Refuse plain `http://` except to loopback or a host given with `--insecure-registry`.
+/// The URL to fetch `url` from: through the first `--url-mirror` whose prefix it starts with
+/// (the longest prefix wins), else itself. Refuse plain `http://` except to loopback or a host
+/// given with `--insecure-registry`.
 pub fn check_scheme(url: &str, opts: &RegistryOptions) -> Result<reqwest::Url> {
+    let mirrored = opts
+        .url_mirrors
+        .iter()
+        .filter(|(from, _)| url.starts_with(from.as_str()))
+        .max_by_key(|(from, _)| from.len())
+        .map(|(from, to)| format!("{to}{}", &url[from.len()..]));
+    let url = mirrored.as_deref().unwrap_or(url);
     let u = reqwest::Url::parse(url).map_err(|e| BuildError::Fetch {
         what: url.into(),
         reason: format!("not a valid URL: {e}"),

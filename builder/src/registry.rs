@@ -36,6 +36,10 @@ pub struct RegistryOptions {
     /// from the mirror under the same repository path; the bundle keeps their own names and
     /// the digests are checked as always, so a mirror can serve only what the source would.
     pub mirrors: Vec<(String, String)>,
+    /// URL mirrors: (prefix, replacement). Helm repositories, chart archives and K3s release
+    /// files whose URL starts with the prefix are fetched from the replacement; their checksums
+    /// are checked as always.
+    pub url_mirrors: Vec<(String, String)>,
 }
 
 impl RegistryOptions {

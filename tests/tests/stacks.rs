@@ -331,3 +331,243 @@ fn the_rin_stack_has_the_reference_architecture_s_parts() {
     assert_eq!(ports, [8080, 9090]);
     assert_eq!(l.stack.spec.images.len(), 12);
 }
+
+/// A chart archive `name-version` whose template uses `image`.
+fn stand_in_chart(name: &str, version: &str, image: &str) -> Vec<u8> {
+    use rin_tests::fixture::{LayerFile, layer};
+    layer(&[
+        LayerFile::new(
+            &format!("{name}/Chart.yaml"),
+            format!("apiVersion: v2\nname: {name}\nversion: {version}\n"),
+        ),
+        LayerFile::new(&format!("{name}/values.yaml"), "replicaCount: 1\n"),
+        LayerFile::new(
+            &format!("{name}/templates/deploy.yaml"),
+            format!("kind: Deployment\nspec:\n  template:\n    spec:\n      containers:\n      - name: c\n        image: {image}\n"),
+        ),
+    ])
+    .0
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// `rinbundle build --arch amd64 --arch arm64` of the Rin stack as it is in the repository, from
+/// stand-ins served under its own names (registries, Helm repository and K3s release mirrored
+/// to local servers with `--registry-mirror` and `--url-mirror`), then `rininstall apply
+/// --dry-run` of the bundle plans every object of the stack.
+#[test]
+fn the_rin_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
+    use rin_tests::fixture::{FixtureImage, LayoutWriter};
+    use rin_tests::net::FileServer;
+    use rin_tests::registry::{Options, Registry, push_chart};
+    use rin_tests::{bin, ok};
+    use std::process::Command;
+
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    copy_dir(&repo_root().join("manifests"), &repo.join("manifests"));
+    let l = load(&repo.join("manifests"));
+
+    // Every image, under its repository path, in one registry standing in for them all.
+    let reg = Registry::start(Options::default());
+    let layout = t.path().join("layout");
+    let mut w = LayoutWriter::new(&layout).unwrap();
+    let registry_image = rin_tests::fixture::busybox_image("registry", &["amd64", "arm64"]);
+    w.image(&registry_image).unwrap();
+    let mut hosts = std::collections::BTreeSet::new();
+    for (n, i) in l.stack.spec.images.iter().enumerate() {
+        let r = rin_builder::registry::parse_reference(&i.reference).unwrap();
+        hosts.insert(r.registry().to_string());
+        let name = format!("img{n}");
+        if r.repository() == "library/registry" {
+            reg.push(
+                &layout,
+                "registry",
+                &format!("{}:{}", r.repository(), r.tag().unwrap()),
+            );
+            continue;
+        }
+        w.image(&FixtureImage::small(&name, &["amd64", "arm64"]))
+            .unwrap();
+        reg.push(
+            &layout,
+            &name,
+            &format!("{}:{}", r.repository(), r.tag().unwrap()),
+        );
+    }
+    // The charts: cert-manager from its Helm repository, cloudnative-pg from its OCI registry.
+    let srv = FileServer::start();
+    let cm = stand_in_chart(
+        "cert-manager",
+        "v1.16.2",
+        "quay.io/jetstack/cert-manager-controller:v1.16.2",
+    );
+    srv.put("jetstack/cert-manager-v1.16.2.tgz", cm.clone());
+    srv.put(
+        "jetstack/index.yaml",
+        format!(
+            "apiVersion: v1\nentries:\n  cert-manager:\n  - name: cert-manager\n    version: v1.16.2\n    urls: [\"https://charts.jetstack.io/cert-manager-v1.16.2.tgz\"]\n    digest: {}\n",
+            rin_bundle::digest::sha256_hex(&cm)
+        ),
+    );
+    push_chart(
+        &reg.addr,
+        "cloudnative-pg/charts",
+        "cloudnative-pg",
+        "0.22.1",
+        stand_in_chart(
+            "cloudnative-pg",
+            "0.22.1",
+            "ghcr.io/cloudnative-pg/cloudnative-pg:1.24.1",
+        ),
+    );
+    // K3s's release files for both architectures, and install.sh.
+    let version = l.stack.spec.k3s.as_ref().unwrap().version.clone();
+    let dir = format!("k3s/{}", version.replace('+', "%2B"));
+    for arch in ["amd64", "arm64"] {
+        let bin_name = if arch == "amd64" {
+            "k3s".to_string()
+        } else {
+            format!("k3s-{arch}")
+        };
+        let b = format!("stand-in k3s {arch}").into_bytes();
+        let imgs = format!("stand-in airgap images {arch}").into_bytes();
+        let images_name = format!("k3s-airgap-images-{arch}.tar.zst");
+        srv.put(&format!("{dir}/{bin_name}"), b.clone());
+        srv.put(&format!("{dir}/{images_name}"), imgs.clone());
+        srv.put(
+            &format!("{dir}/sha256sum-{arch}.txt"),
+            format!(
+                "{}  {bin_name}\n{}  {images_name}\n",
+                rin_bundle::digest::sha256_hex(&b),
+                rin_bundle::digest::sha256_hex(&imgs)
+            ),
+        );
+    }
+    srv.put(
+        &format!("install/{version}/install.sh"),
+        "#!/bin/sh\necho stand-in\n",
+    );
+
+    let key = t.path().join("k");
+    ok(
+        &Command::new(bin("rinbundle"))
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .output()
+            .unwrap(),
+        "keygen",
+    );
+    let out = t.path().join("rin.tar.zst");
+    let mut build = Command::new(bin("rinbundle"));
+    build
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "build", "--quiet", "--arch", "amd64", "--arch", "arm64", "--stack",
+        ])
+        .arg(repo.join("manifests"))
+        .arg("--key")
+        .arg(t.path().join("k.key"))
+        .arg("--cache")
+        .arg(t.path().join("cache"))
+        .arg("-o")
+        .arg(&out);
+    for h in &hosts {
+        build.args(["--registry-mirror", &format!("{h}={}", reg.addr)]);
+    }
+    build.args(["--registry-mirror", &format!("ghcr.io={}", reg.addr)]);
+    for (from, to) in [
+        ("https://charts.jetstack.io", srv.url("jetstack")),
+        (
+            "https://github.com/k3s-io/k3s/releases/download",
+            srv.url("k3s"),
+        ),
+        (
+            "https://raw.githubusercontent.com/k3s-io/k3s",
+            srv.url("install"),
+        ),
+    ] {
+        build.args(["--url-mirror", &format!("{from}={to}")]);
+    }
+    ok(&build.output().unwrap(), "build of the Rin stack");
+    // The lock went beside the stack, as bundle.yaml says (../images.lock), with the sources'
+    // own names: the mirrors are how, not what.
+    let lock = std::fs::read_to_string(repo.join("images.lock")).unwrap();
+    assert!(
+        lock.contains("https://charts.jetstack.io/cert-manager-v1.16.2.tgz")
+            && lock.contains("ghcr.io/rin-platform/rin:0.1.0")
+            && !lock.contains("127.0.0.1"),
+        "{lock}"
+    );
+    let (index, _) = rin_bundle::peek(&out).unwrap();
+    let index = rin_bundle::Index::from_canonical_json(&index).unwrap();
+    assert_eq!(index.platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(index.images.len(), l.stack.spec.images.len());
+    assert_eq!(index.charts.len(), 2);
+    assert_eq!(index.charts[0].namespace.as_deref(), Some("cert-manager"));
+
+    let dry = Command::new(bin("rininstall"))
+        .arg("apply")
+        .arg(&out)
+        .arg("--key")
+        .arg(t.path().join("k.pub"))
+        .arg("--root")
+        .arg(t.path().join("root"))
+        .args([
+            "--no-start",
+            "--dry-run",
+            "--arch",
+            "arm64",
+            "--progress",
+            "none",
+        ])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let plan = ok(&dry, "apply --dry-run");
+    let planned: Vec<&str> = plan
+        .lines()
+        .filter_map(|l| l.strip_prefix("would apply "))
+        .collect();
+    for o in &l.objects {
+        let line = format!(
+            "{} (from {})",
+            o.reference,
+            o.source.replace("manifests/", "")
+        );
+        assert!(
+            planned
+                .iter()
+                .any(|p| p.starts_with(&o.reference.to_string())),
+            "{line} is not in the plan:\n{plan}"
+        );
+    }
+    for c in ["cert-manager", "cloudnative-pg"] {
+        assert!(
+            planned
+                .iter()
+                .any(|p| p.starts_with(&format!("HelmChart.helm.cattle.io kube-system/{c}"))),
+            "{plan}"
+        );
+    }
+    // Charts (operators) come before the objects of the kinds they bring.
+    let at = |s: &str| planned.iter().position(|p| p.starts_with(s)).unwrap();
+    assert!(
+        at("HelmChart.helm.cattle.io kube-system/cloudnative-pg")
+            < at("Cluster.postgresql.cnpg.io")
+    );
+    assert!(
+        at("HelmChart.helm.cattle.io kube-system/cert-manager")
+            < at("ClusterIssuer.cert-manager.io")
+    );
+}

@@ -102,6 +102,12 @@ struct FetchArgs {
     /// own names and every digest is checked as always. Repeat for several.
     #[arg(long = "registry-mirror", value_name = "REGISTRY=MIRROR")]
     mirrors: Vec<String>,
+    /// Fetch URLs (Helm repositories, chart archives, K3s release files) that start with PREFIX
+    /// from REPLACEMENT instead, e.g.
+    /// https://github.com/k3s-io/k3s/releases/download=https://files.corp/k3s; checksums are
+    /// checked as always. Repeat for several.
+    #[arg(long = "url-mirror", value_name = "PREFIX=REPLACEMENT")]
+    url_mirrors: Vec<String>,
 }
 
 impl FetchArgs {
@@ -126,10 +132,22 @@ impl FetchArgs {
                 ),
             }
         }
+        let mut url_mirrors = Vec::new();
+        for m in &self.url_mirrors {
+            match m.split_once('=') {
+                Some((from, to)) if from.contains("://") && to.contains("://") => {
+                    url_mirrors.push((from.to_string(), to.to_string()));
+                }
+                _ => anyhow::bail!(
+                    "--url-mirror {m:?}: give PREFIX=REPLACEMENT, two URLs, e.g. https://charts.jetstack.io=https://mirror.corp/jetstack"
+                ),
+            }
+        }
         o.registry = RegistryOptions {
             insecure: self.insecure.clone(),
             ca_files: self.ca_files.clone(),
             mirrors,
+            url_mirrors,
         };
         Ok(o)
     }
