@@ -571,3 +571,122 @@ fn the_rin_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
             < at("ClusterIssuer.cert-manager.io")
     );
 }
+
+/// The JSON schema of a Kubernetes type, from the OpenAPI definitions k8s-openapi is generated
+/// from, made strict: an object schema that lists its properties allows no others (as
+/// `kubectl --validate=strict` and kubeconform's strict mode do), so a misspelt field fails.
+fn schema_of<T: schemars::JsonSchema>() -> Value {
+    let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let mut v = serde_json::to_value(generator.into_root_schema_for::<T>()).unwrap();
+    fn strict(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                if m.contains_key("properties") && !m.contains_key("additionalProperties") {
+                    m.insert("additionalProperties".into(), Value::Bool(false));
+                }
+                m.values_mut().for_each(strict);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strict),
+            _ => {}
+        }
+    }
+    strict(&mut v);
+    v
+}
+
+/// The schema of a built-in kind; None for kinds the cluster learns from CRDs.
+fn builtin_schema(api_version: &str, kind: &str) -> Option<Value> {
+    use k8s_openapi::api::{
+        apps::v1 as apps, batch::v1 as batch, core::v1 as core, networking::v1 as net,
+        policy::v1 as policy, rbac::v1 as rbac,
+    };
+    Some(match (api_version, kind) {
+        ("v1", "Namespace") => schema_of::<core::Namespace>(),
+        ("v1", "ConfigMap") => schema_of::<core::ConfigMap>(),
+        ("v1", "Secret") => schema_of::<core::Secret>(),
+        ("v1", "Service") => schema_of::<core::Service>(),
+        ("v1", "ServiceAccount") => schema_of::<core::ServiceAccount>(),
+        ("v1", "PersistentVolumeClaim") => schema_of::<core::PersistentVolumeClaim>(),
+        ("v1", "Pod") => schema_of::<core::Pod>(),
+        ("apps/v1", "Deployment") => schema_of::<apps::Deployment>(),
+        ("apps/v1", "StatefulSet") => schema_of::<apps::StatefulSet>(),
+        ("apps/v1", "DaemonSet") => schema_of::<apps::DaemonSet>(),
+        ("batch/v1", "Job") => schema_of::<batch::Job>(),
+        ("batch/v1", "CronJob") => schema_of::<batch::CronJob>(),
+        ("policy/v1", "PodDisruptionBudget") => schema_of::<policy::PodDisruptionBudget>(),
+        ("networking.k8s.io/v1", "Ingress") => schema_of::<net::Ingress>(),
+        ("networking.k8s.io/v1", "NetworkPolicy") => schema_of::<net::NetworkPolicy>(),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => schema_of::<rbac::ClusterRole>(),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            schema_of::<rbac::ClusterRoleBinding>()
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => schema_of::<rbac::Role>(),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => schema_of::<rbac::RoleBinding>(),
+        _ => return None,
+    })
+}
+
+/// Kinds defined by the charts the stacks carry (their CRDs come with the chart at the site):
+/// checked by the API server against those CRDs when applied, not here.
+const CHART_KINDS: &[(&str, &str)] = &[
+    ("postgresql.cnpg.io/v1", "Cluster"),
+    ("cert-manager.io/v1", "ClusterIssuer"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "Issuer"),
+];
+
+fn schema_errors(schema: &Value, value: &Value) -> Vec<String> {
+    let v = jsonschema::validator_for(schema).unwrap();
+    v.iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn every_manifest_matches_the_kubernetes_schema_of_its_kind() {
+    let mut checked = 0;
+    for dir in stacks() {
+        let l = load(&dir);
+        for o in &l.objects {
+            let (api_version, kind) = (o.reference.api_version.as_str(), o.reference.kind.as_str());
+            let Some(schema) = builtin_schema(api_version, kind) else {
+                assert!(
+                    CHART_KINDS.contains(&(api_version, kind)),
+                    "{}: {} ({}) is of a kind neither built in nor brought by a chart",
+                    dir.display(),
+                    o.reference,
+                    o.source
+                );
+                continue;
+            };
+            let errors = schema_errors(&schema, &o.value);
+            assert!(
+                errors.is_empty(),
+                "{}: {} ({}): {errors:#?}",
+                dir.display(),
+                o.reference,
+                o.source
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 35, "only {checked} objects checked");
+}
+
+#[test]
+fn the_schema_check_catches_a_misspelt_field_and_a_wrong_type() {
+    let schema = builtin_schema("apps/v1", "Deployment").unwrap();
+    let good: Value = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "a"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {"labels": {"a": "b"}},
+                              "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}});
+    assert_eq!(schema_errors(&schema, &good), Vec::<String>::new());
+    let mut bad = good.clone();
+    bad["spec"]["replica"] = 2.into();
+    bad["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        serde_json::json!([{"containerPort": "http"}]);
+    let errors = schema_errors(&schema, &bad).join("\n");
+    assert!(errors.contains("replica"), "{errors}");
+    assert!(errors.contains("containerPort"), "{errors}");
+}
