@@ -361,104 +361,140 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// `rinbundle build --arch amd64 --arch arm64` of the Rin stack as it is in the repository, from
-/// stand-ins served under its own names (registries, Helm repository and K3s release mirrored
-/// to local servers with `--registry-mirror` and `--url-mirror`), then `rininstall apply
-/// --dry-run` of the bundle plans every object of the stack.
-#[test]
-fn the_rin_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
+/// Stand-ins for everything `stack` pulls, served under its own names: every image (one
+/// registry behind `--registry-mirror` for each registry the stack names), every chart (a Helm
+/// repository on `srv`, or the registry for `oci://`), and the K3s release (on `srv`). Returns the
+/// mirror arguments for `rinbundle build`.
+fn serve_stand_ins(
+    stack: &rin_builder::Stack,
+    reg: &rin_tests::registry::Registry,
+    srv: &rin_tests::net::FileServer,
+    layout: &Path,
+) -> Vec<String> {
     use rin_tests::fixture::{FixtureImage, LayoutWriter};
-    use rin_tests::net::FileServer;
-    use rin_tests::registry::{Options, Registry, push_chart};
-    use rin_tests::{bin, ok};
-    use std::process::Command;
-
-    let t = tempfile::tempdir().unwrap();
-    let repo = t.path().join("repo");
-    copy_dir(&repo_root().join("manifests"), &repo.join("manifests"));
-    let l = load(&repo.join("manifests"));
-
-    // Every image, under its repository path, in one registry standing in for them all.
-    let reg = Registry::start(Options::default());
-    let layout = t.path().join("layout");
-    let mut w = LayoutWriter::new(&layout).unwrap();
-    let registry_image = rin_tests::fixture::busybox_image("registry", &["amd64", "arm64"]);
-    w.image(&registry_image).unwrap();
+    let spec = &stack.spec;
     let mut hosts = std::collections::BTreeSet::new();
-    for (n, i) in l.stack.spec.images.iter().enumerate() {
-        let r = rin_builder::registry::parse_reference(&i.reference).unwrap();
-        hosts.insert(r.registry().to_string());
-        let name = format!("img{n}");
-        if r.repository() == "library/registry" {
-            reg.push(
-                &layout,
-                "registry",
-                &format!("{}:{}", r.repository(), r.tag().unwrap()),
-            );
+    let mut w = LayoutWriter::new(layout).unwrap();
+    for i in &spec.images {
+        if let Some(dir) = &i.layout {
+            // An image the stack makes itself (the demo's): a stand-in layout in its place.
+            let name = i.name.clone().unwrap_or_else(|| i.reference.clone());
+            LayoutWriter::new(&stack.resolve(dir))
+                .unwrap()
+                .image(&FixtureImage::small(&name, &["amd64", "arm64"]))
+                .unwrap();
             continue;
         }
-        w.image(&FixtureImage::small(&name, &["amd64", "arm64"]))
-            .unwrap();
+        let r = rin_builder::registry::parse_reference(&i.reference).unwrap();
+        hosts.insert(r.registry().to_string());
+        // The same reference gets the same stand-in in every stack.
+        let name: String = i
+            .reference
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let img = if r.repository() == "library/registry" {
+            rin_tests::fixture::busybox_image(&name, &["amd64", "arm64"])
+        } else {
+            FixtureImage::small(&name, &["amd64", "arm64"])
+        };
+        w.image(&img).unwrap();
         reg.push(
-            &layout,
+            layout,
             &name,
             &format!("{}:{}", r.repository(), r.tag().unwrap()),
         );
     }
-    // The charts: cert-manager from its Helm repository, cloudnative-pg from its OCI registry.
-    let srv = FileServer::start();
-    let cm = stand_in_chart(
-        "cert-manager",
-        "v1.16.2",
-        "quay.io/jetstack/cert-manager-controller:v1.16.2",
-    );
-    srv.put("jetstack/cert-manager-v1.16.2.tgz", cm.clone());
-    srv.put(
-        "jetstack/index.yaml",
-        format!(
-            "apiVersion: v1\nentries:\n  cert-manager:\n  - name: cert-manager\n    version: v1.16.2\n    urls: [\"https://charts.jetstack.io/cert-manager-v1.16.2.tgz\"]\n    digest: {}\n",
-            rin_bundle::digest::sha256_hex(&cm)
-        ),
-    );
-    push_chart(
-        &reg.addr,
-        "cloudnative-pg/charts",
-        "cloudnative-pg",
-        "0.22.1",
-        stand_in_chart(
-            "cloudnative-pg",
-            "0.22.1",
-            "ghcr.io/cloudnative-pg/cloudnative-pg:1.24.1",
-        ),
-    );
-    // K3s's release files for both architectures, and install.sh.
-    let version = l.stack.spec.k3s.as_ref().unwrap().version.clone();
-    let dir = format!("k3s/{}", version.replace('+', "%2B"));
-    for arch in ["amd64", "arm64"] {
-        let bin_name = if arch == "amd64" {
-            "k3s".to_string()
+    let mut args = Vec::new();
+    for c in &spec.charts {
+        let repo = c
+            .repo
+            .as_deref()
+            .expect("the stacks' charts come from repositories");
+        // The chart's first listed image, so the image check has something to find.
+        let image = spec.images[1].reference.clone();
+        let tgz = stand_in_chart(&c.name, &c.version, &image);
+        if let Some(oci) = repo.strip_prefix("oci://") {
+            let (host, path) = oci.split_once('/').unwrap();
+            hosts.insert(host.to_string());
+            rin_tests::registry::push_chart(&reg.addr, path, &c.name, &c.version, tgz);
         } else {
-            format!("k3s-{arch}")
-        };
-        let b = format!("stand-in k3s {arch}").into_bytes();
-        let imgs = format!("stand-in airgap images {arch}").into_bytes();
-        let images_name = format!("k3s-airgap-images-{arch}.tar.zst");
-        srv.put(&format!("{dir}/{bin_name}"), b.clone());
-        srv.put(&format!("{dir}/{images_name}"), imgs.clone());
-        srv.put(
-            &format!("{dir}/sha256sum-{arch}.txt"),
-            format!(
-                "{}  {bin_name}\n{}  {images_name}\n",
-                rin_bundle::digest::sha256_hex(&b),
-                rin_bundle::digest::sha256_hex(&imgs)
-            ),
-        );
+            let dir = format!("helm/{}", c.name);
+            let file = format!("{}-{}.tgz", c.name, c.version);
+            srv.put(&format!("{dir}/{file}"), tgz.clone());
+            srv.put(
+                &format!("{dir}/index.yaml"),
+                format!(
+                    "apiVersion: v1\nentries:\n  {n}:\n  - name: {n}\n    version: {v}\n    urls: [\"{repo}/{file}\"]\n    digest: {d}\n",
+                    n = c.name,
+                    v = c.version,
+                    d = rin_bundle::digest::sha256_hex(&tgz)
+                ),
+            );
+            args.push("--url-mirror".into());
+            args.push(format!("{repo}={}", srv.url(&dir)));
+        }
     }
-    srv.put(
-        &format!("install/{version}/install.sh"),
-        "#!/bin/sh\necho stand-in\n",
-    );
+    if let Some(k3s) = &spec.k3s {
+        let dir = format!("k3s/{}", k3s.version.replace('+', "%2B"));
+        for arch in ["amd64", "arm64"] {
+            let bin_name = if arch == "amd64" {
+                "k3s".to_string()
+            } else {
+                format!("k3s-{arch}")
+            };
+            let b = format!("stand-in k3s {arch}").into_bytes();
+            let imgs = format!("stand-in airgap images {arch}").into_bytes();
+            let images_name = format!("k3s-airgap-images-{arch}.tar.zst");
+            srv.put(&format!("{dir}/{bin_name}"), b.clone());
+            srv.put(&format!("{dir}/{images_name}"), imgs.clone());
+            srv.put(
+                &format!("{dir}/sha256sum-{arch}.txt"),
+                format!(
+                    "{}  {bin_name}\n{}  {images_name}\n",
+                    rin_bundle::digest::sha256_hex(&b),
+                    rin_bundle::digest::sha256_hex(&imgs)
+                ),
+            );
+        }
+        srv.put(
+            &format!("install/{}/install.sh", k3s.version),
+            "#!/bin/sh\necho stand-in\n",
+        );
+        for (from, to) in [
+            (
+                "https://github.com/k3s-io/k3s/releases/download",
+                srv.url("k3s"),
+            ),
+            (
+                "https://raw.githubusercontent.com/k3s-io/k3s",
+                srv.url("install"),
+            ),
+        ] {
+            args.push("--url-mirror".into());
+            args.push(format!("{from}={to}"));
+        }
+    }
+    for h in hosts {
+        args.push("--registry-mirror".into());
+        args.push(format!("{h}={}", reg.addr));
+    }
+    args
+}
 
+/// `rinbundle build --arch amd64 --arch arm64` of every stack as it is in the repository, from
+/// stand-ins served under its own names, then `rininstall apply --dry-run` of each bundle plans
+/// every object of the stack, charts before the kinds they bring.
+#[test]
+fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
+    use rin_tests::net::FileServer;
+    use rin_tests::registry::{Options, Registry};
+    use rin_tests::{bin, ok};
+    use std::process::Command;
+
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(Options::default());
+    let srv = FileServer::start();
     let key = t.path().join("k");
     ok(
         &Command::new(bin("rinbundle"))
@@ -468,108 +504,112 @@ fn the_rin_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
             .unwrap(),
         "keygen",
     );
-    let out = t.path().join("rin.tar.zst");
-    let mut build = Command::new(bin("rinbundle"));
-    build
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args([
-            "build", "--quiet", "--arch", "amd64", "--arch", "arm64", "--stack",
-        ])
-        .arg(repo.join("manifests"))
-        .arg("--key")
-        .arg(t.path().join("k.key"))
-        .arg("--cache")
-        .arg(t.path().join("cache"))
-        .arg("-o")
-        .arg(&out);
-    for h in &hosts {
-        build.args(["--registry-mirror", &format!("{h}={}", reg.addr)]);
-    }
-    build.args(["--registry-mirror", &format!("ghcr.io={}", reg.addr)]);
-    for (from, to) in [
-        ("https://charts.jetstack.io", srv.url("jetstack")),
-        (
-            "https://github.com/k3s-io/k3s/releases/download",
-            srv.url("k3s"),
-        ),
-        (
-            "https://raw.githubusercontent.com/k3s-io/k3s",
-            srv.url("install"),
-        ),
-    ] {
-        build.args(["--url-mirror", &format!("{from}={to}")]);
-    }
-    ok(&build.output().unwrap(), "build of the Rin stack");
-    // The lock went beside the stack, as bundle.yaml says (../images.lock), with the sources'
-    // own names: the mirrors are how, not what.
-    let lock = std::fs::read_to_string(repo.join("images.lock")).unwrap();
-    assert!(
-        lock.contains("https://charts.jetstack.io/cert-manager-v1.16.2.tgz")
-            && lock.contains("ghcr.io/rin-platform/rin:0.1.0")
-            && !lock.contains("127.0.0.1"),
-        "{lock}"
-    );
-    let (index, _) = rin_bundle::peek(&out).unwrap();
-    let index = rin_bundle::Index::from_canonical_json(&index).unwrap();
-    assert_eq!(index.platforms, ["linux/amd64", "linux/arm64"]);
-    assert_eq!(index.images.len(), l.stack.spec.images.len());
-    assert_eq!(index.charts.len(), 2);
-    assert_eq!(index.charts[0].namespace.as_deref(), Some("cert-manager"));
+    for src in stacks() {
+        let name = src.file_name().unwrap().to_string_lossy().to_string();
+        // A copy, so the lock (and anything else the build writes) stays out of the repository.
+        let repo = t.path().join(&name);
+        copy_dir(&src, &repo.join("stack"));
+        let dir = repo.join("stack");
+        let l = load(&dir);
+        let mirrors = serve_stand_ins(
+            &l.stack,
+            &reg,
+            &srv,
+            &t.path().join(format!("layout-{name}")),
+        );
+        let out = t.path().join(format!("{name}.tar.zst"));
+        let built = Command::new(bin("rinbundle"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([
+                "build", "--quiet", "--arch", "amd64", "--arch", "arm64", "--stack",
+            ])
+            .arg(&dir)
+            .arg("--key")
+            .arg(t.path().join("k.key"))
+            .arg("--cache")
+            .arg(t.path().join("cache"))
+            .arg("-o")
+            .arg(&out)
+            .args(&mirrors)
+            .output()
+            .unwrap();
+        ok(&built, &format!("build of {name}"));
+        // (A stack of local layouts only, like the demo, has nothing to lock.)
+        let lock = std::fs::read_to_string(dir.join(&l.stack.spec.lock)).unwrap_or_default();
+        assert!(
+            !lock.contains(&reg.addr),
+            "{name}: the lock names the mirror: {lock}"
+        );
+        let (index, _) = rin_bundle::peek(&out).unwrap();
+        let index = rin_bundle::Index::from_canonical_json(&index).unwrap();
+        assert_eq!(index.platforms, ["linux/amd64", "linux/arm64"], "{name}");
+        assert_eq!(index.images.len(), l.stack.spec.images.len(), "{name}");
+        if l.stack.spec.k3s.is_none() {
+            // Only stacks that carry K3s install on a node (the demo does not).
+            continue;
+        }
 
-    let dry = Command::new(bin("rininstall"))
-        .arg("apply")
-        .arg(&out)
-        .arg("--key")
-        .arg(t.path().join("k.pub"))
-        .arg("--root")
-        .arg(t.path().join("root"))
-        .args([
-            "--no-start",
-            "--dry-run",
-            "--arch",
-            "arm64",
-            "--progress",
-            "none",
-        ])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    let plan = ok(&dry, "apply --dry-run");
-    let planned: Vec<&str> = plan
-        .lines()
-        .filter_map(|l| l.strip_prefix("would apply "))
-        .collect();
-    for o in &l.objects {
-        let line = format!(
-            "{} (from {})",
-            o.reference,
-            o.source.replace("manifests/", "")
+        let dry = Command::new(bin("rininstall"))
+            .arg("apply")
+            .arg(&out)
+            .arg("--key")
+            .arg(t.path().join("k.pub"))
+            .arg("--root")
+            .arg(t.path().join("root"))
+            .args([
+                "--no-start",
+                "--dry-run",
+                "--arch",
+                "arm64",
+                "--progress",
+                "none",
+            ])
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let plan = ok(&dry, &format!("apply --dry-run of {name}"));
+        let planned: Vec<&str> = plan
+            .lines()
+            .filter_map(|l| l.strip_prefix("would apply "))
+            .collect();
+        for o in &l.objects {
+            let source = format!("{} (from {})", o.reference, o.source);
+            assert!(
+                planned
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{} (from ", o.reference))),
+                "{name}: {source} is not in the plan:\n{plan}"
+            );
+        }
+        // Every object of the stack, every chart, the site registry's, nothing else.
+        let registry_objects = 4;
+        assert_eq!(
+            planned.len(),
+            l.objects.len() + l.stack.spec.charts.len() + registry_objects,
+            "{name}: {plan}"
         );
-        assert!(
-            planned
-                .iter()
-                .any(|p| p.starts_with(&o.reference.to_string())),
-            "{line} is not in the plan:\n{plan}"
-        );
+        for c in &l.stack.spec.charts {
+            assert!(
+                planned
+                    .iter()
+                    .any(|p| p
+                        .starts_with(&format!("HelmChart.helm.cattle.io kube-system/{} ", c.name))),
+                "{name}: {plan}"
+            );
+        }
+        let at = |s: &str| planned.iter().position(|p| p.starts_with(s));
+        if name == "manifests" {
+            assert!(
+                at("HelmChart.helm.cattle.io kube-system/cloudnative-pg")
+                    < at("Cluster.postgresql.cnpg.io")
+            );
+            assert!(
+                at("HelmChart.helm.cattle.io kube-system/cert-manager")
+                    < at("ClusterIssuer.cert-manager.io")
+            );
+        }
+        let _ = std::fs::remove_dir_all(t.path().join("root"));
     }
-    for c in ["cert-manager", "cloudnative-pg"] {
-        assert!(
-            planned
-                .iter()
-                .any(|p| p.starts_with(&format!("HelmChart.helm.cattle.io kube-system/{c}"))),
-            "{plan}"
-        );
-    }
-    // Charts (operators) come before the objects of the kinds they bring.
-    let at = |s: &str| planned.iter().position(|p| p.starts_with(s)).unwrap();
-    assert!(
-        at("HelmChart.helm.cattle.io kube-system/cloudnative-pg")
-            < at("Cluster.postgresql.cnpg.io")
-    );
-    assert!(
-        at("HelmChart.helm.cattle.io kube-system/cert-manager")
-            < at("ClusterIssuer.cert-manager.io")
-    );
 }
 
 /// The JSON schema of a Kubernetes type, from the OpenAPI definitions k8s-openapi is generated
@@ -598,7 +638,7 @@ fn schema_of<T: schemars::JsonSchema>() -> Value {
 fn builtin_schema(api_version: &str, kind: &str) -> Option<Value> {
     use k8s_openapi::api::{
         apps::v1 as apps, batch::v1 as batch, core::v1 as core, networking::v1 as net,
-        policy::v1 as policy, rbac::v1 as rbac,
+        policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
     };
     Some(match (api_version, kind) {
         ("v1", "Namespace") => schema_of::<core::Namespace>(),
@@ -622,6 +662,7 @@ fn builtin_schema(api_version: &str, kind: &str) -> Option<Value> {
         }
         ("rbac.authorization.k8s.io/v1", "Role") => schema_of::<rbac::Role>(),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => schema_of::<rbac::RoleBinding>(),
+        ("storage.k8s.io/v1", "StorageClass") => schema_of::<storage::StorageClass>(),
         _ => return None,
     })
 }
