@@ -248,7 +248,19 @@ pub fn write_stack_with(dir: &Path, extra: &[(&str, FixtureImage)]) -> std::io::
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: demo\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: registry.example/demo/web:1.0\n",
     )?;
     fs::write(dir.join("notes.txt"), "operator notes\n")?;
-    let k3s = dir.join("k3s");
+    write_k3s_stand_ins(&dir.join("k3s"))?;
+    fs::write(
+        dir.join("bundle.yaml"),
+        format!(
+            "name: demo\nversion: 1.0.0\nplatforms: [amd64, arm64]\nk3s:\n  version: v1.31.4+k3s1\n  files: k3s\nimages:\n  - reference: registry.example/demo/web:1.0\n    layout: images\n    name: web:1.0\n  - reference: registry.example/demo/worker:1.0\n    layout: images\n    name: worker:1.0\n{more}charts:\n  - name: demo\n    version: 0.1.0\n    archive: charts/demo-0.1.0.tgz\nfiles: [notes.txt]\n"
+        ),
+    )?;
+    Ok(dir.to_path_buf())
+}
+
+/// Stand-ins for K3s's release files for amd64 and arm64 in `k3s`, under their upstream names,
+/// with their `sha256sum-<arch>.txt` lists: a few bytes each that say what they are, not K3s.
+pub fn write_k3s_stand_ins(k3s: &Path) -> std::io::Result<()> {
     fs::create_dir_all(&k3s)?;
     let mut sums = std::collections::BTreeMap::<String, String>::new();
     for (name, content) in [
@@ -282,11 +294,5 @@ pub fn write_stack_with(dir: &Path, extra: &[(&str, FixtureImage)]) -> std::io::
     for exe in ["k3s", "k3s-arm64", "install.sh"] {
         fs::set_permissions(k3s.join(exe), fs::Permissions::from_mode(0o755))?;
     }
-    fs::write(
-        dir.join("bundle.yaml"),
-        format!(
-            "name: demo\nversion: 1.0.0\nplatforms: [amd64, arm64]\nk3s:\n  version: v1.31.4+k3s1\n  files: k3s\nimages:\n  - reference: registry.example/demo/web:1.0\n    layout: images\n    name: web:1.0\n  - reference: registry.example/demo/worker:1.0\n    layout: images\n    name: worker:1.0\n{more}charts:\n  - name: demo\n    version: 0.1.0\n    archive: charts/demo-0.1.0.tgz\nfiles: [notes.txt]\n"
-        ),
-    )?;
-    Ok(dir.to_path_buf())
+    Ok(())
 }

@@ -435,7 +435,10 @@ fn serve_stand_ins(
             args.push(format!("{repo}={}", srv.url(&dir)));
         }
     }
-    if let Some(k3s) = &spec.k3s {
+    if let Some(files) = spec.k3s.as_ref().and_then(|k| k.files.as_ref()) {
+        // A stack that brings its own K3s files (the demo's stand-ins): made in their place.
+        rin_tests::fixture::write_k3s_stand_ins(&stack.resolve(files)).unwrap();
+    } else if let Some(k3s) = &spec.k3s {
         let dir = format!("k3s/{}", k3s.version.replace('+', "%2B"));
         for arch in ["amd64", "arm64"] {
             let bin_name = if arch == "amd64" {
@@ -545,7 +548,7 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
         assert_eq!(index.platforms, ["linux/amd64", "linux/arm64"], "{name}");
         assert_eq!(index.images.len(), l.stack.spec.images.len(), "{name}");
         if l.stack.spec.k3s.is_none() {
-            // Only stacks that carry K3s install on a node (the demo does not).
+            // Only stacks that carry K3s install on a node.
             continue;
         }
 

@@ -5,6 +5,10 @@
 //!       directory's files and whose per-platform layer records the architecture.
 //!   rin-fixture bench-stack --out DIR --size-mib N
 //!       a stack whose one extra file is N MiB of incompressible bytes.
+//!   rin-fixture k3s-stand-ins --out DIR
+//!       stand-ins for K3s's release files (amd64, arm64) with their checksum lists: not K3s.
+//!   rin-fixture busybox-image --out DIR --name NAME
+//!       an OCI layout holding a runnable two-arch image of Debian's busybox (busybox-static).
 //!   rin-fixture test-stack --out DIR
 //!       the end-to-end tests' stack (two images, a chart, manifests, stand-in K3s files for
 //!       amd64 and arm64) plus a runnable busybox `docker.io/library/registry:2.8.3`.
@@ -67,6 +71,20 @@ fn main() -> anyhow::Result<()> {
             println!("{name} {digest} -> {}", out.display());
         }
         "bench-stack" => bench_stack(&out, size_mib)?,
+        "k3s-stand-ins" => {
+            rin_tests::fixture::write_k3s_stand_ins(&out)?;
+            println!("K3s stand-ins -> {}", out.display());
+        }
+        "busybox-image" => {
+            let name = name.context("--name is required")?;
+            if out.exists() {
+                fs::remove_dir_all(&out)
+                    .with_context(|| format!("cannot replace {}", out.display()))?;
+            }
+            let img = rin_tests::fixture::busybox_image(&name, &["amd64", "arm64"]);
+            let digest = LayoutWriter::new(&out)?.image(&img)?;
+            println!("{name} {digest} -> {}", out.display());
+        }
         "test-stack" => {
             let registry = rin_tests::fixture::busybox_image("registry:2.8.3", &["amd64", "arm64"]);
             let dir = rin_tests::fixture::write_stack_with(
