@@ -261,7 +261,7 @@ pub fn write_stack_with(dir: &Path, extra: &[(&str, FixtureImage)]) -> std::io::
 /// Stand-ins for K3s's release files for amd64 and arm64 in `k3s`, under their upstream names,
 /// with their `sha256sum-<arch>.txt` lists: a few bytes each that say what they are, not K3s.
 pub fn write_k3s_stand_ins(k3s: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(&k3s)?;
+    fs::create_dir_all(k3s)?;
     let mut sums = std::collections::BTreeMap::<String, String>::new();
     for (name, content) in [
         ("k3s", b"stand-in k3s amd64 binary".to_vec()),
