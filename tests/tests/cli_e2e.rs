@@ -271,6 +271,23 @@ fn the_embedded_demo_stack_builds_for_two_arches_and_verifies() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    // The stand-ins run.sh makes: the registry image and K3s's files.
+    for args in [
+        vec!["busybox-image", "--name", "registry:2.8.3", "--out"],
+        vec!["k3s-stand-ins", "--out"],
+    ] {
+        let dir = if args[0] == "k3s-stand-ins" {
+            "build/k3s"
+        } else {
+            "build/registry"
+        };
+        let o = Command::new(env!("CARGO_BIN_EXE_rin-fixture"))
+            .args(&args)
+            .arg(demo.join(dir))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
     let (key, public) = keygen(tmp.path(), "demo");
     let bundle = tmp.path().join("rin-demo.tar.zst");
     let mut c = cmd("rinbundle");
@@ -299,10 +316,21 @@ fn the_embedded_demo_stack_builds_for_two_arches_and_verifies() {
         index["platforms"],
         serde_json::json!(["linux/amd64", "linux/arm64"])
     );
+    // Images sorted by reference: the registry stand-in, then the demo image.
+    let refs: Vec<&str> = index["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reference"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        index["images"][0]["reference"],
-        "registry.local/rin-demo/hello:0.1.0"
+        refs,
+        [
+            "docker.io/library/registry:2.8.3",
+            "registry.local/rin-demo/hello:0.1.0"
+        ]
     );
+    assert_eq!(index["k3s"]["version"], "v1.31.4+k3s1");
     assert!(tmp.path().join("staging/manifests/10-hello.yaml").is_file());
 }
 
