@@ -296,3 +296,18 @@ pub fn write_k3s_stand_ins(k3s: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Incompressible bytes (xorshift64*), different for each seed: layers and files that keep
+/// their size through gzip and zstd.
+pub fn noise(bytes: usize, seed: u64) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut out = vec![0u8; bytes];
+    for chunk in out.chunks_mut(8) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+    out
+}

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use rin_bundle::Index;
-use rin_tests::fixture::{self, FixtureImage, LayerFile};
+use rin_tests::fixture::{self, FixtureImage, LayerFile, noise};
 use rin_tests::registry::{Options, Registry};
 use rin_tests::{bin, build_signed, ok};
 use std::path::{Path, PathBuf};
@@ -452,19 +452,6 @@ impl Drop for Containerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Incompressible bytes (xorshift), so layers keep their size through gzip.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Three two-arch images with 6 MiB of incompressible data per platform.

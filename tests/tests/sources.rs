@@ -5,7 +5,7 @@
 
 use rin_builder::lock::Lock;
 use rin_tests::bin;
-use rin_tests::fixture::{FixtureImage, LayerFile, LayoutWriter, layer};
+use rin_tests::fixture::{FixtureImage, LayerFile, LayoutWriter, layer, noise};
 use rin_tests::net::FileServer;
 use rin_tests::registry::{Options, Registry, push_chart};
 use std::fs;
@@ -28,18 +28,6 @@ fn chart(name: &str, version: &str, values: &str, template: &str) -> Vec<u8> {
 
 fn sha256(b: &[u8]) -> String {
     rin_bundle::digest::sha256_hex(b)
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn rinbundle(args: &[&str]) -> Output {

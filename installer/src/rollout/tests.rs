@@ -291,6 +291,18 @@ async fn a_claim_waiting_for_its_first_consumer_counts_and_a_failing_one_is_expl
     );
 }
 
+/// The CloudNativePG operator's chart, as a bundle lists it.
+fn cnpg_chart() -> rin_bundle::index::Chart {
+    rin_bundle::index::Chart {
+        name: "cloudnative-pg".into(),
+        version: "0.22.1".into(),
+        digest: "sha256:aa".into(),
+        archive_sha256: "bb".repeat(32),
+        values: None,
+        namespace: Some("cnpg-system".into()),
+    }
+}
+
 fn say_nothing() -> ((), impl Fn(String) + Sync) {
     ((), |_| {})
 }
@@ -299,14 +311,7 @@ fn say_nothing() -> ((), impl Fn(String) + Sync) {
 async fn a_chart_counts_once_its_current_install_job_succeeded_and_its_release_workloads_are_ready()
 {
     use crate::helmchart::{self, Feed};
-    let chart = rin_bundle::index::Chart {
-        name: "cloudnative-pg".into(),
-        version: "0.22.1".into(),
-        digest: "sha256:aa".into(),
-        archive_sha256: "bb".repeat(32),
-        values: None,
-        namespace: Some("cnpg-system".into()),
-    };
+    let chart = cnpg_chart();
     let with_chart = |content: &[u8]| {
         let mut d = desired("1.0.0", "");
         d.objects = vec![helmchart::helm_chart(&chart, Feed::Inline(content), None).unwrap()];
@@ -376,14 +381,7 @@ async fn a_chart_counts_once_its_current_install_job_succeeded_and_its_release_w
 #[tokio::test]
 async fn objects_of_a_kind_a_chart_brings_are_applied_once_the_chart_is_installed() {
     use crate::helmchart::{self, Feed};
-    let chart = rin_bundle::index::Chart {
-        name: "cloudnative-pg".into(),
-        version: "0.22.1".into(),
-        digest: "sha256:aa".into(),
-        archive_sha256: "bb".repeat(32),
-        values: None,
-        namespace: Some("cnpg-system".into()),
-    };
+    let chart = cnpg_chart();
     let (c, fake) = cluster(Fake {
         controllers: true,
         chart_kinds: vec![(

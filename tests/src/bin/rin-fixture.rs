@@ -17,7 +17,7 @@
 //!       incompressible base layer shared by every image and platform, and one per platform.
 
 use anyhow::{Context as _, bail};
-use rin_tests::fixture::{FixtureImage, LayerFile, LayoutWriter};
+use rin_tests::fixture::{FixtureImage, LayerFile, LayoutWriter, noise};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -125,20 +125,6 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<LayerFile>) -> anyhow::Result
         }
     }
     Ok(())
-}
-
-/// Incompressible bytes (xorshift64*), different for each seed.
-fn noise(bytes: usize, seed: u64) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
-    let mut out = vec![0u8; bytes];
-    for chunk in out.chunks_mut(8) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-    out
 }
 
 /// `count` two-arch images sharing one base layer, `size_mib` MiB of layers in all.
