@@ -27,6 +27,9 @@ pub struct BuildOptions {
     /// A directory holding `rininstall-linux-<arch>` for every architecture built: each is
     /// carried as `installer/rininstall-linux-<arch>`.
     pub installers: Option<PathBuf>,
+    /// Components to take in beyond the stack's defaults, and to leave out.
+    pub with: Vec<String>,
+    pub without: Vec<String>,
 }
 
 /// What was written.
@@ -103,10 +106,15 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
                 .into(),
         });
     }
+    let selection = stack.select(&opts.with, &opts.without)?;
     let mut blobs = BlobSet::default();
     let mut layout_index: Vec<(String, Descriptor)> = Vec::new();
     let mut images = Vec::new();
-    for i in &spec.images {
+    for i in spec
+        .images
+        .iter()
+        .filter(|i| !selection.images.contains(&i.reference))
+    {
         let image = match (&i.layout, fetched.images.get(&i.reference), &fetched.store) {
             (None, Some(top), Some(store)) => {
                 collect::fetched_image(store, top, &i.reference, &arches, &mut blobs)?
@@ -135,7 +143,11 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
     let mut charts = Vec::new();
     let mut files: Vec<FileEntry> = Vec::new();
     let mut chart_archives = Vec::new();
-    for c in &spec.charts {
+    for c in spec
+        .charts
+        .iter()
+        .filter(|c| !selection.charts.contains(&c.name))
+    {
         let archive = match (
             &c.archive,
             fetched.charts.get(&(c.name.clone(), c.version.clone())),
@@ -188,7 +200,16 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
 
     let manifests_dir = stack.resolve(&spec.manifests);
     if manifests_dir.is_dir() {
-        collect::tree(&manifests_dir, "manifests", &mut files)?;
+        let mut all = Vec::new();
+        collect::tree(&manifests_dir, "manifests", &mut all)?;
+        files.extend(all.into_iter().filter(|f| {
+            let rel = f
+                .entry
+                .path
+                .strip_prefix("manifests/")
+                .unwrap_or(&f.entry.path);
+            !selection.leaves_out_manifest(rel)
+        }));
     }
     for f in &spec.files {
         let p = stack.resolve(f);
@@ -295,6 +316,7 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
         }),
         images,
         charts,
+        components: selection.selected,
         base: None,
         entries,
     };

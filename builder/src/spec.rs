@@ -29,6 +29,51 @@ pub struct StackSpec {
     /// The lock file, relative to the stack directory.
     #[serde(default = "default_lock")]
     pub lock: String,
+    /// Optional parts a build can leave out (`--without NAME`) or take in (`--with NAME`).
+    #[serde(default)]
+    pub components: std::collections::BTreeMap<String, ComponentSpec>,
+}
+
+/// An optional part of the stack: manifests (files or directories under the manifests
+/// directory), images and charts that go into a bundle only when it is selected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSpec {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Selected unless `--without` (true) or only with `--with` (false).
+    #[serde(default = "default_true")]
+    pub default: bool,
+    #[serde(default)]
+    pub manifests: Vec<String>,
+    #[serde(default)]
+    pub images: Vec<String>,
+    #[serde(default)]
+    pub charts: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// What a build leaves out: the parts of the components not selected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// The components selected, sorted.
+    pub selected: Vec<String>,
+    /// Manifest paths (relative to the manifests directory) left out.
+    pub manifests: Vec<String>,
+    pub images: std::collections::BTreeSet<String>,
+    pub charts: std::collections::BTreeSet<String>,
+}
+
+impl Selection {
+    /// Is the manifest at `rel` (relative to the manifests directory) left out?
+    pub fn leaves_out_manifest(&self, rel: &str) -> bool {
+        self.manifests
+            .iter()
+            .any(|m| rel == m || rel.starts_with(&format!("{}/", m.trim_end_matches('/'))))
+    }
 }
 
 fn default_lock() -> String {
@@ -172,10 +217,88 @@ impl Stack {
                 return bad(format!("chart {} {} is listed twice", c.name, c.version));
             }
         }
+        let mut owner = std::collections::HashMap::new();
+        let manifests_dir = dir.join(&spec.manifests);
+        for (name, c) in &spec.components {
+            if !is_dns_label(name) {
+                return bad(format!(
+                    "component {name:?}: names are lower-case letters, digits and '-'"
+                ));
+            }
+            let items = c
+                .manifests
+                .iter()
+                .map(|m| {
+                    if manifests_dir.join(m).exists() {
+                        Ok(format!("manifest {m}"))
+                    } else {
+                        Err(format!(
+                            "component {name}: manifest {m} is not in {}",
+                            spec.manifests
+                        ))
+                    }
+                })
+                .chain(c.images.iter().map(|i| {
+                    if refs.contains(&i) {
+                        Ok(format!("image {i}"))
+                    } else {
+                        Err(format!("component {name}: image {i} is not in `images:`"))
+                    }
+                }))
+                .chain(c.charts.iter().map(|ch| {
+                    if spec.charts.iter().any(|x| &x.name == ch) {
+                        Ok(format!("chart {ch}"))
+                    } else {
+                        Err(format!("component {name}: chart {ch} is not in `charts:`"))
+                    }
+                }));
+            for item in items {
+                let item = match item {
+                    Ok(i) => i,
+                    Err(reason) => return bad(reason),
+                };
+                if let Some(other) = owner.insert(item.clone(), name.clone()) {
+                    return bad(format!("{item} is in two components, {other} and {name}"));
+                }
+            }
+        }
         Ok(Stack {
             dir: dir.to_path_buf(),
             spec,
         })
+    }
+
+    /// The selection of components for a build: each component's `default`, then `with` added
+    /// and `without` taken away. An unknown name is an error listing the components.
+    pub fn select(&self, with: &[String], without: &[String]) -> Result<Selection> {
+        let known = &self.spec.components;
+        for n in with.iter().chain(without) {
+            if !known.contains_key(n) {
+                return Err(BuildError::Spec {
+                    path: self.dir.join(SPEC_FILE),
+                    reason: format!(
+                        "no component {n:?}; the stack has: {}",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.keys().cloned().collect::<Vec<_>>().join(", ")
+                        }
+                    ),
+                });
+            }
+        }
+        let mut s = Selection::default();
+        for (name, c) in known {
+            let on = (c.default || with.contains(name)) && !without.contains(name);
+            if on {
+                s.selected.push(name.clone());
+            } else {
+                s.manifests.extend(c.manifests.iter().cloned());
+                s.images.extend(c.images.iter().cloned());
+                s.charts.extend(c.charts.iter().cloned());
+            }
+        }
+        Ok(s)
     }
 
     /// A path named in bundle.yaml, resolved against the stack directory.
@@ -228,5 +351,58 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(ok.spec.lock, "images.lock");
+    }
+
+    #[test]
+    fn components_name_what_the_stack_has_and_a_selection_leaves_their_parts_out() {
+        let head = "name: s\nversion: 1\nimages:\n  - reference: a:1\n  - reference: b:1\n";
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("manifests/extra")).unwrap();
+        std::fs::write(t.path().join("manifests/cache.yaml"), "").unwrap();
+        let load_with = |components: &str| {
+            std::fs::write(
+                t.path().join(SPEC_FILE),
+                format!("{head}components:\n{components}"),
+            )
+            .unwrap();
+            Stack::load(t.path())
+        };
+        for (components, want) in [
+            (
+                "  c: {manifests: [nope.yaml]}\n",
+                "manifest nope.yaml is not in manifests",
+            ),
+            (
+                "  c: {images: [\"z:1\"]}\n",
+                "image z:1 is not in `images:`",
+            ),
+            ("  c: {charts: [x]}\n", "chart x is not in `charts:`"),
+            (
+                "  c: {images: [\"a:1\"]}\n  d: {images: [\"a:1\"]}\n",
+                "image a:1 is in two components, c and d",
+            ),
+            ("  Big: {}\n", "names are lower-case"),
+        ] {
+            let e = load_with(components).unwrap_err().to_string();
+            assert!(e.contains(want), "{components}: {e}");
+        }
+        let s = load_with(
+            "  cache: {manifests: [cache.yaml], images: [\"a:1\"]}\n  extra: {default: false, manifests: [extra]}\n",
+        )
+        .unwrap();
+        let by_default = s.select(&[], &[]).unwrap();
+        assert_eq!(by_default.selected, ["cache"]);
+        assert!(by_default.leaves_out_manifest("extra/x.yaml"));
+        assert!(!by_default.leaves_out_manifest("extras.yaml"));
+        assert!(!by_default.leaves_out_manifest("cache.yaml"));
+        let swapped = s.select(&["extra".into()], &["cache".into()]).unwrap();
+        assert_eq!(swapped.selected, ["extra"]);
+        assert!(swapped.images.contains("a:1"));
+        assert!(swapped.leaves_out_manifest("cache.yaml"));
+        let e = s.select(&["nope".into()], &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("no component \"nope\"; the stack has: cache, extra"),
+            "{e}"
+        );
     }
 }

@@ -37,6 +37,9 @@ pub struct Index {
     pub k3s: Option<K3s>,
     pub images: Vec<Image>,
     pub charts: Vec<Chart>,
+    /// The stack's optional components this bundle carries (sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<String>,
     /// Set on a delta bundle: the bundle it must be applied onto.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Base>,
@@ -303,6 +306,7 @@ mod tests {
             k3s: None,
             images: vec![],
             charts: vec![],
+            components: Vec::new(),
             base: None,
             entries: vec![Entry {
                 path: "manifests/a.yaml".into(),

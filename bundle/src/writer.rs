@@ -573,6 +573,7 @@ mod tests {
             k3s: None,
             images: vec![],
             charts: vec![],
+            components: Vec::new(),
             base: None,
             entries: vec![Entry {
                 path: "files/data".into(),

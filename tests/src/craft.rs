@@ -36,6 +36,7 @@ pub fn index_for(files: &[(&str, &[u8])]) -> Index {
         k3s: None,
         images: vec![],
         charts: vec![],
+        components: Vec::new(),
         base: None,
         entries: files
             .iter()
@@ -140,6 +141,8 @@ pub fn build_stack(
         threads,
         allow_missing_image: false,
         installers: None,
+        with: Vec::new(),
+        without: Vec::new(),
     };
     rin_builder::build(&stack, &opts, &rin_bundle::Silent).expect("build")
 }

@@ -23,6 +23,8 @@ fn build_broken(break_it: impl FnOnce(&Path)) -> BuildError {
         threads: 1,
         allow_missing_image: false,
         installers: None,
+        with: Vec::new(),
+        without: Vec::new(),
     };
     let err = Stack::load(&stack)
         .and_then(|s| rin_builder::build(&s, &opts, &Silent))

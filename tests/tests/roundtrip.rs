@@ -160,6 +160,8 @@ fn missing_platform_is_an_error_naming_the_image() {
         threads: 1,
         allow_missing_image: false,
         installers: None,
+        with: Vec::new(),
+        without: Vec::new(),
     };
     let err = rin_builder::build(&s, &opts, &Silent).unwrap_err();
     let msg = err.to_string();

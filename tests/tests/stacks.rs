@@ -602,6 +602,56 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
         }
         let at = |s: &str| planned.iter().position(|p| p.starts_with(s));
         if name == "manifests" {
+            assert_eq!(index.components, ["monitoring", "redis"]);
+            // Without its optional components: their images and manifests stay out.
+            let small = t.path().join("rin-small.tar.zst");
+            let built = Command::new(bin("rinbundle"))
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .args(["build", "--quiet", "--arch", "arm64", "--stack"])
+                .arg(&dir)
+                .args(["--without", "monitoring", "--without", "redis", "--key"])
+                .arg(t.path().join("k.key"))
+                .arg("--cache")
+                .arg(t.path().join("cache"))
+                .arg("-o")
+                .arg(&small)
+                .args(&mirrors)
+                .output()
+                .unwrap();
+            ok(
+                &built,
+                "build of the Rin stack without monitoring and redis",
+            );
+            let (small_index, _) = rin_bundle::peek(&small).unwrap();
+            let small_index = rin_bundle::Index::from_canonical_json(&small_index).unwrap();
+            assert!(small_index.components.is_empty());
+            assert_eq!(small_index.images.len(), index.images.len() - 3);
+            assert!(
+                !small_index
+                    .images
+                    .iter()
+                    .any(|i| i.reference.contains("grafana") || i.reference.contains("redis"))
+            );
+            let carried: Vec<&str> = small_index
+                .entries
+                .iter()
+                .map(|e| e.path.as_str())
+                .collect();
+            assert!(
+                carried.contains(&"manifests/40-rin.yaml"),
+                "{carried:?}"
+            );
+            assert!(
+                !carried.contains(&"manifests/35-redis.yaml"),
+                "{carried:?}"
+            );
+            assert!(
+                !carried.contains(&"manifests/60-monitoring.yaml"),
+                "{carried:?}"
+            );
+            // The lock still covers every component.
+            let lock = std::fs::read_to_string(dir.join(&l.stack.spec.lock)).unwrap();
+            assert!(lock.contains("docker.io/grafana/grafana:11.4.0"), "{lock}");
             assert!(
                 at("HelmChart.helm.cattle.io kube-system/cloudnative-pg")
                     < at("Cluster.postgresql.cnpg.io")

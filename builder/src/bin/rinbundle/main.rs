@@ -258,6 +258,12 @@ struct BuildArgs {
     /// dist/build.sh writes to dist/out), each put in the bundle as installer/rininstall-linux-ARCH.
     #[arg(long, value_name = "DIR")]
     installers: Option<PathBuf>,
+    /// Take in an optional component the stack leaves out by default; repeat for several.
+    #[arg(long, value_name = "COMPONENT")]
+    with: Vec<String>,
+    /// Leave out an optional component the stack takes in by default; repeat for several.
+    #[arg(long, value_name = "COMPONENT")]
+    without: Vec<String>,
     #[command(flatten)]
     fetch: FetchArgs,
 }
@@ -368,6 +374,8 @@ fn build(
         threads,
         allow_missing_image: args.allow_missing_image,
         installers: args.installers.clone(),
+        with: args.with.clone(),
+        without: args.without.clone(),
     };
     let built = rin_builder::build_from(&stack, &opts, &fetched, display.as_ref());
     if let Some(handle) = downloading {
@@ -438,6 +446,9 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     println!("platforms  {}", index.platforms.join(", "));
     if let Some(k) = &index.k3s {
         println!("k3s        {}", k.version);
+    }
+    if !index.components.is_empty() {
+        println!("components {}", index.components.join(", "));
     }
     println!("images     {}", index.images.len());
     for i in &index.images {
