@@ -637,14 +637,8 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
                 .iter()
                 .map(|e| e.path.as_str())
                 .collect();
-            assert!(
-                carried.contains(&"manifests/40-rin.yaml"),
-                "{carried:?}"
-            );
-            assert!(
-                !carried.contains(&"manifests/35-redis.yaml"),
-                "{carried:?}"
-            );
+            assert!(carried.contains(&"manifests/40-rin.yaml"), "{carried:?}");
+            assert!(!carried.contains(&"manifests/35-redis.yaml"), "{carried:?}");
             assert!(
                 !carried.contains(&"manifests/60-monitoring.yaml"),
                 "{carried:?}"
