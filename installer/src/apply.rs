@@ -165,7 +165,7 @@ impl ApplyOptions {
     fn kubeconfig_path(&self) -> PathBuf {
         self.kubeconfig
             .clone()
-            .unwrap_or_else(|| self.root.join(host::KUBECONFIG))
+            .unwrap_or_else(|| crate::manage::k3s_kubeconfig(&self.root))
     }
 
     fn rollout(&self) -> RolloutOptions {
@@ -181,13 +181,14 @@ impl ApplyOptions {
     }
 }
 
-/// Connect to the cluster of `kubeconfig` and wait until its API answers.
+/// Connect to the cluster of `kubeconfig` and wait until its API answers: the cluster and its
+/// Kubernetes version.
 pub fn connect(
     kubeconfig: &Path,
     timeout: Duration,
     rt: &tokio::runtime::Runtime,
     report: &dyn Report,
-) -> Result<Cluster> {
+) -> Result<(Cluster, String)> {
     report.say(&format!(
         "waiting for the Kubernetes API ({}, up to {}s)",
         kubeconfig.display(),
@@ -211,7 +212,7 @@ pub fn connect(
         };
         let version = cluster.wait_for_api(&opts).await?;
         report.say(&format!("the Kubernetes API answers ({version})"));
-        Ok(cluster)
+        Ok((cluster, version))
     })
 }
 
@@ -434,7 +435,7 @@ pub fn apply(
             state::write_atomic(&path, yaml.as_bytes(), 0o644)?;
         }
         if live {
-            let c = connect(&opts.kubeconfig_path(), opts.timeout, &rt, report)?;
+            let (c, _) = connect(&opts.kubeconfig_path(), opts.timeout, &rt, report)?;
             let mut objs = objects::parse(&yaml, "the site registry", Origin::SiteRegistry)?;
             objects::order(&mut objs);
             let ro = opts.rollout();
@@ -472,41 +473,38 @@ pub fn apply(
     report.step(6, STEPS, "deploy");
     match opts.deploys_here() {
         _ if opts.dry_run && plans => {
-            let mut objs = stack::objects(&index, &staged.kept, registry_yaml.as_deref(), true)?;
-            if let Some(dup) = objects::duplicates(&objs) {
-                return Err(InstallError::Bundle { reason: dup });
-            }
-            objects::order(&mut objs);
+            let objs = rollout::plan(stack::objects(
+                &index,
+                &staged.kept,
+                registry_yaml.as_deref(),
+                true,
+            )?)?;
             done.plan = objs
                 .iter()
                 .map(|o| format!("{} (from {})", o.reference, o.source))
                 .collect();
         }
         Some(why) => report.say(&format!("deploy skipped: {why}")),
-        None if opts.dry_run => {}
+        // A dry run stops above: the first server plans, any other node deploys nothing.
         None => {
             let c = match cluster.take() {
                 Some(c) => c,
-                None => connect(&opts.kubeconfig_path(), opts.timeout, &rt, report)?,
+                None => connect(&opts.kubeconfig_path(), opts.timeout, &rt, report)?.0,
             };
-            let mut objs = stack::objects(&index, &staged.kept, registry_yaml.as_deref(), false)?;
-            objects::order(&mut objs);
+            let objs = stack::objects(&index, &staged.kept, registry_yaml.as_deref(), false)?;
             let desired = Desired {
                 stack: index.stack.name.clone(),
                 version: index.stack.version.clone(),
                 k3s: index.k3s.as_ref().map(|k| k.version.clone()),
                 bundle: index_sha256.clone(),
                 images: stack::images(&index),
-                objects: objs.clone(),
+                objects: objs,
                 installed: rin_bundle::index::format_created(rin_bundle::index::now_epoch()),
             };
             let say = |s: String| report.say(&s);
             let out = rt.block_on(rollout::roll_out(&c, desired, &opts.rollout(), &say))?;
             if let Some(state) = &state {
-                state.keep_objects(&state::Kept {
-                    record: out.record.clone(),
-                    objects: objs,
-                })?;
+                state.keep_objects(&out.record, &out.objects)?;
                 state.forget_objects_except(&out.kept_revisions)?;
             }
             done.rolled_out = Some(out);

@@ -91,7 +91,10 @@ impl Cluster {
     }
 
     /// The API resource of `r`'s kind, found by discovery (and remembered).
-    async fn resource(&self, r: &ObjectRef) -> Result<(ApiResource, ApiCapabilities)> {
+    async fn discover(
+        &self,
+        r: &ObjectRef,
+    ) -> std::result::Result<(ApiResource, ApiCapabilities), kube::Error> {
         let key = (r.api_version.clone(), r.kind.clone());
         if let Some(found) = self.lock().get(&key) {
             return Ok(found.clone());
@@ -101,25 +104,28 @@ impl Cluster {
             None => ("", r.api_version.as_str()),
         };
         let gvk = GroupVersionKind::gvk(group, version, &r.kind);
-        let found = kube::discovery::pinned_kind(&self.client, &gvk)
-            .await
-            .map_err(|e| InstallError::Cluster {
-                what: r.to_string(),
-                reason: match &e {
-                    kube::Error::Discovery(_) => {
-                        format!(
-                            "the cluster has no kind {} in {}{UNKNOWN_KIND}",
-                            r.kind, r.api_version
-                        )
-                    }
-                    kube::Error::Api(s) if s.code == 404 => {
-                        format!("the cluster does not serve {}{UNKNOWN_KIND}", r.api_version)
-                    }
-                    _ => e.to_string(),
-                },
-            })?;
+        let found = kube::discovery::pinned_kind(&self.client, &gvk).await?;
         self.lock().insert(key, found.clone());
         Ok(found)
+    }
+
+    /// `discover`, with a kind the cluster does not serve explained.
+    async fn resource(&self, r: &ObjectRef) -> Result<(ApiResource, ApiCapabilities)> {
+        self.discover(r).await.map_err(|e| InstallError::Cluster {
+            what: r.to_string(),
+            reason: match &e {
+                kube::Error::Discovery(_) => {
+                    format!(
+                        "the cluster has no kind {} in {}{UNKNOWN_KIND}",
+                        r.kind, r.api_version
+                    )
+                }
+                kube::Error::Api(s) if s.code == 404 => {
+                    format!("the cluster does not serve {}{UNKNOWN_KIND}", r.api_version)
+                }
+                _ => e.to_string(),
+            },
+        })
     }
 
     fn lock(
@@ -158,14 +164,13 @@ impl Cluster {
     ) -> Result<(Api<DynamicObject>, ObjectRef)> {
         let started = Instant::now();
         loop {
-            match self.api_for(r).await {
-                Err(InstallError::Cluster { reason, .. })
-                    if reason.contains(UNKNOWN_KIND) && started.elapsed() < opts.timeout =>
-                {
-                    tokio::time::sleep(opts.poll).await;
-                }
-                done => return done,
+            match self.discover(r).await {
+                Err(kube::Error::Discovery(_)) if started.elapsed() < opts.timeout => {}
+                Err(kube::Error::Api(s)) if s.code == 404 && started.elapsed() < opts.timeout => {}
+                // Served, or not worth waiting for: `api_for` says which.
+                _ => return self.api_for(r).await,
             }
+            tokio::time::sleep(opts.poll).await;
         }
     }
 
@@ -307,7 +312,10 @@ impl Cluster {
             params = params.fields(f);
         }
         let list = api.list(&params).await.map_err(|e| InstallError::Cluster {
-            what: format!("listing {} in {}", r.kind, settled.namespace),
+            what: match settled.namespace.as_str() {
+                "" => format!("listing every {}", r.kind),
+                ns => format!("listing {} in {ns}", r.kind),
+            },
             reason: e.to_string(),
         })?;
         Ok(list.items.into_iter().map(|o| typed_value(o, r)).collect())
@@ -315,12 +323,8 @@ impl Cluster {
 
     /// Apply one object built here (a release record), not from a manifest.
     pub async fn apply_one(&self, value: &Value, opts: &DeployOptions) -> Result<ObjectRef> {
-        let o = objects::parse(
-            &serde_json::to_string(value).unwrap_or_default(),
-            "rininstall",
-            objects::Origin::Stack,
-        )?;
-        let mut refs = Box::pin(self.apply(&o, opts, &|_| {})).await?;
+        let o = Object::from_value(value.clone(), "rininstall", objects::Origin::Stack)?;
+        let mut refs = self.apply(std::slice::from_ref(&o), opts, &|_| {}).await?;
         refs.pop().ok_or_else(|| InstallError::Cluster {
             what: "an object".into(),
             reason: "nothing was applied".into(),

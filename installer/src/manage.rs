@@ -9,7 +9,7 @@ use crate::error::{InstallError, Result};
 use crate::health::Health;
 use crate::release::ReleaseRecord;
 use crate::rollout::{self, Desired, RolledOut, RolloutOptions};
-use crate::state::{self, Kept, Release, State};
+use crate::state::{self, Release, State};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -94,7 +94,7 @@ pub fn status(t: &Target, report: &dyn Report) -> Result<Status> {
         ));
         return Ok(out);
     };
-    let cluster = match connect(&t.kubeconfig, t.timeout, &rt, report) {
+    let (cluster, kubernetes) = match connect(&t.kubeconfig, t.timeout, &rt, report) {
         Ok(c) => c,
         Err(e) => {
             out.cluster_error = Some(e.to_string());
@@ -102,22 +102,16 @@ pub fn status(t: &Target, report: &dyn Report) -> Result<Status> {
         }
     };
     let looked = rt.block_on(async {
-        let kubernetes = cluster
-            .wait_for_api(&DeployOptions {
-                timeout: t.timeout,
-                ..Default::default()
-            })
-            .await?;
         let mut records = rollout::releases(&cluster, &stack).await?;
         records.sort_by_key(|r| std::cmp::Reverse(r.revision));
         let health = match records.first() {
             Some(r) => rollout::health_of(&cluster, &r.inventory).await?,
             None => Vec::new(),
         };
-        Ok::<_, InstallError>((kubernetes, records, health))
+        Ok::<_, InstallError>((records, health))
     });
     match looked {
-        Ok((kubernetes, records, health)) => {
+        Ok((records, health)) => {
             let health: Vec<ObjectHealth> = health.into_iter().map(object_health).collect();
             out.cluster = Some(ClusterStatus {
                 kubernetes,
@@ -180,7 +174,7 @@ pub fn rollback(opts: &RollbackOptions, report: &dyn Report) -> Result<(ReleaseR
         });
     };
     let rt = runtime()?;
-    let cluster = connect(&opts.target.kubeconfig, opts.target.timeout, &rt, report)?;
+    let (cluster, _) = connect(&opts.target.kubeconfig, opts.target.timeout, &rt, report)?;
     let records = rt.block_on(rollout::releases(&cluster, &installed.stack))?;
     let target = crate::release::rollback_target(&records, opts.to.as_deref())?.clone();
     let kept = state.kept_objects(target.revision)?;
@@ -195,7 +189,7 @@ pub fn rollback(opts: &RollbackOptions, report: &dyn Report) -> Result<(ReleaseR
         k3s: installed.k3s.clone(),
         bundle: target.bundle.clone(),
         images: target.images.clone(),
-        objects: kept.objects.clone(),
+        objects: kept.objects,
         installed: rin_bundle::index::format_created(rin_bundle::index::now_epoch()),
     };
     let ro = RolloutOptions {
@@ -209,10 +203,7 @@ pub fn rollback(opts: &RollbackOptions, report: &dyn Report) -> Result<(ReleaseR
     };
     let say = |s: String| report.say(&s);
     let out = rt.block_on(rollout::roll_out(&cluster, desired, &ro, &say))?;
-    state.keep_objects(&Kept {
-        record: out.record.clone(),
-        objects: kept.objects,
-    })?;
+    state.keep_objects(&out.record, &out.objects)?;
     state.forget_objects_except(&out.kept_revisions)?;
     state.record(&Release {
         stack: target.stack.clone(),

@@ -89,6 +89,15 @@ pub struct Object {
 }
 
 impl Object {
+    /// One object built here rather than read from a manifest (a release record).
+    pub fn from_value(value: Value, source: &str, origin: Origin) -> Result<Object> {
+        object(value, source, origin).map_err(|reason| InstallError::Manifest {
+            source_file: source.to_string(),
+            document: 1,
+            reason,
+        })
+    }
+
     pub fn phase(&self) -> Phase {
         match (self.reference.kind.as_str(), self.reference.group()) {
             ("CustomResourceDefinition", "apiextensions.k8s.io") => Phase::Crds,

@@ -52,6 +52,8 @@ pub struct RolledOut {
     pub forgotten: Vec<u64>,
     /// The revisions still recorded, newest first.
     pub kept_revisions: Vec<u64>,
+    /// The objects, in the order they were applied (what a rollback re-applies).
+    pub objects: Vec<Object>,
     /// False when the installed release was the same bundle with the same objects: it stays
     /// the recorded revision (a re-run records nothing new).
     pub recorded: bool,
@@ -80,6 +82,15 @@ pub async fn releases(cluster: &Cluster, stack: &str) -> Result<Vec<ReleaseRecor
     cms.iter().map(ReleaseRecord::from_config_map).collect()
 }
 
+/// `objects` as a release applies them: each defined once, in apply order.
+pub fn plan(mut objects: Vec<Object>) -> Result<Vec<Object>> {
+    if let Some(dup) = objects::duplicates(&objects) {
+        return Err(InstallError::Bundle { reason: dup });
+    }
+    objects::order(&mut objects);
+    Ok(objects)
+}
+
 /// Apply, wait, prune, record.
 pub async fn roll_out(
     cluster: &Cluster,
@@ -87,11 +98,7 @@ pub async fn roll_out(
     opts: &RolloutOptions,
     say: Say<'_>,
 ) -> Result<RolledOut> {
-    let mut objects = desired.objects;
-    if let Some(dup) = objects::duplicates(&objects) {
-        return Err(InstallError::Bundle { reason: dup });
-    }
-    objects::order(&mut objects);
+    let objects = plan(desired.objects)?;
     let records = releases(cluster, &desired.stack).await?;
     let stale = stale_chart_jobs(cluster, &objects).await?;
     say(format!("applying {} objects", objects.len()));
@@ -138,6 +145,7 @@ pub async fn roll_out(
             forgotten: Vec::new(),
             kept_revisions,
             recorded: false,
+            objects,
         });
     }
     let record = ReleaseRecord {
@@ -167,15 +175,13 @@ pub async fn roll_out(
         .await?;
     let mut all = records;
     all.push(record.clone());
-    let old: Vec<ObjectRef> = release::beyond_keep(&all, opts.keep)
+    let beyond = release::beyond_keep(&all, opts.keep);
+    let old: Vec<ObjectRef> = beyond
         .iter()
         .map(|r| obj_ref("v1", "ConfigMap", release::NAMESPACE, &r.name()))
         .collect();
     cluster.delete(&old).await?;
-    let mut forgotten: Vec<u64> = release::beyond_keep(&all, opts.keep)
-        .iter()
-        .map(|r| r.revision)
-        .collect();
+    let mut forgotten: Vec<u64> = beyond.iter().map(|r| r.revision).collect();
     forgotten.sort_unstable();
     let mut kept_revisions: Vec<u64> = all
         .iter()
@@ -190,6 +196,7 @@ pub async fn roll_out(
         forgotten,
         kept_revisions,
         recorded: true,
+        objects,
     })
 }
 
@@ -295,15 +302,20 @@ impl Waited {
         }
     }
 
-    fn label(&self) -> String {
+    /// The object, and the chart whose release made it; with `count`, its ready/desired.
+    fn describe(&self, count: bool) -> String {
         let count = match &self.health {
-            Health::Waiting { ready, desired } => format!(" {ready}/{desired}"),
+            Health::Waiting { ready, desired } if count => format!(" {ready}/{desired}"),
             _ => String::new(),
         };
         match &self.chart {
             Some(c) => format!("{}{count} (chart {c})", self.r),
             None => format!("{}{count}", self.r),
         }
+    }
+
+    fn label(&self) -> String {
+        self.describe(true)
     }
 }
 
@@ -415,11 +427,7 @@ pub async fn health_of(
     while let Some(w) = queue.pop() {
         let mut found = Vec::new();
         let (h, _) = look(cluster, &w, &none, &mut found).await?;
-        let name = match &w.chart {
-            Some(c) => format!("{} (chart {c})", w.r),
-            None => w.r.to_string(),
-        };
-        out.push((name, h));
+        out.push((w.describe(false), h));
         queue.extend(found.into_iter().rev());
     }
     Ok(out)

@@ -82,19 +82,24 @@ pub fn objects(
     for c in &index.charts {
         let values = c.values.as_deref().map(text).transpose()?;
         let archive = helmchart::archive_entry(c);
-        let feed = if plan_only {
-            Feed::Plan
-        } else if let Some(bytes) = kept.get(&archive) {
-            Feed::Inline(bytes)
-        } else if entry(index, &archive).is_some() {
-            Feed::Static
-        } else {
-            return Err(InstallError::Bundle {
+        let size = entry(index, &archive)
+            .ok_or_else(|| InstallError::Bundle {
                 reason: format!(
                     "chart {} {}: its archive {archive} is not in the bundle",
                     c.name, c.version
                 ),
-            });
+            })?
+            .size;
+        // The same rule as `kept_entries` and `static_charts`: by the archive's size.
+        let feed = if plan_only {
+            Feed::Plan
+        } else if helmchart::inline(size) {
+            let bytes = kept.get(&archive).ok_or_else(|| InstallError::Bundle {
+                reason: format!("{archive} was not read from the bundle"),
+            })?;
+            Feed::Inline(bytes)
+        } else {
+            Feed::Static
         };
         out.push(helmchart::helm_chart(c, feed, values)?);
     }
@@ -117,4 +122,121 @@ pub fn images(index: &Index) -> std::collections::BTreeMap<String, String> {
         .iter()
         .map(|i| (i.reference.clone(), i.digest.clone()))
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rin_bundle::index::{Chart, Entry, Index, Stack};
+
+    fn chart(name: &str, archive: &str) -> Chart {
+        Chart {
+            name: name.into(),
+            version: "1.0.0".into(),
+            digest: "sha256:00".into(),
+            archive_sha256: archive.into(),
+            values: None,
+            namespace: None,
+        }
+    }
+
+    fn entry(path: &str, size: u64) -> Entry {
+        Entry {
+            path: path.into(),
+            size,
+            sha256: "00".repeat(32),
+            mode: 0o644,
+        }
+    }
+
+    #[test]
+    fn small_charts_and_manifests_are_kept_in_memory_and_a_large_chart_goes_to_k3s_static_charts() {
+        let small = "aa".repeat(32);
+        let big = "bb".repeat(32);
+        let index = Index {
+            format: rin_bundle::index::FORMAT.into(),
+            stack: Stack {
+                name: "s".into(),
+                version: "1".into(),
+            },
+            created: "2026-11-23T00:00:00Z".into(),
+            platforms: vec!["linux/arm64".into()],
+            k3s: None,
+            images: vec![],
+            charts: vec![chart("big", &big), chart("small", &small)],
+            components: vec![],
+            base: None,
+            entries: vec![
+                entry("manifests/app.yaml", 100),
+                entry("manifests/notes.txt", 10),
+                entry(
+                    &format!("oci/blobs/sha256/{big}"),
+                    helmchart::INLINE_MAX + 1,
+                ),
+                entry(&format!("oci/blobs/sha256/{small}"), 1000),
+            ],
+        };
+        let kept = kept_entries(&index);
+        assert_eq!(
+            kept.into_iter().collect::<Vec<_>>(),
+            [
+                "manifests/app.yaml".to_string(),
+                format!("oci/blobs/sha256/{small}")
+            ]
+        );
+        let statics: Vec<(String, String)> = static_charts(&index)
+            .into_iter()
+            .map(|(e, name)| (e.path.clone(), name))
+            .collect();
+        assert_eq!(
+            statics,
+            [(
+                format!("oci/blobs/sha256/{big}"),
+                "big-1.0.0.tgz".to_string()
+            )]
+        );
+        // What the verifying pass kept: the manifest and the small chart's archive.
+        let read = HashMap::from([
+            (
+                "manifests/app.yaml".to_string(),
+                b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: n}\n".to_vec(),
+            ),
+            (format!("oci/blobs/sha256/{small}"), b"tgz".to_vec()),
+        ]);
+        let objects = objects(&index, &read, None, false).unwrap();
+        let names: Vec<String> = objects.iter().map(|o| o.reference.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "HelmChart.helm.cattle.io kube-system/big",
+                "HelmChart.helm.cattle.io kube-system/small",
+                "ConfigMap n/a"
+            ]
+        );
+        assert_eq!(
+            objects[0].value["spec"]["chart"],
+            "https://%{KUBERNETES_API}%/static/charts/big-1.0.0.tgz"
+        );
+        assert_eq!(objects[1].value["spec"]["chartContent"], "dGd6");
+        // An entry the pass did not keep is an error, not a chart pointing nowhere or an
+        // empty stack.
+        let without = |path: &str| {
+            let mut r = read.clone();
+            r.remove(path);
+            super::objects(&index, &r, None, false)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = without(&format!("oci/blobs/sha256/{small}"));
+        assert!(
+            e.contains(&format!("{small} was not read from the bundle")),
+            "{e}"
+        );
+        let e = without("manifests/app.yaml");
+        assert!(
+            e.contains("manifests/app.yaml was not read from the bundle"),
+            "{e}"
+        );
+    }
 }

@@ -180,11 +180,15 @@ pub fn first_pass(
     })
 }
 
+/// The kept entries, moved out of what the pass collected (the plan is built already).
 fn take_kept(collect: &mut Collect) -> HashMap<String, Vec<u8>> {
-    collect
-        .extra
-        .iter()
-        .filter_map(|p| Some((p.clone(), collect.docs.get(p)?.clone())))
+    let extra = std::mem::take(&mut collect.extra);
+    extra
+        .into_iter()
+        .filter_map(|p| {
+            let bytes = collect.docs.remove(&p)?;
+            Some((p, bytes))
+        })
         .collect()
 }
 

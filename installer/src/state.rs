@@ -103,10 +103,15 @@ impl State {
         write_atomic(&self.dir.join("release.json"), &bytes, 0o644)
     }
 
-    /// Keep the objects of release `kept.record.revision` for a later rollback.
-    pub fn keep_objects(&self, kept: &Kept) -> Result<()> {
-        let bytes = serde_json::to_vec(kept).expect("a release serialises");
-        write_atomic(&self.releases_file(kept.record.revision), &bytes, 0o600)
+    /// Keep the objects of release `record` for a later rollback (read back as [`Kept`]).
+    pub fn keep_objects(
+        &self,
+        record: &crate::release::ReleaseRecord,
+        objects: &[crate::objects::Object],
+    ) -> Result<()> {
+        let bytes = serde_json::to_vec(&serde_json::json!({"record": record, "objects": objects}))
+            .expect("a release serialises");
+        write_atomic(&self.releases_file(record.revision), &bytes, 0o600)
     }
 
     /// The objects of release `revision`, as kept.
@@ -303,7 +308,8 @@ mod tests {
             objects: objects.clone(),
         };
         for r in 1..=3 {
-            s.keep_objects(&kept(r)).unwrap();
+            let k = kept(r);
+            s.keep_objects(&k.record, &k.objects).unwrap();
         }
         let back = s.kept_objects(2).unwrap();
         assert_eq!(back.record, kept(2).record);

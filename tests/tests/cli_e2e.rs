@@ -417,6 +417,18 @@ fn the_bundle_carries_the_installer_per_architecture_and_gives_it_back_only_when
         text(&o)
     );
     assert!(!bundle.exists());
+    // A file that is not an executable is refused.
+    fs::write(
+        dist.join("rininstall-linux-arm64"),
+        b"#!/bin/sh\necho not a binary\n",
+    )
+    .unwrap();
+    let o = build_with(&bundle);
+    assert!(
+        text(&o).contains("it is not an ELF executable"),
+        "{}",
+        text(&o)
+    );
     // An amd64 binary under the arm64 name is refused.
     fs::write(dist.join("rininstall-linux-arm64"), fake_elf(62)).unwrap();
     let o = build_with(&bundle);

@@ -228,6 +228,43 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
         "{}",
         text(&out)
     );
+
+    // A workload that loses a replica: status says so and exits 1.
+    fake.lock().unwrap().script(
+        "web",
+        vec![serde_json::json!({"replicas": 1, "updatedReplicas": 1, "readyReplicas": 0})],
+    );
+    let status = rininstall(&["status"], &root, &kc);
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status));
+    let said = text(&status);
+    assert!(
+        said.contains("waiting  Deployment.apps demo/web 0/1") && said.contains("NOT healthy"),
+        "{said}"
+    );
+    let status = rininstall(&["status", "--json"], &root, &kc);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(s["cluster"]["healthy"], false);
+
+    // A cluster that does not answer is reported, with the node's record still shown.
+    let gone = t.path().join("gone-kubeconfig");
+    std::fs::write(
+        &gone,
+        fake_api::kubeconfig(std::net::SocketAddr::from(([127, 0, 0, 1], 1))),
+    )
+    .unwrap();
+    let out = Command::new(bin("rininstall"))
+        .args(["status", "--timeout", "1", "--root"])
+        .arg(&root)
+        .arg("--kubeconfig")
+        .arg(&gone)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("installed: demo 1.0.0") && said.contains("cluster: not asked"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -556,4 +556,15 @@ fn a_registry_mirror_serves_the_images_under_their_own_names() {
         &[],
     );
     assert!(failed(&bad, "a mirror without =").contains("REGISTRY=MIRROR"));
+    let bad = rinbundle(
+        &build_args(
+            &st,
+            &key,
+            &t.path().join("cache"),
+            &out,
+            &["--url-mirror", "https://charts.jetstack.io=mirror.corp"],
+        ),
+        &[],
+    );
+    assert!(failed(&bad, "a URL mirror that is not a URL").contains("PREFIX=REPLACEMENT"));
 }

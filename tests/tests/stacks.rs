@@ -126,36 +126,61 @@ fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
     }
 }
 
+/// The URLs in `v` whose host is outside the cluster (not a `.svc` name, not loopback).
+fn outside_urls(v: &Value) -> Vec<String> {
+    let mut all = Vec::new();
+    strings(v, &mut all);
+    let mut out = Vec::new();
+    for s in all {
+        for (i, _) in s.match_indices("://") {
+            let host = s[i + 3..]
+                .split(|c: char| c == '/' || c == ':' || c.is_whitespace())
+                .next()
+                .unwrap_or("");
+            let inside = host.ends_with(".svc")
+                || host.ends_with(".svc.cluster.local")
+                || host == "localhost"
+                || host.starts_with("127.")
+                || host.starts_with("%{");
+            if !inside {
+                out.push(format!("{host} in {s}"));
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn nothing_points_outside_the_cluster() {
     for dir in stacks() {
         let l = load(&dir);
         for o in &l.objects {
-            let mut all = Vec::new();
-            strings(&o.value, &mut all);
-            for s in all {
-                for (i, _) in s.match_indices("://") {
-                    let rest = &s[i + 3..];
-                    let host = rest
-                        .split(|c: char| c == '/' || c == ':' || c.is_whitespace())
-                        .next()
-                        .unwrap_or("");
-                    let inside = host.ends_with(".svc")
-                        || host.ends_with(".svc.cluster.local")
-                        || host == "localhost"
-                        || host.starts_with("127.")
-                        || host.starts_with("%{");
-                    assert!(
-                        inside,
-                        "{}: {} ({}) points at {host}, outside the cluster: {s}",
-                        dir.display(),
-                        o.reference,
-                        o.source
-                    );
-                }
-            }
+            let outside = outside_urls(&o.value);
+            assert!(
+                outside.is_empty(),
+                "{}: {} ({}) points outside the cluster: {outside:?}",
+                dir.display(),
+                o.reference,
+                o.source
+            );
         }
     }
+}
+
+#[test]
+fn the_url_check_catches_a_host_outside_the_cluster() {
+    let v: Value = serde_json::json!({"data": {
+        "inside": "http://api.ns.svc:8080/x nats://nats.ns.svc.cluster.local:4222",
+        "config": "upstream https://cdn.example.com/lib.js; also s3://bucket.s3.amazonaws.com"
+    }});
+    let found = outside_urls(&v);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|f| f.starts_with("cdn.example.com")));
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with("bucket.s3.amazonaws.com"))
+    );
 }
 
 /// Where the restricted profile fails for a pod template (`spec` of the pod).
