@@ -313,6 +313,7 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
         platforms: arches.iter().map(|a| format!("linux/{a}")).collect(),
         k3s: spec.k3s.as_ref().map(|k| K3s {
             version: k.version.clone(),
+            disable: selection.k3s_disable.iter().cloned().collect(),
         }),
         images,
         charts,

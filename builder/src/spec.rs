@@ -50,7 +50,21 @@ pub struct ComponentSpec {
     pub images: Vec<String>,
     #[serde(default)]
     pub charts: Vec<String>,
+    /// K3s packaged components this one replaces, disabled on the nodes when it is selected
+    /// (e.g. MetalLB replaces `servicelb`).
+    #[serde(default)]
+    pub k3s_disable: Vec<String>,
 }
+
+/// K3s's packaged components that `disable` may name (K3s's `--disable`).
+pub const K3S_PACKAGED: &[&str] = &[
+    "coredns",
+    "servicelb",
+    "traefik",
+    "local-storage",
+    "metrics-server",
+    "runtimes",
+];
 
 fn default_true() -> bool {
     true
@@ -65,6 +79,9 @@ pub struct Selection {
     pub manifests: Vec<String>,
     pub images: std::collections::BTreeSet<String>,
     pub charts: std::collections::BTreeSet<String>,
+    /// K3s packaged components the bundle disables: the stack's own and the selected
+    /// components'.
+    pub k3s_disable: std::collections::BTreeSet<String>,
 }
 
 impl Selection {
@@ -97,6 +114,9 @@ pub struct K3sSpec {
     /// URL of install.sh; `{version}` is replaced. Default: the script at the release's tag.
     #[serde(default)]
     pub install_script: Option<String>,
+    /// K3s packaged components to disable on every node (K3s's `disable`).
+    #[serde(default)]
+    pub disable: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +237,28 @@ impl Stack {
                 return bad(format!("chart {} {} is listed twice", c.name, c.version));
             }
         }
+        let disables = spec
+            .k3s
+            .iter()
+            .flat_map(|k| k.disable.iter().map(|d| ("k3s", d)))
+            .chain(
+                spec.components
+                    .iter()
+                    .flat_map(|(n, c)| c.k3s_disable.iter().map(move |d| (n.as_str(), d))),
+            );
+        for (who, d) in disables {
+            if !K3S_PACKAGED.contains(&d.as_str()) {
+                return bad(format!(
+                    "{who}: K3s has no packaged component {d:?} to disable; it has: {}",
+                    K3S_PACKAGED.join(", ")
+                ));
+            }
+            if spec.k3s.is_none() {
+                return bad(format!(
+                    "component {who} disables K3s's {d}, but the stack carries no K3s (`k3s:`)"
+                ));
+            }
+        }
         let mut owner = std::collections::HashMap::new();
         let manifests_dir = dir.join(&spec.manifests);
         for (name, c) in &spec.components {
@@ -288,10 +330,14 @@ impl Stack {
             }
         }
         let mut s = Selection::default();
+        if let Some(k) = &self.spec.k3s {
+            s.k3s_disable.extend(k.disable.iter().cloned());
+        }
         for (name, c) in known {
             let on = (c.default || with.contains(name)) && !without.contains(name);
             if on {
                 s.selected.push(name.clone());
+                s.k3s_disable.extend(c.k3s_disable.iter().cloned());
             } else {
                 s.manifests.extend(c.manifests.iter().cloned());
                 s.images.extend(c.images.iter().cloned());
@@ -382,6 +428,14 @@ mod tests {
                 "image a:1 is in two components, c and d",
             ),
             ("  Big: {}\n", "names are lower-case"),
+            (
+                "  lb: {k3s_disable: [klipper]}\n",
+                "K3s has no packaged component \"klipper\"",
+            ),
+            (
+                "  lb: {k3s_disable: [servicelb]}\n",
+                "component lb disables K3s's servicelb, but the stack carries no K3s",
+            ),
         ] {
             let e = load_with(components).unwrap_err().to_string();
             assert!(e.contains(want), "{components}: {e}");
@@ -402,6 +456,36 @@ mod tests {
         let e = s.select(&["nope".into()], &[]).unwrap_err().to_string();
         assert!(
             e.contains("no component \"nope\"; the stack has: cache, extra"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_stack_and_its_selected_components_disable_k3s_packaged_parts() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(
+            t.path().join(SPEC_FILE),
+            "name: s\nversion: 1\nk3s: {version: v1.31.4+k3s1, disable: [traefik]}\ncomponents:\n  lb: {default: false, k3s_disable: [servicelb]}\n  storage: {k3s_disable: [local-storage]}\n",
+        )
+        .unwrap();
+        let s = Stack::load(t.path()).unwrap();
+        let set = |sel: Selection| sel.k3s_disable.into_iter().collect::<Vec<_>>();
+        assert_eq!(
+            set(s.select(&[], &[]).unwrap()),
+            ["local-storage", "traefik"]
+        );
+        assert_eq!(
+            set(s.select(&["lb".into()], &["storage".into()]).unwrap()),
+            ["servicelb", "traefik"]
+        );
+        std::fs::write(
+            t.path().join(SPEC_FILE),
+            "name: s\nversion: 1\nk3s: {version: v1.31.4+k3s1, disable: [ingress]}\n",
+        )
+        .unwrap();
+        let e = Stack::load(t.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("k3s: K3s has no packaged component \"ingress\""),
             "{e}"
         );
     }

@@ -58,6 +58,9 @@ pub struct Stack {
 #[serde(deny_unknown_fields)]
 pub struct K3s {
     pub version: String,
+    /// K3s packaged components the installer disables on every node (sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

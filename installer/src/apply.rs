@@ -352,7 +352,6 @@ pub fn apply(
 
     report.step(3, STEPS, "K3s host files");
     let site = opts.site()?;
-    let k3s_version = index.k3s.as_ref().map(|k| k.version.as_str());
     let mut generated = vec![
         HostFile::bytes(
             host::REGISTRIES_YAML,
@@ -362,7 +361,7 @@ pub fn apply(
         HostFile::bytes(
             host::CONFIG_YAML,
             0o600,
-            host::config_yaml(&opts.role, k3s_version, &opts.tls_san),
+            host::config_yaml(&opts.role, index.k3s.as_ref(), &opts.tls_san),
         ),
     ];
     if let Some(pem) = &site.ca_pem {

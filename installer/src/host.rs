@@ -19,7 +19,7 @@
 use crate::error::{InstallError, Result};
 use crate::state::{commit, create_mode, partial_path, write_atomic};
 use rin_bundle::digest::sha256_hex;
-use rin_bundle::index::{Entry, Index};
+use rin_bundle::index::{Entry, Index, K3s};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
@@ -218,6 +218,8 @@ struct ConfigYaml {
     write_kubeconfig_mode: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     disable_default_registry_endpoint: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    disable: Vec<String>,
 }
 
 /// Whether K3s `version` knows `disable-default-registry-endpoint` (January 2024 releases:
@@ -242,23 +244,28 @@ pub fn k3s_minor_patch(version: &str) -> Option<(u64, u64)> {
     (v.major == 1).then_some((v.minor, v.patch))
 }
 
-/// `config.yaml` for `role`, with extra `tls_san` names for the API server's certificate.
-pub fn config_yaml(role: &Role, k3s_version: Option<&str>, tls_san: &[String]) -> String {
+/// `config.yaml` for `role` and the bundle's K3s, with extra `tls_san` names for the API
+/// server's certificate. Servers disable the packaged components the bundle names.
+pub fn config_yaml(role: &Role, k3s: Option<&K3s>, tls_san: &[String]) -> String {
     let mut c = ConfigYaml {
-        disable_default_registry_endpoint: k3s_version.is_some_and(has_default_endpoint_switch),
+        disable_default_registry_endpoint: k3s
+            .is_some_and(|k| has_default_endpoint_switch(&k.version)),
         ..Default::default()
     };
+    let disable = k3s.map(|k| k.disable.clone()).unwrap_or_default();
     match role {
         Role::Server { cluster_init } => {
             c.cluster_init = *cluster_init;
             c.write_kubeconfig_mode = Some("0600".into());
             c.tls_san = tls_san.to_vec();
+            c.disable = disable;
         }
         Role::JoinServer { url, token_file } => {
             c.server = Some(url.clone());
             c.token_file = Some(token_file.display().to_string());
             c.write_kubeconfig_mode = Some("0600".into());
             c.tls_san = tls_san.to_vec();
+            c.disable = disable;
         }
         Role::Agent { url, token_file } => {
             c.server = Some(url.clone());
@@ -511,15 +518,23 @@ configs:
 
     #[test]
     fn config_yaml_per_role() {
+        let k3s = |v: &str| K3s {
+            version: v.into(),
+            disable: vec![],
+        };
+        let with_lb = K3s {
+            version: "v1.31.4+k3s1".into(),
+            disable: vec!["servicelb".into()],
+        };
         let first = config_yaml(
             &Role::Server { cluster_init: true },
-            Some("v1.31.4+k3s1"),
+            Some(&with_lb),
             &["10.0.0.10".into(), "k3s.site".into()],
         );
         assert_eq!(
             first,
             format!(
-                "{TOP}cluster-init: true\ntls-san:\n- 10.0.0.10\n- k3s.site\nwrite-kubeconfig-mode: '0600'\ndisable-default-registry-endpoint: true\n"
+                "{TOP}cluster-init: true\ntls-san:\n- 10.0.0.10\n- k3s.site\nwrite-kubeconfig-mode: '0600'\ndisable-default-registry-endpoint: true\ndisable:\n- servicelb\n"
             )
         );
         let single = config_yaml(
@@ -535,7 +550,7 @@ configs:
                 url: "https://10.0.0.10:6443".into(),
                 token_file: "/etc/rin/token".into(),
             },
-            Some("v1.28.5+k3s1"),
+            Some(&k3s("v1.28.5+k3s1")),
             &[],
         );
         assert_eq!(
@@ -549,7 +564,7 @@ configs:
                 url: "https://10.0.0.10:6443".into(),
                 token_file: "/etc/rin/token".into(),
             },
-            Some("v1.33.1+k3s1"),
+            Some(&with_lb),
             &["ignored.for.agents".into()],
         );
         assert_eq!(

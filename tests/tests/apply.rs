@@ -18,8 +18,8 @@ fn run(cmd: &mut Command, what: &str) -> String {
     ok(&cmd.output().unwrap(), what)
 }
 
-/// The test stack plus a runnable (busybox) `registry:2.8.3`, and `extra` images, built into a
-/// signed bundle: (bundle, public key, index).
+/// The test stack plus a runnable (busybox) `registry:2.8.3`, and `extra` images, with K3s's
+/// Traefik turned off, built into a signed bundle: (bundle, public key, index).
 fn bundle(dir: &Path, extra: &[(&str, FixtureImage)]) -> (PathBuf, PathBuf, Index) {
     let mut images = vec![(
         REGISTRY_IMAGE,
@@ -27,6 +27,14 @@ fn bundle(dir: &Path, extra: &[(&str, FixtureImage)]) -> (PathBuf, PathBuf, Inde
     )];
     images.extend(extra.iter().cloned());
     let stack = fixture::write_stack_with(&dir.join("stack"), &images).unwrap();
+    let spec = stack.join("bundle.yaml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(text.contains("  files: k3s\n"), "{text}");
+    std::fs::write(
+        &spec,
+        text.replace("  files: k3s\n", "  files: k3s\n  disable: [traefik]\n"),
+    )
+    .unwrap();
     let out = dir.join("b.tar.zst");
     let (key, index) = build_signed(dir, &stack, "1700000000", &out);
     (out, key, index)
@@ -185,6 +193,9 @@ kill %1
             "{registries}"
         );
     }
+    // The stack turns off K3s's Traefik on the server.
+    let config = std::fs::read_to_string(root.join("etc/rancher/k3s/config.yaml")).unwrap();
+    assert!(config.contains("\ndisable:\n- traefik\n"), "{config}");
     assert!(root.join("var/lib/rininstall/release.json").exists());
     // No staging copy is left behind.
     let staging = root.join("var/lib/rininstall/staging");

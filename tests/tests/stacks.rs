@@ -336,7 +336,10 @@ fn the_rin_stack_has_the_reference_architecture_s_parts() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(charts, ["cert-manager", "cloudnative-pg"]);
+    assert_eq!(
+        charts,
+        ["cert-manager", "cloudnative-pg", "longhorn", "metallb"]
+    );
     let api = l
         .objects
         .iter()
@@ -354,7 +357,15 @@ fn the_rin_stack_has_the_reference_architecture_s_parts() {
         .map(|p| p["containerPort"].as_u64().unwrap())
         .collect();
     assert_eq!(ports, [8080, 9090]);
-    assert_eq!(l.stack.spec.images.len(), 12);
+    assert_eq!(l.stack.spec.images.len(), 28);
+    // Longhorn and MetalLB are off unless asked for, and replace K3s's own parts.
+    let components = &l.stack.spec.components;
+    for (name, replaces) in [("longhorn", "local-storage"), ("metallb", "servicelb")] {
+        let c = &components[name];
+        assert!(!c.default, "{name}");
+        assert_eq!(c.k3s_disable, [replaces], "{name}");
+        assert_eq!(c.charts, [name], "{name}");
+    }
 }
 
 /// A chart archive `name-version` whose template uses `image`.
@@ -546,6 +557,14 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
             &t.path().join(format!("layout-{name}")),
         );
         let out = t.path().join(format!("{name}.tar.zst"));
+        // Every component, so the plan can be checked against every object.
+        let every_component: Vec<String> = l
+            .stack
+            .spec
+            .components
+            .keys()
+            .flat_map(|c| ["--with".to_string(), c.clone()])
+            .collect();
         let built = Command::new(bin("rinbundle"))
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .args([
@@ -559,6 +578,7 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
             .arg("-o")
             .arg(&out)
             .args(&mirrors)
+            .args(&every_component)
             .output()
             .unwrap();
         ok(&built, &format!("build of {name}"));
@@ -627,7 +647,18 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
         }
         let at = |s: &str| planned.iter().position(|p| p.starts_with(s));
         if name == "manifests" {
-            assert_eq!(index.components, ["monitoring", "redis"]);
+            assert_eq!(
+                index.components,
+                ["longhorn", "metallb", "monitoring", "redis"]
+            );
+            assert_eq!(
+                index.k3s.as_ref().unwrap().disable,
+                ["local-storage", "servicelb"]
+            );
+            assert!(
+                at("HelmChart.helm.cattle.io kube-system/metallb")
+                    < at("IPAddressPool.metallb.io metallb-system/site")
+            );
             // Without its optional components: their images and manifests stay out.
             let small = t.path().join("rin-small.tar.zst");
             let built = Command::new(bin("rinbundle"))
@@ -649,14 +680,16 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
             );
             let (small_index, _) = rin_bundle::peek(&small).unwrap();
             let small_index = rin_bundle::Index::from_canonical_json(&small_index).unwrap();
+            // (Longhorn and MetalLB are off by default.)
             assert!(small_index.components.is_empty());
-            assert_eq!(small_index.images.len(), index.images.len() - 3);
-            assert!(
-                !small_index
-                    .images
+            assert!(small_index.k3s.as_ref().unwrap().disable.is_empty());
+            assert_eq!(small_index.images.len(), index.images.len() - 3 - 13 - 3);
+            assert_eq!(small_index.charts.len(), 2);
+            assert!(!small_index.images.iter().any(|i| {
+                ["grafana", "redis", "longhorn", "metallb"]
                     .iter()
-                    .any(|i| i.reference.contains("grafana") || i.reference.contains("redis"))
-            );
+                    .any(|n| i.reference.contains(n))
+            }));
             let carried: Vec<&str> = small_index
                 .entries
                 .iter()
@@ -746,6 +779,8 @@ const CHART_KINDS: &[(&str, &str)] = &[
     ("cert-manager.io/v1", "ClusterIssuer"),
     ("cert-manager.io/v1", "Certificate"),
     ("cert-manager.io/v1", "Issuer"),
+    ("metallb.io/v1beta1", "IPAddressPool"),
+    ("metallb.io/v1beta1", "L2Advertisement"),
 ];
 
 fn schema_errors(schema: &Value, value: &Value) -> Vec<String> {

@@ -446,6 +446,12 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     println!("platforms  {}", index.platforms.join(", "));
     if let Some(k) = &index.k3s {
         println!("k3s        {}", k.version);
+        if !k.disable.is_empty() {
+            println!(
+                "disables   {} (K3s packaged components)",
+                k.disable.join(", ")
+            );
+        }
     }
     if !index.components.is_empty() {
         println!("components {}", index.components.join(", "));
