@@ -12,6 +12,7 @@ use rin_bundle::{Progress, Source};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+#[derive(Default)]
 pub struct BuildOptions {
     /// Architectures to keep (Go names: `amd64`, `arm64`).
     pub arches: Vec<String>,
@@ -30,6 +31,8 @@ pub struct BuildOptions {
     /// Components to take in beyond the stack's defaults, and to leave out.
     pub with: Vec<String>,
     pub without: Vec<String>,
+    /// Also hash the bundle file (a second pass of SHA-256 over every byte written).
+    pub checksum: bool,
 }
 
 /// What was written.
@@ -38,8 +41,8 @@ pub struct Built {
     pub index: Index,
     pub index_sha256: String,
     pub signers: Vec<String>,
-    /// sha256 and size of the bundle file.
-    pub sha256: String,
+    /// sha256 of the bundle file, when asked for (`BuildOptions::checksum`), and its size.
+    pub sha256: Option<String>,
     pub size: u64,
     /// Image references the manifests and charts use, with whether the bundle carries them.
     pub uses: Vec<(Use, bool)>,
@@ -77,6 +80,7 @@ pub fn build_from(
         &signatures,
         &sources,
         opts.threads,
+        opts.checksum,
         progress,
     )?;
     Ok(Built {

@@ -5,7 +5,6 @@
 //! always in zstd's multi-threaded mode. The worker count does not change the output (that mode
 //! produces the same frame for every worker count of one or more; a unit test holds it to that).
 
-use crate::digest::HashingWriter;
 use crate::error::{BundleError, Result};
 use crate::header::{BLOCK, canonical_header, padding};
 use crate::index::{INDEX_PATH, Index, MODE_FILE, SIGNATURES_PATH};
@@ -253,14 +252,16 @@ impl Reader {
             let Some(mut buf) = self.buffer() else {
                 return Ok(None);
             };
-            buf.clear();
             match (&mut file, source) {
                 (Some((f, p)), _) => {
+                    // Buffers come back at full length but for a file's last piece, so this
+                    // rarely has anything to zero.
                     buf.resize(CHUNK, 0);
                     let n = read_full(f, &mut buf).map_err(|e| read_err(p, e))?;
                     buf.truncate(n);
                 }
                 (None, Source::Bytes(b)) => {
+                    buf.clear();
                     let end = b.len().min(offset + CHUNK);
                     buf.extend_from_slice(&b[offset..end]);
                     offset = end;
@@ -469,16 +470,18 @@ fn write_small(w: &mut impl Write, path: &str, bytes: &[u8], mtime: u64) -> io::
 }
 
 /// Write a bundle to `path` safely: into `path.partial`, synced, then renamed, so a file at
-/// `path` is always complete. The partial file is removed on any error. Returns the sha256 and
-/// size of the written file.
+/// `path` is always complete. The partial file is removed on any error. Returns the size of the
+/// written file and, when `checksum` is set, its sha256 (hashing the output costs as much CPU
+/// as hashing every input once more, so it is asked for, not done by default).
 pub fn write_bundle_file(
     path: &Path,
     index: &Index,
     signatures: &[u8],
     sources: &[Source],
     threads: u32,
+    checksum: bool,
     progress: &dyn Progress,
-) -> Result<(String, u64)> {
+) -> Result<(Option<String>, u64)> {
     let partial = partial_path(path);
     let out_err = |source: io::Error| BundleError::Output {
         path: path.to_path_buf(),
@@ -487,16 +490,17 @@ pub fn write_bundle_file(
     let result = (|| {
         let f = File::create(&partial).map_err(out_err)?;
         // The writer stage hands over 1 MiB pieces, so no further buffering is needed.
-        let hw = HashingWriter::new(DropBehind {
+        let out = DropBehind {
             file: f,
             written: 0,
             advised: 0,
-        });
-        let hw = write_bundle(hw, index, signatures, sources, threads, progress)?;
-        let (DropBehind { file: f, .. }, sha256, size) = hw.finish();
-        f.sync_all().map_err(out_err)?;
+            hasher: checksum.then(Sha256::new),
+        };
+        let out = write_bundle(out, index, signatures, sources, threads, progress)?;
+        let sha256 = out.hasher.map(|h| hex::encode(h.finalize()));
+        out.file.sync_all().map_err(out_err)?;
         fs::rename(&partial, path).map_err(out_err)?;
-        Ok((sha256, size))
+        Ok((sha256, out.written))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&partial);
@@ -524,6 +528,8 @@ struct DropBehind {
     file: File,
     written: u64,
     advised: u64,
+    /// Hashes what is written, when the caller asked for the file's checksum.
+    hasher: Option<Sha256>,
 }
 
 impl DropBehind {
@@ -534,6 +540,9 @@ impl DropBehind {
 impl Write for DropBehind {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.written += n as u64;
         if self.written >= self.advised + Self::EVERY + Self::KEEP {
             // Pages still being written out are not freed by this call; covering everything
@@ -620,11 +629,11 @@ mod tests {
         }
     }
 
-    fn write_awaited(src: &Path, said: Arrived, index: &Index) -> Result<(String, u64)> {
+    fn write_awaited(src: &Path, said: Arrived, index: &Index) -> Result<(Option<String>, u64)> {
         let out = src.with_extension("bundle");
         let gate = std::sync::Arc::new(Said(said));
         let source = Source::Awaited(src.to_path_buf(), gate);
-        write_bundle_file(&out, index, b"{}", &[source], 1, &crate::Silent)
+        write_bundle_file(&out, index, b"{}", &[source], 1, false, &crate::Silent)
     }
 
     #[test]
@@ -706,13 +715,39 @@ mod tests {
     }
 
     #[test]
+    fn the_file_checksum_is_made_only_when_asked_and_is_the_file_s_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::write(&src, b"hello").unwrap();
+        let index = index_with(b"hello");
+        let out = dir.path().join("b.tar.zst");
+        for checksum in [false, true] {
+            let sources = [Source::File(src.clone())];
+            let (sha, size) =
+                write_bundle_file(&out, &index, b"{}", &sources, 1, checksum, &crate::Silent)
+                    .unwrap();
+            let bytes = std::fs::read(&out).unwrap();
+            assert_eq!(size, bytes.len() as u64);
+            assert_eq!(sha, checksum.then(|| crate::digest::sha256_hex(&bytes)));
+        }
+    }
+
+    #[test]
     fn changed_input_is_refused_and_leaves_no_partial_file() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::write(&src, b"hello").unwrap();
         let index = index_with(b"hellO");
         let out = dir.path().join("b.tar.zst");
-        let r = write_bundle_file(&out, &index, b"{}", &[Source::File(src)], 1, &crate::Silent);
+        let r = write_bundle_file(
+            &out,
+            &index,
+            b"{}",
+            &[Source::File(src)],
+            1,
+            false,
+            &crate::Silent,
+        );
         assert!(matches!(r, Err(BundleError::InputChanged { .. })), "{r:?}");
         assert!(!out.exists() && !partial_path(&out).exists());
     }

@@ -139,10 +139,8 @@ pub fn build_stack(
         output: out.to_path_buf(),
         created: CREATED,
         threads,
-        allow_missing_image: false,
-        installers: None,
-        with: Vec::new(),
-        without: Vec::new(),
+        checksum: true,
+        ..Default::default()
     };
     rin_builder::build(&stack, &opts, &rin_bundle::Silent).expect("build")
 }

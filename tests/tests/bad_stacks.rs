@@ -21,10 +21,7 @@ fn build_broken(break_it: impl FnOnce(&Path)) -> BuildError {
         output: out.clone(),
         created: CREATED,
         threads: 1,
-        allow_missing_image: false,
-        installers: None,
-        with: Vec::new(),
-        without: Vec::new(),
+        ..Default::default()
     };
     let err = Stack::load(&stack)
         .and_then(|s| rin_builder::build(&s, &opts, &Silent))

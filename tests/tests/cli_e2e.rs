@@ -70,7 +70,30 @@ fn build_inspect_verify_and_refuse_through_the_binaries() {
     let (_c_key, c_pub) = keygen(tmp.path(), "c");
     let stack = write_stack(&tmp.path().join("stack")).unwrap();
     let bundle = tmp.path().join("bundle.tar.zst");
+    // Without --sha256: the index digest, and no checksum file.
     let o = build(&stack, &bundle, &[&a_key, &b_key], "1700000000");
+    assert!(o.status.success(), "{}", text(&o));
+    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let (index_bytes, _) = rin_bundle::peek(&bundle).unwrap();
+    let index_sha = rin_bundle::digest::sha256_hex(&index_bytes);
+    assert!(
+        line.ends_with(&format!("index sha256:{index_sha}")),
+        "{line}"
+    );
+    let sums = tmp.path().join("bundle.tar.zst.sha256");
+    assert!(!sums.exists());
+    // With it: the file's sha256, printed and written beside it for `sha256sum -c`.
+    let mut c = cmd("rinbundle");
+    c.args(["build", "--quiet", "--sha256", "--stack"])
+        .arg(&stack)
+        .arg("-o")
+        .arg(&bundle)
+        .arg("--key")
+        .arg(&a_key)
+        .arg("--key")
+        .arg(&b_key)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let o = c.output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let sha = rin_bundle::digest::sha256_reader(fs::File::open(&bundle).unwrap())
@@ -80,6 +103,16 @@ fn build_inspect_verify_and_refuse_through_the_binaries() {
         line.starts_with(&sha),
         "the printed sha256 is the file's: {line}"
     );
+    assert_eq!(
+        fs::read_to_string(&sums).unwrap(),
+        format!("{sha}  bundle.tar.zst\n")
+    );
+    let check = Command::new("sha256sum")
+        .args(["-c", "bundle.tar.zst.sha256"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
 
     // inspect, text and JSON
     let o = cmd("rinbundle")

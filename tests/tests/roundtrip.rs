@@ -158,10 +158,7 @@ fn missing_platform_is_an_error_naming_the_image() {
         output: tmp.path().join("b.tar.zst"),
         created: craft::CREATED,
         threads: 1,
-        allow_missing_image: false,
-        installers: None,
-        with: Vec::new(),
-        without: Vec::new(),
+        ..Default::default()
     };
     let err = rin_builder::build(&s, &opts, &Silent).unwrap_err();
     let msg = err.to_string();

@@ -214,12 +214,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let signing = rin_signing::load_signing_key(&key)?;
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let mut name = file.clone().into_os_string();
-            name.push(".sig");
-            let sig = PathBuf::from(name);
-            let tmp = sig.with_extension("sig.partial");
-            std::fs::write(&tmp, rin_signing::sign_detached(&bytes, &signing))
-                .and_then(|()| std::fs::rename(&tmp, &sig))
+            let sig = sidecar(&file, "sig");
+            rin_builder::cache::write_atomic(&sig, &rin_signing::sign_detached(&bytes, &signing))
                 .with_context(|| format!("writing {}", sig.display()))?;
             println!(
                 "wrote {} (key id {})",
@@ -254,6 +250,10 @@ struct BuildArgs {
     /// Build even if manifests or charts use an image the bundle does not carry.
     #[arg(long)]
     allow_missing_image: bool,
+    /// Also hash the written bundle and put its checksum beside it as FILE.sha256, for
+    /// `sha256sum -c` (costs one more SHA-256 pass; `rininstall verify` checks a copy without it).
+    #[arg(long)]
+    sha256: bool,
     /// Carry the installer: DIR holds rininstall-linux-ARCH for every architecture built (what
     /// dist/build.sh writes to dist/out), each put in the bundle as installer/rininstall-linux-ARCH.
     #[arg(long, value_name = "DIR")]
@@ -376,6 +376,7 @@ fn build(
         installers: args.installers.clone(),
         with: args.with.clone(),
         without: args.without.clone(),
+        checksum: args.sha256,
     };
     let built = rin_builder::build_from(&stack, &opts, &fetched, display.as_ref());
     if let Some(handle) = downloading {
@@ -419,12 +420,31 @@ fn build(
             println!("signed by {s}");
         }
     }
-    println!(
-        "{}  {} ({})",
-        built.sha256,
-        args.output.display(),
-        human_bytes(built.size)
-    );
+    match &built.sha256 {
+        Some(sha) => {
+            let name = args
+                .output
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            let line = format!("{sha}  {name}\n");
+            let sums = sidecar(&args.output, "sha256");
+            rin_builder::cache::write_atomic(&sums, line.as_bytes())
+                .with_context(|| format!("cannot write {}", sums.display()))?;
+            println!(
+                "{sha}  {} ({}), checksum in {}",
+                args.output.display(),
+                human_bytes(built.size),
+                sums.display()
+            );
+        }
+        None => println!(
+            "{} ({}), index sha256:{}",
+            args.output.display(),
+            human_bytes(built.size),
+            built.index_sha256
+        ),
+    }
     Ok(())
 }
 
@@ -493,4 +513,12 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
         file.display()
     );
     Ok(())
+}
+
+/// `FILE.EXT` beside `file` (a signature, a checksum).
+fn sidecar(file: &std::path::Path, ext: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_os_string();
+    name.push(".");
+    name.push(ext);
+    PathBuf::from(name)
 }
