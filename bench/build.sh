@@ -53,14 +53,18 @@ export W COUNT ADDR
 declare -A T M
 for i in $(seq "$RUNS"); do
   rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
+  # Each timed run starts with nothing dirty: the writes of the run before it are on disk.
+  sync
   read -r t m _ < <(measure base bash -c skopeo_pipeline)
   T[base]+="$t "; M[base]=$(( ${M[base]:-0} > m ? ${M[base]:-0} : m ))
   rm -rf "$W/cache" "$W/bench.tar.zst" "$W/stack/images.lock"
+  sync
   read -r t m _ < <(measure ours env SOURCE_DATE_EPOCH=0 "$B/rinbundle" build --quiet --stack "$W/stack" \
     --arch amd64 --arch arm64 --unsigned --cache "$W/cache" -o "$W/bench.tar.zst")
   T[ours]+="$t "; M[ours]=$(( ${M[ours]:-0} > m ? ${M[ours]:-0} : m ))
 done
 rm -f "$W/bench.tar.zst"
+sync
 read -r warm warm_m _ < <(measure warm env SOURCE_DATE_EPOCH=0 "$B/rinbundle" build --quiet --stack "$W/stack" \
   --arch amd64 --arch arm64 --unsigned --locked --cache "$W/cache" -o "$W/bench.tar.zst")
 
