@@ -211,15 +211,17 @@ fn pull_filters_platforms_fetches_shared_blobs_once_locks_and_skopeo_reads_the_b
     let stdout2 = ok(&out, "locked rebuild");
     assert!(events(&out, "start").is_empty());
     assert_eq!(events(&out, "cached").len(), 5);
+    // The last line ends with the index digest.
     let sum = |o: &str| {
         o.lines()
             .last()
             .unwrap()
             .split_whitespace()
-            .next()
+            .last()
             .unwrap()
             .to_string()
     };
+    assert!(sum(&stdout1).starts_with("sha256:"), "{stdout1}");
     assert_eq!(sum(&stdout1), sum(&stdout2));
     assert_eq!(fs::read(&b1).unwrap(), fs::read(&b2).unwrap());
     // Nothing partial is left in the cache.
