@@ -214,9 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let signing = rin_signing::load_signing_key(&key)?;
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let sig = sidecar(&file, "sig");
-            rin_builder::cache::write_atomic(&sig, &rin_signing::sign_detached(&bytes, &signing))
-                .with_context(|| format!("writing {}", sig.display()))?;
+            let sig = write_beside(&file, "sig", &rin_signing::sign_detached(&bytes, &signing))?;
             println!(
                 "wrote {} (key id {})",
                 sig.display(),
@@ -427,10 +425,11 @@ fn build(
                 .file_name()
                 .unwrap_or_default()
                 .to_string_lossy();
-            let line = format!("{sha}  {name}\n");
-            let sums = sidecar(&args.output, "sha256");
-            rin_builder::cache::write_atomic(&sums, line.as_bytes())
-                .with_context(|| format!("cannot write {}", sums.display()))?;
+            let sums = write_beside(
+                &args.output,
+                "sha256",
+                format!("{sha}  {name}\n").as_bytes(),
+            )?;
             println!(
                 "{sha}  {} ({}), checksum in {}",
                 args.output.display(),
@@ -515,10 +514,17 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `FILE.EXT` beside `file` (a signature, a checksum).
-fn sidecar(file: &std::path::Path, ext: &str) -> PathBuf {
+/// Write `FILE.EXT` beside `file` (a signature, a checksum) completely or not at all.
+fn write_beside(file: &std::path::Path, ext: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
     let mut name = file.as_os_str().to_os_string();
-    name.push(".");
-    name.push(ext);
-    PathBuf::from(name)
+    name.push(format!(".{ext}"));
+    let path = PathBuf::from(name);
+    let mut partial = path.clone().into_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    std::fs::write(&partial, bytes)
+        .and_then(|()| std::fs::File::open(&partial)?.sync_all())
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
 }
