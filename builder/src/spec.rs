@@ -70,7 +70,8 @@ fn default_true() -> bool {
     true
 }
 
-/// What a build leaves out: the parts of the components not selected.
+/// What a build takes from the components: which are selected, the parts of the others it
+/// leaves out, and the K3s parts the stack and the selected components disable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     /// The components selected, sorted.

@@ -252,25 +252,17 @@ pub fn config_yaml(role: &Role, k3s: Option<&K3s>, tls_san: &[String]) -> String
             .is_some_and(|k| has_default_endpoint_switch(&k.version)),
         ..Default::default()
     };
-    let disable = k3s.map(|k| k.disable.clone()).unwrap_or_default();
     match role {
-        Role::Server { cluster_init } => {
-            c.cluster_init = *cluster_init;
-            c.write_kubeconfig_mode = Some("0600".into());
-            c.tls_san = tls_san.to_vec();
-            c.disable = disable;
-        }
-        Role::JoinServer { url, token_file } => {
-            c.server = Some(url.clone());
-            c.token_file = Some(token_file.display().to_string());
-            c.write_kubeconfig_mode = Some("0600".into());
-            c.tls_san = tls_san.to_vec();
-            c.disable = disable;
-        }
-        Role::Agent { url, token_file } => {
+        Role::Server { cluster_init } => c.cluster_init = *cluster_init,
+        Role::JoinServer { url, token_file } | Role::Agent { url, token_file } => {
             c.server = Some(url.clone());
             c.token_file = Some(token_file.display().to_string());
         }
+    }
+    if !matches!(role, Role::Agent { .. }) {
+        c.write_kubeconfig_mode = Some("0600".into());
+        c.tls_san = tls_san.to_vec();
+        c.disable = k3s.map(|k| k.disable.clone()).unwrap_or_default();
     }
     let body = serde_yaml_ng::to_string(&c).expect("config.yaml serialises");
     format!(

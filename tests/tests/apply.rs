@@ -193,7 +193,16 @@ kill %1
             "{registries}"
         );
     }
-    // The stack turns off K3s's Traefik on the server.
+    // The stack turns off K3s's Traefik on the server; the bundle says so.
+    let inspect = run(
+        Command::new(bin("rinbundle")).arg("inspect").arg(&bundle),
+        "inspect",
+    );
+    assert!(
+        inspect.contains("disables   traefik (K3s packaged components)"),
+        "{inspect}"
+    );
+    assert_eq!(index.k3s.as_ref().unwrap().disable, ["traefik"]);
     let config = std::fs::read_to_string(root.join("etc/rancher/k3s/config.yaml")).unwrap();
     assert!(config.contains("\ndisable:\n- traefik\n"), "{config}");
     assert!(root.join("var/lib/rininstall/release.json").exists());

@@ -136,9 +136,6 @@ struct RollbackArgs {
     to: Option<String>,
     #[command(flatten)]
     deploy: DeployArgs,
-    /// Bound of each wait, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    timeout: u64,
     /// How to show progress.
     #[arg(long, value_enum, default_value = "bars")]
     progress: report::Mode,
@@ -157,6 +154,9 @@ struct DeployArgs {
     /// Releases kept for rollback.
     #[arg(long, value_name = "N", default_value_t = rin_installer::release::DEFAULT_KEEP)]
     keep: usize,
+    /// Bound of each wait, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    timeout: u64,
 }
 
 /// How to reach a registry: shared by `seed` and `apply`.
@@ -355,9 +355,6 @@ struct ApplyArgs {
     kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     deploy: DeployArgs,
-    /// Bound of each wait, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    timeout: u64,
     /// How to show progress.
     #[arg(long, value_enum, default_value = "bars")]
     progress: report::Mode,
@@ -408,7 +405,7 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
         no_start: args.no_start,
         dry_run: args.dry_run,
         allow_downgrade: args.allow_downgrade,
-        timeout: std::time::Duration::from_secs(args.timeout),
+        timeout: std::time::Duration::from_secs(args.deploy.timeout),
         kubeconfig: args.kubeconfig.clone(),
         force_conflicts: args.deploy.force_conflicts,
         prune_volumes: args.deploy.prune_volumes,
@@ -549,7 +546,7 @@ fn rollback_command(args: &RollbackArgs, quiet: bool) -> anyhow::Result<()> {
         args.progress
     });
     let opts = manage::RollbackOptions {
-        target: args.at.target(args.timeout),
+        target: args.at.target(args.deploy.timeout),
         to: args.to.clone(),
         force_conflicts: args.deploy.force_conflicts,
         prune_volumes: args.deploy.prune_volumes,
