@@ -122,6 +122,15 @@ spec:
           command: [httpd, -f, -p, "8080"]
           readinessProbe: {tcpSocket: {port: 8080}}
 EOF
+    cat >"$dir/manifests/secret.yaml" <<'EOF'
+apiVersion: v1
+kind: Secret
+metadata:
+  name: e2e-db
+  namespace: e2e
+  annotations: {rin.dev/generate: password}
+stringData: {user: e2e}
+EOF
     if [ "$version" = 1.0.0 ]; then
         cat >"$dir/manifests/old-settings.yaml" <<'EOF'
 apiVersion: v1
@@ -146,6 +155,8 @@ kubectl -n e2e rollout status deploy/web --timeout=60s
 kubectl -n e2e get configmap old-settings >/dev/null || fail "old-settings missing after 1.0.0"
 [ "$(kubectl -n e2e get configmap e2e-chart-message -o jsonpath='{.data.message}')" = "from the stack 1.0.0" ] \
     || fail "the chart did not get the stack's values"
+password=$(kubectl -n e2e get secret e2e-db -o jsonpath='{.data.password}' | base64 -d)
+[ "${#password}" = 32 ] || fail "the generated secret has no 32-character password"
 "$BIN/rininstall" status
 
 step "apply 1.0.0 again: nothing to change"
@@ -172,6 +183,8 @@ kubectl -n e2e get configmap old-settings >/dev/null || fail "old-settings not r
 "$BIN/rininstall" status --json | tee "$W/status.json"
 grep -q '"version": "1.0.0"' "$W/status.json" || fail "status does not show 1.0.0"
 grep -q '"healthy": true' "$W/status.json" || fail "status is not healthy"
+[ "$(kubectl -n e2e get secret e2e-db -o jsonpath='{.data.password}' | base64 -d)" = "$password" ] \
+    || fail "the generated secret changed across upgrade and rollback"
 
 echo
 echo "k3s end-to-end: passed"

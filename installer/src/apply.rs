@@ -480,7 +480,13 @@ pub fn apply(
             )?)?;
             done.plan = objs
                 .iter()
-                .map(|o| format!("{} (from {})", o.reference, o.source))
+                .map(|o| match o.generated() {
+                    Some(how) => format!(
+                        "{} (from {}; created when missing, {how})",
+                        o.reference, o.source
+                    ),
+                    None => format!("{} (from {})", o.reference, o.source),
+                })
                 .collect();
         }
         Some(why) => report.say(&format!("deploy skipped: {why}")),

@@ -6,12 +6,12 @@
 //! any kind works, custom resources included, once its CRD is Established. Every wait is bounded.
 
 use crate::error::{InstallError, Result};
-use crate::objects::{self, Object, ObjectRef, Phase};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use crate::objects::{self, Generated, Object, ObjectRef, Phase};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Client, Config};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -175,7 +175,8 @@ impl Cluster {
     }
 
     /// Apply `objects` (already in apply order) one by one; after the CRDs, wait for each to be
-    /// Established. Returns the inventory: every object applied, namespaces settled.
+    /// Established. A generated Secret is created when missing and otherwise left alone
+    /// (`create_missing`). Returns every object's reference, in order, namespaces settled.
     pub async fn apply(
         &self,
         objects: &[Object],
@@ -202,6 +203,12 @@ impl Cluster {
                     ns => meta.insert("namespace".into(), ns.into()),
                 };
             }
+            if let Some(how) = o.generated() {
+                self.create_missing(&api, &settled, value, &how, &o.source, say)
+                    .await?;
+                inventory.push(settled);
+                continue;
+            }
             api.patch(&settled.name, &params, &Patch::Apply(&value))
                 .await
                 .map_err(|e| apply_error(&settled, &o.source, e))?;
@@ -214,6 +221,80 @@ impl Cluster {
             self.wait_established(&crds, opts, say).await?;
         }
         Ok(inventory)
+    }
+
+    /// Create the generated Secret `settled` from `value` (its manifest) unless it exists: the
+    /// keys `how` names get random values, or every key is copied from the Secret it names. An
+    /// existing Secret, whoever made it, is never changed.
+    async fn create_missing(
+        &self,
+        api: &Api<DynamicObject>,
+        settled: &ObjectRef,
+        mut value: Value,
+        how: &Generated,
+        source: &str,
+        say: &(dyn Fn(String) + Sync),
+    ) -> Result<()> {
+        let cluster_error = |e: kube::Error| InstallError::Cluster {
+            what: settled.to_string(),
+            reason: e.to_string(),
+        };
+        if api
+            .get_opt(&settled.name)
+            .await
+            .map_err(cluster_error)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        match how {
+            Generated::Keys(keys) => {
+                let mut string_data = value
+                    .get("stringData")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                for k in keys {
+                    string_data.insert(k.clone(), objects::random_value()?.into());
+                }
+                value["stringData"] = Value::Object(string_data);
+            }
+            Generated::CopyFrom { namespace, name } => {
+                let from = ObjectRef {
+                    api_version: "v1".into(),
+                    kind: "Secret".into(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                };
+                let Some(original) = self.get(&from).await? else {
+                    return Err(InstallError::Step {
+                        what: format!("{settled} (from {source})"),
+                        reason: format!(
+                            "it is copied from {from}, which is neither in the cluster nor generated before it: create {from}, or generate it in the stack"
+                        ),
+                    });
+                };
+                value["data"] = original.get("data").cloned().unwrap_or_else(|| json!({}));
+            }
+        }
+        let object: DynamicObject =
+            serde_json::from_value(value).map_err(|e| InstallError::Cluster {
+                what: settled.to_string(),
+                reason: e.to_string(),
+            })?;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        match api.create(&params, &object).await {
+            Ok(_) => {
+                say(format!("created {settled} ({how})"));
+                Ok(())
+            }
+            // Made by someone else since the look above: theirs stays.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(apply_error(settled, source, e)),
+        }
     }
 
     /// Wait until every CRD named is Established (its kinds are then served), bounded by

@@ -7,7 +7,10 @@
 //! directory); everything else. Within a phase, kinds follow Helm's install order (ServiceAccounts,
 //! Secrets and ConfigMaps before the workloads that mount them, Services before Deployments, ...),
 //! then kinds Helm does not know (custom resources) by name; objects of one kind keep the order
-//! the manifests give them.
+//! the manifests give them, except that a Secret copied from another comes after the others.
+//!
+//! A Secret annotated `rin.dev/generate` or `rin.dev/copy-from` is created at apply time when it
+//! is missing and never changed or deleted afterwards ([`Generated`], docs/STACK.md).
 
 use crate::error::{InstallError, Result};
 use serde::{Deserialize, Serialize};
@@ -98,6 +101,11 @@ impl Object {
         })
     }
 
+    /// How this object is made when it is missing, if it is a generated Secret.
+    pub fn generated(&self) -> Option<Generated> {
+        generated(&self.value).ok().flatten()
+    }
+
     pub fn phase(&self) -> Phase {
         match (self.reference.kind.as_str(), self.reference.group()) {
             ("CustomResourceDefinition", "apiextensions.k8s.io") => Phase::Crds,
@@ -155,11 +163,13 @@ fn kind_rank(kind: &str) -> usize {
         .unwrap_or(KIND_ORDER.len())
 }
 
-/// Sort `objects` into apply order (stable: objects of one kind keep their order).
+/// Sort `objects` into apply order (stable: objects of one kind keep their order, but a copied
+/// Secret comes after every other Secret of its phase, so the one it copies exists first).
 pub fn order(objects: &mut [Object]) {
+    let copies = |o: &Object| matches!(o.generated(), Some(Generated::CopyFrom { .. }));
     objects.sort_by(|a, b| {
-        (a.phase(), kind_rank(&a.reference.kind))
-            .cmp(&(b.phase(), kind_rank(&b.reference.kind)))
+        (a.phase(), kind_rank(&a.reference.kind), copies(a))
+            .cmp(&(b.phase(), kind_rank(&b.reference.kind), copies(b)))
             .then_with(|| {
                 // Unknown kinds: grouped by kind, by name.
                 if kind_rank(&a.reference.kind) == KIND_ORDER.len() {
@@ -224,6 +234,7 @@ fn object(value: Value, source: &str, origin: Origin) -> std::result::Result<Obj
         }
     })?;
     let namespace = field(&["metadata", "namespace"]).unwrap_or_default();
+    generated(&value)?;
     let origin = match origin {
         Origin::Stack if source.split('/').any(|c| c == "operators") => Origin::Operator,
         o => o,
@@ -239,6 +250,138 @@ fn object(value: Value, source: &str, origin: Origin) -> std::result::Result<Obj
         origin,
         source: source.to_string(),
     })
+}
+
+/// The annotation naming the keys of a Secret that get random values when it is created.
+pub const GENERATE: &str = "rin.dev/generate";
+/// The annotation naming the Secret (`namespace/name`) whose keys a Secret is created with.
+pub const COPY_FROM: &str = "rin.dev/copy-from";
+/// Length of a generated value: 32 characters of `[A-Za-z0-9]`, about 190 bits.
+pub const GENERATED_LENGTH: usize = 32;
+
+/// How a Secret that rininstall creates when it is missing gets its values. Once it exists it
+/// belongs to the site: rininstall never changes it, does not record it in a release (so no
+/// later release prunes it) and a Secret the operator made first is kept as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Generated {
+    /// These keys get random values; what the manifest gives (`data`, `stringData`) is kept.
+    Keys(Vec<String>),
+    /// Every key of this Secret is copied, so two namespaces share one password.
+    CopyFrom { namespace: String, name: String },
+}
+
+impl std::fmt::Display for Generated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Generated::Keys(keys) => write!(f, "generated {}", keys.join(", ")),
+            Generated::CopyFrom { namespace, name } => {
+                write!(f, "copied from {namespace}/{name}")
+            }
+        }
+    }
+}
+
+/// An annotation's value, trimmed.
+fn annotation_text<'a>(v: &'a Value, key: &str) -> std::result::Result<&'a str, String> {
+    v.as_str()
+        .map(str::trim)
+        .ok_or_else(|| format!("annotation {key} must be a string"))
+}
+
+/// The `rin.dev/generate` / `rin.dev/copy-from` annotations of `value`, checked.
+fn generated(value: &Value) -> std::result::Result<Option<Generated>, String> {
+    let annotation = |key: &str| value.pointer("/metadata/annotations")?.get(key);
+    let (generate, copy) = (annotation(GENERATE), annotation(COPY_FROM));
+    if generate.is_none() && copy.is_none() {
+        return Ok(None);
+    }
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    let api = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if (api, kind) != ("v1", "Secret") {
+        return Err(format!(
+            "{GENERATE} and {COPY_FROM} are for a v1 Secret, not a {kind}: move the annotation to the Secret it is meant for"
+        ));
+    }
+    let given: Vec<&String> = ["data", "stringData"]
+        .iter()
+        .filter_map(|f| value.get(f).and_then(Value::as_object))
+        .flat_map(|m| m.keys())
+        .collect();
+    match (generate, copy) {
+        (Some(_), Some(_)) => Err(format!(
+            "a Secret is either generated ({GENERATE}) or copied ({COPY_FROM}), not both"
+        )),
+        (Some(g), None) => {
+            let mut keys: Vec<String> = Vec::new();
+            for k in annotation_text(g, GENERATE)?.split(',').map(str::trim) {
+                if k.is_empty()
+                    || !k
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    return Err(format!(
+                        "{GENERATE}: {k:?} is not a Secret key (letters, digits, '-', '_', '.'); list the keys separated by commas, e.g. \"password, token\""
+                    ));
+                }
+                if given.iter().any(|g| *g == k) {
+                    return Err(format!(
+                        "{GENERATE}: key {k} is also given in the manifest; generate it or give it, not both"
+                    ));
+                }
+                if keys.iter().any(|seen| seen == k) {
+                    return Err(format!("{GENERATE}: key {k} is listed twice"));
+                }
+                keys.push(k.to_string());
+            }
+            Ok(Some(Generated::Keys(keys)))
+        }
+        (None, Some(c)) => {
+            let from = annotation_text(c, COPY_FROM)?;
+            let Some((namespace, name)) = from
+                .split_once('/')
+                .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+            else {
+                return Err(format!(
+                    "{COPY_FROM}: {from:?} must name the Secret to copy as namespace/name"
+                ));
+            };
+            if !given.is_empty() {
+                return Err(format!(
+                    "{COPY_FROM}: a copied Secret takes every key from {from}; remove its data and stringData"
+                ));
+            }
+            Ok(Some(Generated::CopyFrom {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            }))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// A random value for a generated key: [`GENERATED_LENGTH`] characters of `[A-Za-z0-9]`, from the
+/// operating system's random source, each character equally likely.
+pub fn random_value() -> Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(GENERATED_LENGTH);
+    let mut buf = [0u8; 64];
+    while out.len() < GENERATED_LENGTH {
+        getrandom::fill(&mut buf).map_err(|e| InstallError::Cluster {
+            what: "a generated secret value".into(),
+            reason: format!("the operating system's random source failed: {e}"),
+        })?;
+        // 248 = 4 × 62: bytes at or above it are dropped so every character is equally likely.
+        for b in buf.iter().filter(|b| **b < 248) {
+            if out.len() == GENERATED_LENGTH {
+                break;
+            }
+            out.push(char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]));
+        }
+    }
+    Ok(out)
 }
 
 /// Two manifests that define the same object: the second would silently replace the first.
@@ -483,5 +626,71 @@ items:
             all.delete.last().map(|r| r.kind.as_str()),
             Some("Namespace")
         );
+    }
+
+    #[test]
+    fn generated_secret_annotations_are_checked_as_the_manifest_is_read() {
+        let secret = |annotations: &str, rest: &str| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: n\n  annotations: {annotations}\n{rest}"
+            )
+        };
+        let read = |yaml: &str| parse(yaml, "manifests/s.yaml", Origin::Stack);
+        let o = read(&secret(
+            "{rin.dev/generate: \" password ,token\"}",
+            "stringData: {user: rin}",
+        ))
+        .unwrap();
+        assert_eq!(
+            o[0].generated(),
+            Some(Generated::Keys(vec!["password".into(), "token".into()]))
+        );
+        let o = read(&secret("{rin.dev/copy-from: other/s}", "")).unwrap();
+        assert_eq!(
+            o[0].generated(),
+            Some(Generated::CopyFrom {
+                namespace: "other".into(),
+                name: "s".into()
+            })
+        );
+        assert_eq!(read(&secret("{a: b}", "")).unwrap()[0].generated(), None);
+        for (annotations, rest, expected) in [
+            (
+                "{rin.dev/generate: password}",
+                "data: {password: eA==}",
+                "also given in the manifest",
+            ),
+            (
+                "{rin.dev/generate: \"a,,b\"}",
+                "",
+                "\"\" is not a Secret key",
+            ),
+            (
+                "{rin.dev/generate: \"a b\"}",
+                "",
+                "\"a b\" is not a Secret key",
+            ),
+            ("{rin.dev/generate: \"a,a\"}", "", "key a is listed twice"),
+            (
+                "{rin.dev/generate: a, rin.dev/copy-from: x/y}",
+                "",
+                "not both",
+            ),
+            ("{rin.dev/copy-from: justaname}", "", "as namespace/name"),
+            (
+                "{rin.dev/copy-from: x/y}",
+                "stringData: {a: b}",
+                "remove its data and stringData",
+            ),
+        ] {
+            let err = read(&secret(annotations, rest)).unwrap_err().to_string();
+            assert!(
+                err.contains("manifests/s.yaml, document 1") && err.contains(expected),
+                "{annotations}: {err}"
+            );
+        }
+        let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations: {rin.dev/generate: a}\n";
+        let err = read(cm).unwrap_err().to_string();
+        assert!(err.contains("for a v1 Secret, not a ConfigMap"), "{err}");
     }
 }

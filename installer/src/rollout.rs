@@ -124,6 +124,13 @@ pub async fn roll_out(
         wait_healthy(cluster, &operators, &stale, &opts.deploy, say).await?;
     }
     inventory.extend(cluster.apply(rest, &opts.deploy, say).await?);
+    // A generated Secret belongs to the site once made: not in the inventory, never pruned.
+    let inventory: Vec<ObjectRef> = objects
+        .iter()
+        .zip(inventory)
+        .filter(|(o, _)| o.generated().is_none())
+        .map(|(_, r)| r)
+        .collect();
     wait_healthy(cluster, &inventory, &stale, &opts.deploy, say).await?;
 
     let previous = records.iter().max_by_key(|r| r.revision);

@@ -1,6 +1,7 @@
 //! A fake Kubernetes API server for tests of the cluster step. It answers discovery,
-//! server-side apply, gets, lists (label and field selectors) and deletes with the shapes a real
-//! API server (K3s v1.31) returns: list items come without `apiVersion`/`kind`, errors are
+//! server-side apply, creates (409 when the object exists), gets, lists (label and field
+//! selectors) and deletes with the shapes a real API server (K3s v1.31) returns, a Secret's
+//! `stringData` folded into base64 `data`: list items come without `apiVersion`/`kind`, errors are
 //! `Status` objects. A CRD's kind is served only once the CRD reports Established (after
 //! `crd_ready_after` gets); a field conflict is a 409 unless the apply is forced; the status of an
 //! object can be scripted (`statuses`) to change from one look to the next. With `controllers`,
@@ -22,6 +23,7 @@ pub fn builtin() -> Vec<Kind> {
     [
         ("", "v1", "Namespace", "namespaces", false),
         ("", "v1", "ConfigMap", "configmaps", true),
+        ("", "v1", "Secret", "secrets", true),
         ("", "v1", "Service", "services", true),
         ("apps", "v1", "Deployment", "deployments", true),
         (
@@ -149,6 +151,10 @@ impl Fake {
                 return self.list(group, version, Some(ns), plural, query);
             }
             [plural] if method == "GET" => return self.list(group, version, None, plural, query),
+            ["namespaces", ns, plural] if method == "POST" => {
+                let path = format!("{path}/{}", created_name(body));
+                return self.create(path, group, version, Some(ns), plural, query, body);
+            }
             _ => return status(405, "MethodNotAllowed", "not served by this fake"),
         };
         let Some(kind) = self
@@ -186,6 +192,7 @@ impl Fake {
                 }
                 obj["metadata"]["uid"] = json!(format!("uid-{name}"));
                 obj["metadata"]["resourceVersion"] = json!("1");
+                fold_string_data(&mut obj);
                 self.objects.insert(path, obj.clone());
                 (200, obj)
             }
@@ -243,6 +250,43 @@ impl Fake {
 }
 
 impl Fake {
+    /// A create (POST to the collection): 409 AlreadyExists when the object is there.
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        path: String,
+        group: &str,
+        version: &str,
+        ns: Option<&str>,
+        plural: &str,
+        query: &str,
+        body: &[u8],
+    ) -> (u16, Value) {
+        assert!(query.contains("fieldManager=rininstall"), "{query}");
+        if !self
+            .kinds
+            .iter()
+            .any(|k| k.0 == group && k.1 == version && k.3 == plural && k.4 == ns.is_some())
+        {
+            return status(404, "NotFound", &format!("{plural} is not served"));
+        }
+        let mut obj: Value = serde_json::from_slice(body).unwrap();
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        assert_eq!(obj["metadata"]["namespace"].as_str(), ns, "{path}");
+        if self.objects.contains_key(&path) {
+            return status(
+                409,
+                "AlreadyExists",
+                &format!("{plural} \"{name}\" already exists"),
+            );
+        }
+        obj["metadata"]["uid"] = json!(format!("uid-{name}"));
+        obj["metadata"]["resourceVersion"] = json!("1");
+        fold_string_data(&mut obj);
+        self.objects.insert(path, obj.clone());
+        (201, obj)
+    }
+
     /// Store `obj` as if it had been created (by a controller, say) at its path.
     pub fn put(&mut self, obj: Value) {
         let path = path_of(&self.kinds, &obj);
@@ -325,6 +369,31 @@ impl Fake {
             json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "9"},
                    "items": items}),
         )
+    }
+}
+
+/// The name a create's body gives its object.
+fn created_name(body: &[u8]) -> String {
+    let obj: Value = serde_json::from_slice(body).unwrap();
+    obj["metadata"]["name"].as_str().unwrap().to_string()
+}
+
+/// What the API server does with a Secret's `stringData`: merged into `data`, base64-encoded.
+fn fold_string_data(obj: &mut Value) {
+    use base64::Engine as _;
+    if obj["kind"] != "Secret" {
+        return;
+    }
+    let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    if !obj["data"].is_object() {
+        obj["data"] = json!({});
+    }
+    for (k, v) in strings {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap());
+        obj["data"][k] = json!(encoded);
     }
 }
 

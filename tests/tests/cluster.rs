@@ -72,6 +72,23 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
 
     // 1.0.0: a Namespace, the demo chart, the web Deployment.
     let stack = fixture::write_stack(&t.path().join("stack")).unwrap();
+    // A generated secret: made by the first apply, never changed by the upgrade or the rollback.
+    std::fs::write(
+        stack.join("manifests/app/db.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: demo\n  annotations: {rin.dev/generate: password}\nstringData: {user: demo}\n",
+    )
+    .unwrap();
+    let db_password = || {
+        use base64::Engine as _;
+        let f = fake.lock().unwrap();
+        let data = &f.objects["/api/v1/namespaces/demo/secrets/db"]["data"];
+        assert_eq!(data["user"], "ZGVtbw==");
+        let password = base64::engine::general_purpose::STANDARD
+            .decode(data["password"].as_str().unwrap())
+            .unwrap();
+        let creates = f.log.iter().filter(|l| l.starts_with("POST ")).count();
+        (String::from_utf8(password).unwrap(), creates)
+    };
     let v1 = t.path().join("v1.tar.zst");
     let (key, _) = build_signed(t.path(), &stack, "1700000000", &v1);
     let out = apply(&v1, &key, &root, &kc, &reg, &[]);
@@ -112,6 +129,11 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
         );
     }
     assert!(root.join("var/lib/rininstall/releases/1.json").is_file());
+    let (password, creates) = db_password();
+    assert_eq!((password.len(), creates), (32, 1), "{password}");
+    // The generated value is on the cluster only: not in the state the node keeps.
+    let kept = std::fs::read_to_string(root.join("var/lib/rininstall/releases/1.json")).unwrap();
+    assert!(!kept.contains(&password) && kept.contains("rin.dev/generate"));
 
     let status = rininstall(&["status", "--json"], &root, &kc);
     assert!(status.status.success(), "{}", text(&status));
@@ -209,6 +231,8 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
                 .contains_key("/apis/apps/v1/namespaces/demo/deployments/api")
         );
     }
+    // Upgrade and rollback left the generated secret as the first apply made it.
+    assert_eq!(db_password(), (password.clone(), 1));
     let status = rininstall(&["status", "--json"], &root, &kc);
     let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(s["node"]["version"], "1.0.0");

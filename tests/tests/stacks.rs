@@ -1,8 +1,8 @@
 //! The stacks the project carries (the Rin stack in `manifests/`, every stack under `examples/`)
 //! checked as a site would need them: `bundle.yaml` loads, every manifest parses into objects
 //! that can be applied (no duplicates), every image the manifests use is in the stack's image
-//! list, nothing points at a URL outside the cluster, and the pods of namespaces labelled
-//! Pod Security `restricted` meet that profile.
+//! list, nothing points at a URL outside the cluster, every Secret is generated at apply time,
+//! and the pods of namespaces labelled Pod Security `restricted` meet that profile.
 #![allow(clippy::unwrap_used)]
 
 use rin_installer::objects::{self, Object, Origin};
@@ -76,6 +76,78 @@ fn every_stack_parses_into_objects_once_each() {
     for dir in stacks() {
         let l = load(&dir);
         assert_eq!(objects::duplicates(&l.objects), None, "{}", dir.display());
+    }
+}
+
+/// Every Secret a pod of `v` reads (`secretKeyRef`, `secretRef`, secret volumes), with the
+/// namespace given: (secret name, optional).
+fn secrets_read(v: &Value, out: &mut Vec<(String, bool)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let name = match k.as_str() {
+                    "secretKeyRef" | "secretRef" => x.get("name"),
+                    "secret" => x.get("secretName"),
+                    _ => None,
+                };
+                if let Some(n) = name.and_then(Value::as_str) {
+                    let optional = x.get("optional").and_then(Value::as_bool) == Some(true);
+                    out.push((n.to_string(), optional));
+                }
+                secrets_read(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| secrets_read(x, out)),
+        _ => {}
+    }
+}
+
+/// Secrets are never committed with values: every Secret of every stack is generated or copied
+/// at apply time, and every Secret a pod reads is one of them, so a first apply needs nothing
+/// made by hand.
+#[test]
+fn every_secret_a_stack_uses_is_generated_at_apply_time() {
+    for dir in stacks() {
+        let l = load(&dir);
+        let mut made = std::collections::BTreeSet::new();
+        for o in l.objects.iter().filter(|o| o.reference.kind == "Secret") {
+            assert!(
+                o.generated().is_some(),
+                "{}: {} in {} is neither generated nor copied: secrets are never committed",
+                dir.display(),
+                o.reference,
+                o.source
+            );
+            made.insert((o.reference.namespace.clone(), o.reference.name.clone()));
+        }
+        for o in &l.objects {
+            let mut read = Vec::new();
+            secrets_read(&o.value, &mut read);
+            for (name, optional) in read {
+                let ns = o.reference.namespace.clone();
+                assert!(
+                    optional || made.contains(&(ns.clone(), name.clone())),
+                    "{}: {} in {} reads Secret {ns}/{name}, which the stack does not generate",
+                    dir.display(),
+                    o.reference,
+                    o.source
+                );
+            }
+        }
+        if dir.ends_with("manifests") {
+            let copy = l
+                .objects
+                .iter()
+                .find(|o| o.reference.namespace == "rin-system" && o.reference.name == "rin-db-app")
+                .unwrap();
+            assert_eq!(
+                copy.generated(),
+                Some(objects::Generated::CopyFrom {
+                    namespace: "rin-data".into(),
+                    name: "rin-db-app".into()
+                })
+            );
+        }
     }
 }
 
@@ -659,6 +731,22 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
                 at("HelmChart.helm.cattle.io kube-system/metallb")
                     < at("IPAddressPool.metallb.io metallb-system/site")
             );
+            // The generated secrets are planned as such, the copy after what it copies.
+            assert!(
+                planned
+                    .iter()
+                    .any(|p| p.starts_with("Secret rin-system/rin-db-app (from ")
+                        && p.ends_with("; created when missing, copied from rin-data/rin-db-app)")),
+                "{plan}"
+            );
+            assert!(
+                planned
+                    .iter()
+                    .any(|p| p.starts_with("Secret rin-data/rin-db-app (from ")
+                        && p.ends_with("; created when missing, generated password)")),
+                "{plan}"
+            );
+            assert!(at("Secret rin-data/rin-db-app") < at("Secret rin-system/rin-db-app"));
             // Without its optional components: their images and manifests stay out.
             let small = t.path().join("rin-small.tar.zst");
             let built = Command::new(bin("rinbundle"))

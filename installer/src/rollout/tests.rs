@@ -418,3 +418,156 @@ async fn objects_of_a_kind_a_chart_brings_are_applied_once_the_chart_is_installe
             .any(|l| l.contains("waiting for 1 operator object(s) before the rest"))
     );
 }
+
+const SECRETS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: rin-system}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: rin-data}
+---
+# Listed before the Secret it copies: the copy is still made after it.
+apiVersion: v1
+kind: Secret
+metadata:
+  name: db-app
+  namespace: rin-system
+  annotations: {rin.dev/copy-from: rin-data/db-app}
+type: kubernetes.io/basic-auth
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: db-app
+  namespace: rin-data
+  annotations: {rin.dev/generate: password}
+type: kubernetes.io/basic-auth
+stringData: {username: rin}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: admin
+  namespace: rin-system
+  annotations: {rin.dev/generate: "token, salt"}
+"#;
+
+fn secret_data(fake: &Arc<Mutex<Fake>>, ns: &str, name: &str) -> Map<String, Value> {
+    let f = fake.lock().unwrap();
+    f.objects[&format!("/api/v1/namespaces/{ns}/secrets/{name}")]["data"]
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+fn decoded(data: &Map<String, Value>, key: &str) -> String {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data[key].as_str().unwrap())
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+use serde_json::Map;
+
+#[tokio::test]
+async fn generated_secrets_are_made_once_copies_share_them_and_they_are_never_changed_or_pruned() {
+    let (c, fake) = cluster(Fake {
+        controllers: true,
+        ..Fake::default()
+    });
+    // The operator made `admin` already: it is kept as it is.
+    fake.lock()
+        .unwrap()
+        .put(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "admin", "namespace": "rin-system"}, "data": {"token": "b3duZXI="}}));
+    let (lines, say) = said();
+    let out = roll_out(&c, desired("1.0.0", SECRETS), &fast(2000), &say)
+        .await
+        .unwrap();
+
+    let data = secret_data(&fake, "rin-data", "db-app");
+    assert_eq!(decoded(&data, "username"), "rin");
+    let password = decoded(&data, "password");
+    assert_eq!(password.len(), objects::GENERATED_LENGTH);
+    assert!(
+        password.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{password}"
+    );
+    // The copy in the other namespace has the same values.
+    assert_eq!(secret_data(&fake, "rin-system", "db-app"), data);
+    let admin = secret_data(&fake, "rin-system", "admin");
+    assert_eq!(admin.keys().collect::<Vec<_>>(), ["token"]);
+    assert_eq!(decoded(&admin, "token"), "owner");
+    let progress = lines.lock().unwrap().join("\n");
+    assert!(
+        progress.contains("created Secret rin-data/db-app (generated password)")
+            && progress.contains("created Secret rin-system/db-app (copied from rin-data/db-app)")
+            && !progress.contains("created Secret rin-system/admin"),
+        "{progress}"
+    );
+    // Not part of the release: nothing later prunes them.
+    assert!(
+        out.record.inventory.iter().all(|r| r.kind != "Secret"),
+        "{:?}",
+        out.record.inventory
+    );
+
+    // Again, and then a release without them: the values stay and nothing is deleted.
+    roll_out(&c, desired("1.0.0", SECRETS), &fast(2000), &say)
+        .await
+        .unwrap();
+    let without = SECRETS.split("# Listed").next().unwrap();
+    let next = roll_out(&c, desired("1.1.0", without), &fast(2000), &say)
+        .await
+        .unwrap();
+    assert!(next.pruned.is_empty(), "{:?}", next.pruned);
+    assert_eq!(secret_data(&fake, "rin-data", "db-app"), data);
+    assert_eq!(secret_data(&fake, "rin-system", "db-app"), data);
+    let f = fake.lock().unwrap();
+    let writes: Vec<&String> = f
+        .log
+        .iter()
+        .filter(|l| l.contains("/secrets") && !l.starts_with("GET "))
+        .collect();
+    // Two creates in all (admin existed), no apply or delete of a Secret.
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(writes.iter().all(|l| l.starts_with("POST ")), "{writes:?}");
+}
+
+#[tokio::test]
+async fn a_copy_of_a_secret_that_is_nowhere_is_refused_naming_both() {
+    let (c, _fake) = cluster(Fake {
+        controllers: true,
+        ..Fake::default()
+    });
+    let yaml = r#"
+apiVersion: v1
+kind: Secret
+metadata:
+  name: db-app
+  namespace: default
+  annotations: {rin.dev/copy-from: rin-data/db-app}
+"#;
+    let err = roll_out(&c, desired("1.0.0", yaml), &fast(500), &|_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Secret default/db-app (from manifests/stack.yaml)")
+            && err.contains("copied from Secret rin-data/db-app, which is neither in the cluster"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_generated_values_differ_and_use_the_whole_alphabet() {
+    let values: Vec<String> = (0..200).map(|_| objects::random_value().unwrap()).collect();
+    assert_ne!(values[0], values[1]);
+    let all: std::collections::BTreeSet<char> = values.iter().flat_map(|v| v.chars()).collect();
+    // 6400 characters drawn from 62: every one appears (missing one by chance: ~1e-42).
+    assert_eq!(all.len(), 62, "{all:?}");
+    assert!(values.iter().all(|v| v.len() == objects::GENERATED_LENGTH));
+}
