@@ -732,20 +732,19 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
                     < at("IPAddressPool.metallb.io metallb-system/site")
             );
             // The generated secrets are planned as such, the copy after what it copies.
-            assert!(
-                planned
-                    .iter()
-                    .any(|p| p.starts_with("Secret rin-system/rin-db-app (from ")
-                        && p.ends_with("; created when missing, copied from rin-data/rin-db-app)")),
-                "{plan}"
-            );
-            assert!(
-                planned
-                    .iter()
-                    .any(|p| p.starts_with("Secret rin-data/rin-db-app (from ")
-                        && p.ends_with("; created when missing, generated password)")),
-                "{plan}"
-            );
+            for (secret, how) in [
+                ("rin-system/rin-db-app", "copied from rin-data/rin-db-app"),
+                ("rin-data/rin-db-app", "generated password"),
+                ("rin-monitoring/grafana-admin", "generated password"),
+            ] {
+                assert!(
+                    planned
+                        .iter()
+                        .any(|p| p.starts_with(&format!("Secret {secret} (from "))
+                            && p.ends_with(&format!("; created when missing, {how})"))),
+                    "{secret}: {plan}"
+                );
+            }
             assert!(at("Secret rin-data/rin-db-app") < at("Secret rin-system/rin-db-app"));
             // Without its optional components: their images and manifests stay out.
             let small = t.path().join("rin-small.tar.zst");

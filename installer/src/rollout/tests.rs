@@ -41,7 +41,8 @@ spec:
     spec: {containers: [{name: api, image: "ghcr.io/rin/api:1.0"}]}
 "#;
 
-const V1: &str = r#"
+/// The two namespaces of the test releases.
+const NAMESPACES: &str = r#"
 apiVersion: v1
 kind: Namespace
 metadata: {name: rin-system}
@@ -49,7 +50,9 @@ metadata: {name: rin-system}
 apiVersion: v1
 kind: Namespace
 metadata: {name: rin-data}
----
+"#;
+
+const V1_REST: &str = r#"
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: data, namespace: rin-data}
@@ -60,6 +63,11 @@ kind: ConfigMap
 metadata: {name: old-settings, namespace: rin-system}
 data: {a: "1"}
 "#;
+
+/// Release 1.0.0: the namespaces, a claim and a setting.
+fn v1() -> String {
+    format!("{NAMESPACES}---{V1_REST}")
+}
 
 fn deployment_status(ready: u64) -> Value {
     json!({"replicas": 2, "updatedReplicas": 2, "readyReplicas": ready, "availableReplicas": ready})
@@ -94,7 +102,7 @@ async fn a_release_is_waited_for_then_recorded_and_the_next_prunes_what_it_dropp
     let (lines, say) = said();
     let out = roll_out(
         &c,
-        desired("1.0.0", &format!("{V1}---{API}")),
+        desired("1.0.0", &format!("{}---{API}", v1())),
         &fast(2000),
         &say,
     )
@@ -138,7 +146,7 @@ async fn a_release_is_waited_for_then_recorded_and_the_next_prunes_what_it_dropp
     // The same release again: applied and waited for, but no new revision.
     let again = roll_out(
         &c,
-        desired("1.0.0", &format!("{V1}---{API}")),
+        desired("1.0.0", &format!("{}---{API}", v1())),
         &fast(2000),
         &say,
     )
@@ -161,7 +169,7 @@ async fn a_release_is_waited_for_then_recorded_and_the_next_prunes_what_it_dropp
         &c,
         desired(
             "1.1.0",
-            &format!("{}---{API}", &V1[..V1.find("---").unwrap()]),
+            &format!("{}---{API}", &NAMESPACES[..NAMESPACES.find("---").unwrap()]),
         ),
         &RolloutOptions {
             keep: 1,
@@ -420,14 +428,6 @@ async fn objects_of_a_kind_a_chart_brings_are_applied_once_the_chart_is_installe
 }
 
 const SECRETS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: rin-system}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: rin-data}
----
 # Listed before the Secret it copies: the copy is still made after it.
 apiVersion: v1
 kind: Secret
@@ -484,7 +484,8 @@ async fn generated_secrets_are_made_once_copies_share_them_and_they_are_never_ch
         .put(json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "admin", "namespace": "rin-system"}, "data": {"token": "b3duZXI="}}));
     let (lines, say) = said();
-    let out = roll_out(&c, desired("1.0.0", SECRETS), &fast(2000), &say)
+    let with_secrets = desired("1.0.0", &format!("{NAMESPACES}---{SECRETS}"));
+    let out = roll_out(&c, with_secrets.clone(), &fast(2000), &say)
         .await
         .unwrap();
 
@@ -516,11 +517,8 @@ async fn generated_secrets_are_made_once_copies_share_them_and_they_are_never_ch
     );
 
     // Again, and then a release without them: the values stay and nothing is deleted.
-    roll_out(&c, desired("1.0.0", SECRETS), &fast(2000), &say)
-        .await
-        .unwrap();
-    let without = SECRETS.split("# Listed").next().unwrap();
-    let next = roll_out(&c, desired("1.1.0", without), &fast(2000), &say)
+    roll_out(&c, with_secrets, &fast(2000), &say).await.unwrap();
+    let next = roll_out(&c, desired("1.1.0", NAMESPACES), &fast(2000), &say)
         .await
         .unwrap();
     assert!(next.pruned.is_empty(), "{:?}", next.pruned);
