@@ -678,6 +678,11 @@ items:
             ),
             ("{rin.dev/copy-from: justaname}", "", "as namespace/name"),
             (
+                "{rin.dev/generate: 5}",
+                "",
+                "annotation rin.dev/generate must be a string",
+            ),
+            (
                 "{rin.dev/copy-from: x/y}",
                 "stringData: {a: b}",
                 "remove its data and stringData",
