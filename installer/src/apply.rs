@@ -349,6 +349,10 @@ pub fn apply(
 
     report.step(2, STEPS, "verify");
     let staged = stage::first_pass(opened, wanted, keep, staging_dir.as_deref(), report)?;
+    // The stack's objects are read (and refused when malformed) before anything is touched.
+    if plans {
+        rollout::plan(stack::objects(&index, &staged.kept, None, true)?)?;
+    }
 
     report.step(3, STEPS, "K3s host files");
     let site = opts.site()?;

@@ -331,6 +331,47 @@ fn a_field_conflict_stops_apply_with_the_object_and_force_conflicts_takes_it_ove
     assert!(text(&out).contains("revision 1"), "{}", text(&out));
 }
 
+#[test]
+fn a_malformed_manifest_is_refused_before_anything_is_touched() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(Options::default());
+    let fake = Arc::new(Mutex::new(Fake {
+        kinds: fake_api::builtin(),
+        controllers: true,
+        ..Default::default()
+    }));
+    let kc = t.path().join("kubeconfig");
+    std::fs::write(&kc, fake_api::kubeconfig(fake_api::serve(fake.clone()))).unwrap();
+    let root = t.path().join("root");
+    let stack = fixture::write_stack(&t.path().join("stack")).unwrap();
+    std::fs::write(
+        stack.join("manifests/app/db.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: demo\n  annotations: {rin.dev/generate: password, rin.dev/copy-from: demo/other}\n",
+    )
+    .unwrap();
+    let b = t.path().join("b.tar.zst");
+    let (key, _) = build_signed(t.path(), &stack, "1700000000", &b);
+
+    let out = apply(&b, &key, &root, &kc, &reg, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("manifests/app/db.yaml, document 1")
+            && said
+                .contains("generated (rin.dev/generate) or copied (rin.dev/copy-from), not both")
+            && said.contains("fix it in the stack"),
+        "{said}"
+    );
+    // Refused after verification, before the host files and the cluster.
+    assert!(!root.join("usr/local/bin/k3s").exists());
+    assert!(!root.join("etc/rancher").exists());
+    let log = fake.lock().unwrap().log.clone();
+    assert!(
+        !log.iter().any(|l| !l.starts_with("GET ")),
+        "the cluster was written to: {log:?}"
+    );
+}
+
 /// The whole `rininstall apply` on a real K3s host: see `tests/k3s-e2e.sh`, which builds the
 /// bundles and runs this with `RIN_K3S_E2E=1` as root on a disposable machine.
 #[test]
