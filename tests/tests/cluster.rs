@@ -57,21 +57,51 @@ fn apply(
     rininstall(&args, root, kc)
 }
 
-#[test]
-fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
+/// A node's view of the test world: a temporary directory, a real registry, the fake API server
+/// (with `fake`'s settings and the built-in kinds) behind a kubeconfig, the node's root, and the
+/// test stack.
+struct Site {
+    t: tempfile::TempDir,
+    reg: Registry,
+    fake: Arc<Mutex<Fake>>,
+    kc: std::path::PathBuf,
+    root: std::path::PathBuf,
+    stack: std::path::PathBuf,
+}
+
+fn site(fake: Fake) -> Site {
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start(Options::default());
     let fake = Arc::new(Mutex::new(Fake {
         kinds: fake_api::builtin(),
         controllers: true,
-        ..Default::default()
+        ..fake
     }));
     let kc = t.path().join("kubeconfig");
     std::fs::write(&kc, fake_api::kubeconfig(fake_api::serve(fake.clone()))).unwrap();
     let root = t.path().join("root");
-
-    // 1.0.0: a Namespace, the demo chart, the web Deployment.
     let stack = fixture::write_stack(&t.path().join("stack")).unwrap();
+    Site {
+        t,
+        reg,
+        fake,
+        kc,
+        root,
+        stack,
+    }
+}
+
+#[test]
+fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
+    let Site {
+        t,
+        reg,
+        fake,
+        kc,
+        root,
+        stack,
+    } = site(Fake::default());
+    // 1.0.0: a Namespace, the demo chart, the web Deployment.
     // A generated secret: made by the first apply, never changed by the upgrade or the rollback.
     std::fs::write(
         stack.join("manifests/app/db.yaml"),
@@ -293,18 +323,17 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
 
 #[test]
 fn a_field_conflict_stops_apply_with_the_object_and_force_conflicts_takes_it_over() {
-    let t = tempfile::tempdir().unwrap();
-    let reg = Registry::start(Options::default());
-    let fake = Arc::new(Mutex::new(Fake {
-        kinds: fake_api::builtin(),
-        controllers: true,
+    let Site {
+        t,
+        reg,
+        fake,
+        kc,
+        root,
+        stack,
+    } = site(Fake {
         conflict_on: Some("web".into()),
-        ..Default::default()
-    }));
-    let kc = t.path().join("kubeconfig");
-    std::fs::write(&kc, fake_api::kubeconfig(fake_api::serve(fake.clone()))).unwrap();
-    let root = t.path().join("root");
-    let stack = fixture::write_stack(&t.path().join("stack")).unwrap();
+        ..Fake::default()
+    });
     let b = t.path().join("b.tar.zst");
     let (key, _) = build_signed(t.path(), &stack, "1700000000", &b);
 
@@ -333,17 +362,14 @@ fn a_field_conflict_stops_apply_with_the_object_and_force_conflicts_takes_it_ove
 
 #[test]
 fn a_malformed_manifest_is_refused_before_anything_is_touched() {
-    let t = tempfile::tempdir().unwrap();
-    let reg = Registry::start(Options::default());
-    let fake = Arc::new(Mutex::new(Fake {
-        kinds: fake_api::builtin(),
-        controllers: true,
-        ..Default::default()
-    }));
-    let kc = t.path().join("kubeconfig");
-    std::fs::write(&kc, fake_api::kubeconfig(fake_api::serve(fake.clone()))).unwrap();
-    let root = t.path().join("root");
-    let stack = fixture::write_stack(&t.path().join("stack")).unwrap();
+    let Site {
+        t,
+        reg,
+        fake,
+        kc,
+        root,
+        stack,
+    } = site(Fake::default());
     std::fs::write(
         stack.join("manifests/app/db.yaml"),
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: demo\n  annotations: {rin.dev/generate: password, rin.dev/copy-from: demo/other}\n",
