@@ -452,11 +452,29 @@ fn apply_error(r: &ObjectRef, source: &str, e: kube::Error) -> InstallError {
             source_file: source.to_string(),
             message: s.message,
         },
+        // Invalid (422), malformed (400), or a field the schema lacks, which a real API server
+        // answers to an apply with a 500: the manifest is at fault, not the cluster.
+        kube::Error::Api(s)
+            if matches!(s.code, 400 | 422)
+                || (s.code == 500 && s.message.contains("field not declared in schema")) =>
+        {
+            InstallError::Refused {
+                object: r.to_string(),
+                source_file: source.to_string(),
+                message: s.message,
+            }
+        }
         kube::Error::Api(s) => InstallError::Cluster {
             what: format!("{r} (from {source})"),
             reason: format!(
-                "the API server refused it ({} {}): {}",
-                s.code, s.reason, s.message
+                "the API server refused it ({}{}): {}",
+                s.code,
+                if s.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", s.reason)
+                },
+                s.message
             ),
         },
         e => InstallError::Cluster {

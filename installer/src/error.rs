@@ -29,6 +29,14 @@ pub enum InstallError {
         source_file: String,
         message: String,
     },
+    /// The API server will not take the object as the stack gives it (a field it does not
+    /// know, a value it does not accept).
+    #[error("{object} (from {source_file}) was refused by the API server: {message}")]
+    Refused {
+        object: String,
+        source_file: String,
+        message: String,
+    },
     #[error("after {after}, {} object(s) are not healthy:\n{}", stuck.len(), stuck.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n"))]
     Unhealthy { after: String, stuck: Vec<String> },
     #[error("{source_file}, document {document}: {reason}")]
@@ -75,6 +83,9 @@ impl InstallError {
             }
             InstallError::Unhealthy { .. } => {
                 "fix the cause named for each object, then run the same command again: the objects stay applied, nothing was pruned and this release is not recorded (`rininstall status` shows the cluster's state)"
+            }
+            InstallError::Refused { .. } => {
+                "the cluster's Kubernetes does not accept this object as the stack gives it: fix the field it names in the stack and build the bundle again (re-running the same bundle will not help)"
             }
             InstallError::Manifest { .. } => {
                 "the stack's manifest is not a valid Kubernetes object: fix it in the stack and build the bundle again"

@@ -28,7 +28,8 @@ fn text<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
 }
 
-fn condition<'a>(v: &'a Value, kind: &str) -> Option<&'a Value> {
+/// The condition `kind` of `v`'s status.
+pub fn condition<'a>(v: &'a Value, kind: &str) -> Option<&'a Value> {
     v.pointer("/status/conditions")?
         .as_array()?
         .iter()

@@ -601,13 +601,40 @@ async fn cause(
         .list(&obj_ref("v1", "Pod", ns, ""), Some(&selector), None)
         .await?;
     if pods.is_empty() {
-        return Ok(Some(format!(
-            "it has no pods yet; see `k3s kubectl -n {ns} describe {} {}`",
-            w.r.kind.to_lowercase(),
-            text(&owner, "/metadata/name")
-        )));
+        let kind = text(&owner, "/kind");
+        let name = text(&owner, "/metadata/name");
+        return Ok(Some(match creation_failure(cluster, &owner).await? {
+            Some(why) => format!("it has no pods: they cannot be created: {why}"),
+            None => format!(
+                "it has no pods yet; see `k3s kubectl -n {ns} describe {} {name}`",
+                kind.to_lowercase(),
+            ),
+        }));
     }
     Ok(health::stall_cause(&pods))
+}
+
+/// Why a workload's controller cannot create its pods (the API server refused them: Pod
+/// Security admission, a quota, a missing service account), as the controller reports it: a
+/// Deployment's `ReplicaFailure` condition, or the newest `FailedCreate` event of the object.
+async fn creation_failure(cluster: &Cluster, owner: &Value) -> Result<Option<String>> {
+    if let Some(c) =
+        health::condition(owner, "ReplicaFailure").filter(|c| text(c, "/status") == "True")
+    {
+        return Ok(Some(text(c, "/message").to_string()));
+    }
+    let r = obj_ref(
+        text(owner, "/apiVersion"),
+        text(owner, "/kind"),
+        text(owner, "/metadata/namespace"),
+        text(owner, "/metadata/name"),
+    );
+    Ok(events(cluster, &r)
+        .await?
+        .iter()
+        .rev()
+        .find(|e| text(e, "/reason") == "FailedCreate")
+        .map(|e| text(e, "/message").to_string()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
-//! The fake API server (shared with the end-to-end tests), behind `tower-test`.
+//! The fake API server of the unit tests, behind `tower-test`.
 
-#[path = "../../tests/src/fake_api.rs"]
 #[allow(dead_code)]
 mod fake_api;
 

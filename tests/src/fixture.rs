@@ -222,6 +222,16 @@ pub fn busybox_image(name: &str, arches: &[&str]) -> FixtureImage {
 
 /// The test stack of [`write_stack`] with more images: (reference, image) pairs.
 pub fn write_stack_with(dir: &Path, extra: &[(&str, FixtureImage)]) -> std::io::Result<PathBuf> {
+    write_named_stack(dir, "demo", extra)
+}
+
+/// The test stack of [`write_stack_with`] under another `name`: the stack's name, its namespace
+/// and its chart's (so stacks of several names can share one cluster).
+pub fn write_named_stack(
+    dir: &Path,
+    name: &str,
+    extra: &[(&str, FixtureImage)],
+) -> std::io::Result<PathBuf> {
     fs::create_dir_all(dir.join("manifests/app"))?;
     let mut lw = LayoutWriter::new(&dir.join("images"))?;
     lw.image(&FixtureImage::small("web:1.0", &["amd64", "arm64"]))?;
@@ -236,23 +246,25 @@ pub fn write_stack_with(dir: &Path, extra: &[(&str, FixtureImage)]) -> std::io::
     }
     fs::create_dir_all(dir.join("charts"))?;
     fs::write(
-        dir.join("charts/demo-0.1.0.tgz"),
-        chart_tgz("demo", "0.1.0"),
+        dir.join(format!("charts/{name}-0.1.0.tgz")),
+        chart_tgz(name, "0.1.0"),
     )?;
     fs::write(
         dir.join("manifests/00-namespace.yaml"),
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"),
     )?;
     fs::write(
         dir.join("manifests/app/web.yaml"),
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: demo\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: registry.example/demo/web:1.0\n",
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: {name}\nspec:\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n        - name: web\n          image: registry.example/demo/web:1.0\n"
+        ),
     )?;
     fs::write(dir.join("notes.txt"), "operator notes\n")?;
     write_k3s_stand_ins(&dir.join("k3s"))?;
     fs::write(
         dir.join("bundle.yaml"),
         format!(
-            "name: demo\nversion: 1.0.0\nplatforms: [amd64, arm64]\nk3s:\n  version: v1.31.4+k3s1\n  files: k3s\nimages:\n  - reference: registry.example/demo/web:1.0\n    layout: images\n    name: web:1.0\n  - reference: registry.example/demo/worker:1.0\n    layout: images\n    name: worker:1.0\n{more}charts:\n  - name: demo\n    version: 0.1.0\n    archive: charts/demo-0.1.0.tgz\nfiles: [notes.txt]\n"
+            "name: {name}\nversion: 1.0.0\nplatforms: [amd64, arm64]\nk3s:\n  version: v1.31.4+k3s1\n  files: k3s\nimages:\n  - reference: registry.example/demo/web:1.0\n    layout: images\n    name: web:1.0\n  - reference: registry.example/demo/worker:1.0\n    layout: images\n    name: worker:1.0\n{more}charts:\n  - name: {name}\n    version: 0.1.0\n    archive: charts/{name}-0.1.0.tgz\nfiles: [notes.txt]\n"
         ),
     )?;
     Ok(dir.to_path_buf())

@@ -2,8 +2,8 @@
 //! layers), test stacks, bundle crafting and tampering helpers, and the paths of the binaries.
 
 pub mod craft;
-pub mod fake_api;
 pub mod fixture;
+pub mod k8s;
 pub mod net;
 pub mod registry;
 

@@ -1,28 +1,21 @@
-//! The cluster step of the `rininstall` binary, end to end: `apply --kubeconfig` against a fake
-//! Kubernetes API server served over HTTP (no API server can be installed here; the real-K3s
-//! test is `real_k3s_apply_upgrade_and_rollback` below, ignored, with `tests/k3s-e2e.sh`), with
-//! images seeded into a real registry: deploy, status, an upgrade that prunes, a rollback, and a
-//! field conflict taken over with --force-conflicts.
+//! The cluster step of the `rininstall` binary, end to end, against a real Kubernetes control
+//! plane built from upstream source (`rin_tests::k8s`: kube-apiserver on kine, the controller
+//! manager, the scheduler, kwok's nodes and K3s's helm-controller), with images seeded into a
+//! real registry: deploy order, server-side apply, health driven by the real controllers, charts
+//! through the real helm-controller, status, an upgrade that prunes, a rollback, field conflicts,
+//! a stuck rollout diagnosed, Pod Security admission. The tests share one control plane, each in
+//! namespaces of its own, with a client certificate of its own so that the API server's audit log
+//! shows exactly what it asked. What only K3s itself can show is `real_k3s_apply_upgrade_and_rollback`
+//! below (ignored, with `tests/k3s-e2e.sh`).
 #![allow(clippy::unwrap_used)]
 
-use rin_tests::fake_api::{self, Fake};
+use rin_tests::k8s::{self, ControlPlane};
 use rin_tests::registry::{Options, Registry};
 use rin_tests::{bin, build_signed, fixture};
-use std::path::Path;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
-
-fn rininstall(args: &[&str], root: &Path, kubeconfig: &Path) -> Output {
-    Command::new(bin("rininstall"))
-        .args(args)
-        .arg("--root")
-        .arg(root)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--timeout", "20"])
-        .output()
-        .unwrap()
-}
+use std::time::Duration;
 
 fn text(o: &Output) -> String {
     format!(
@@ -32,147 +25,254 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn apply(
-    bundle: &Path,
-    key: &Path,
-    root: &Path,
-    kc: &Path,
-    reg: &Registry,
-    extra: &[&str],
-) -> Output {
-    let mut args = vec![
-        "apply",
-        bundle.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--arch",
-        "amd64",
-        "--no-start",
-        "--progress",
-        "none",
-        "--registry",
-        &reg.addr,
-    ];
-    args.extend(extra);
-    rininstall(&args, root, kc)
-}
-
-/// A node's view of the test world: a temporary directory, a real registry, the fake API server
-/// (with `fake`'s settings and the built-in kinds) behind a kubeconfig, the node's root, and the
-/// test stack.
+/// A node's view of the test world: a temporary directory, a real registry, the shared control
+/// plane with a client of this test's own behind `kc`, the node's root, and the test stack named
+/// `name` (the stack, its namespace and its chart).
 struct Site {
     t: tempfile::TempDir,
     reg: Registry,
-    fake: Arc<Mutex<Fake>>,
-    kc: std::path::PathBuf,
-    root: std::path::PathBuf,
-    stack: std::path::PathBuf,
+    cp: &'static ControlPlane,
+    user: String,
+    kc: PathBuf,
+    root: PathBuf,
+    stack: PathBuf,
+    name: String,
 }
 
-fn site(fake: Fake) -> Site {
+fn site(name: &str) -> Site {
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start(Options::default());
-    let fake = Arc::new(Mutex::new(Fake {
-        kinds: fake_api::builtin(),
-        controllers: true,
-        ..fake
-    }));
-    let kc = t.path().join("kubeconfig");
-    std::fs::write(&kc, fake_api::kubeconfig(fake_api::serve(fake.clone()))).unwrap();
+    let cp = k8s::shared();
+    let user = format!("rininstall-{name}");
+    let kc = cp.client_kubeconfig(&user);
     let root = t.path().join("root");
-    let stack = fixture::write_stack(&t.path().join("stack")).unwrap();
+    let stack = fixture::write_named_stack(&t.path().join("stack"), name, &[]).unwrap();
     Site {
         t,
         reg,
-        fake,
+        cp,
+        user,
         kc,
         root,
         stack,
+        name: name.into(),
+    }
+}
+
+impl Site {
+    fn rininstall(&self, args: &[&str], timeout: &str) -> Output {
+        Command::new(bin("rininstall"))
+            .args(args)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--kubeconfig")
+            .arg(&self.kc)
+            .args(["--timeout", timeout])
+            .output()
+            .unwrap()
+    }
+
+    fn apply_with(&self, bundle: &Path, key: &Path, extra: &[&str], timeout: &str) -> Output {
+        let mut args = vec![
+            "apply",
+            bundle.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--arch",
+            "amd64",
+            "--no-start",
+            "--progress",
+            "none",
+            "--registry",
+            &self.reg.addr,
+        ];
+        args.extend(extra);
+        self.rininstall(&args, timeout)
+    }
+
+    fn apply(&self, bundle: &Path, key: &Path, extra: &[&str]) -> Output {
+        self.apply_with(bundle, key, extra, "90")
+    }
+
+    fn write(&self, file: &str, content: &str) {
+        let path = self.stack.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    fn set_version(&self, version: &str) {
+        let spec = std::fs::read_to_string(self.stack.join("bundle.yaml")).unwrap();
+        let spec = spec
+            .lines()
+            .map(|l| {
+                if l.starts_with("version: ") {
+                    format!("version: {version}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(self.stack.join("bundle.yaml"), spec + "\n").unwrap();
+    }
+
+    /// The writes (anything but get, list and watch) this test's client made, in order.
+    fn writes(&self) -> Vec<String> {
+        self.cp
+            .requests(&self.user)
+            .into_iter()
+            .filter(|r| !["get ", "list ", "watch "].iter().any(|v| r.starts_with(v)))
+            .collect()
     }
 }
 
 #[test]
 fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
-    let Site {
-        t,
-        reg,
-        fake,
-        kc,
-        root,
-        stack,
-    } = site(Fake::default());
-    // 1.0.0: a Namespace, the demo chart, the web Deployment.
-    // A generated secret: made by the first apply, never changed by the upgrade or the rollback.
-    std::fs::write(
-        stack.join("manifests/app/db.yaml"),
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: demo\n  annotations: {rin.dev/generate: password}\nstringData: {user: demo}\n",
-    )
-    .unwrap();
+    let s = site("life");
+    let _watch = s.cp.watch();
+    let (cp, ns) = (s.cp, s.name.as_str());
+    // 1.0.0: the Namespace, the chart, the web Deployment, and workloads of every kind the
+    // health waits follow: a StatefulSet whose claims bind to volumes of K3s's default class, a
+    // DaemonSet (a pod on every node), a Job, and a claim nothing uses yet (its class binds on
+    // first consumer). A second namespace with a ConfigMap, dropped by the upgrade.
+    s.write(
+        "manifests/app/db.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: {ns}\n  annotations: {{rin.dev/generate: password}}\nstringData: {{user: demo}}\n"
+        ),
+    );
+    s.write(
+        "manifests/app/more.yaml",
+        &format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: store, namespace: {ns}}}\nspec:\n  replicas: 2\n  serviceName: store\n  selector: {{matchLabels: {{app: store}}}}\n  template:\n    metadata: {{labels: {{app: store}}}}\n    spec: {{containers: [{{name: store, image: registry.example/demo/worker:1.0}}]}}\n  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec: {{containers: [{{name: agent, image: registry.example/demo/worker:1.0}}]}}\n---\napiVersion: batch/v1\nkind: Job\nmetadata: {{name: migrate, namespace: {ns}}}\nspec:\n  template:\n    spec: {{restartPolicy: Never, containers: [{{name: migrate, image: registry.example/demo/worker:1.0}}]}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: scratch, namespace: {ns}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"
+        ),
+    );
+    s.write(
+        "manifests/extra.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}-extra}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}-extra}}\ndata: {{mode: a}}\n"
+        ),
+    );
     let db_password = || {
         use base64::Engine as _;
-        let f = fake.lock().unwrap();
-        let data = &f.objects["/api/v1/namespaces/demo/secrets/db"]["data"];
-        assert_eq!(data["user"], "ZGVtbw==");
-        let password = base64::engine::general_purpose::STANDARD
-            .decode(data["password"].as_str().unwrap())
+        let secret = cp
+            .get(&format!("/api/v1/namespaces/{ns}/secrets/db"))
             .unwrap();
-        let creates = f.log.iter().filter(|l| l.starts_with("POST ")).count();
+        assert_eq!(secret["data"]["user"], "ZGVtbw==");
+        let password = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["password"].as_str().unwrap())
+            .unwrap();
+        let creates = s
+            .writes()
+            .iter()
+            .filter(|l| l.starts_with(&format!("create /api/v1/namespaces/{ns}/secrets")))
+            .count();
         (String::from_utf8(password).unwrap(), creates)
     };
-    let v1 = t.path().join("v1.tar.zst");
-    let (key, _) = build_signed(t.path(), &stack, "1700000000", &v1);
-    let out = apply(&v1, &key, &root, &kc, &reg, &[]);
+    let v1 = s.t.path().join("v1.tar.zst");
+    let (key, _) = build_signed(s.t.path(), &s.stack, "1700000000", &v1);
+    let out = s.apply(&v1, &key, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(
-        said.contains("deployed demo 1.0.0: 3 objects healthy, revision 1"),
+        said.contains("deployed life 1.0.0: 9 objects healthy, revision 1"),
         "{said}"
     );
-    {
-        let f = fake.lock().unwrap();
-        let chart = &f.objects["/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/demo"];
-        assert_eq!(chart["spec"]["targetNamespace"], "demo");
-        // The chart's archive, inline: the bytes the stack carries.
-        use base64::Engine as _;
-        let tgz = base64::engine::general_purpose::STANDARD
-            .decode(chart["spec"]["chartContent"].as_str().unwrap())
+    let chart = cp
+        .get(&format!(
+            "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/{ns}"
+        ))
+        .unwrap();
+    assert_eq!(chart["spec"]["targetNamespace"], ns);
+    // The chart's archive, inline: the bytes the stack carries.
+    use base64::Engine as _;
+    let tgz = base64::engine::general_purpose::STANDARD
+        .decode(chart["spec"]["chartContent"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        tgz,
+        std::fs::read(s.stack.join(format!("charts/{ns}-0.1.0.tgz"))).unwrap()
+    );
+    // The helm-controller ran the chart's install as a Job, which completed.
+    let job_path = format!("/apis/batch/v1/namespaces/kube-system/jobs/helm-install-{ns}");
+    let job = cp.get(&job_path).unwrap();
+    assert_eq!(k8s::condition(&job, "Complete"), Some("True"), "{job}");
+    let web = cp
+        .get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/web"))
+        .unwrap();
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example/demo/web:1.0"
+    );
+    // Server-side apply, with rininstall as the field manager.
+    assert!(
+        web["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["manager"] == "rininstall" && f["operation"] == "Apply"),
+        "{web}"
+    );
+    // The real controllers made the workloads healthy: a DaemonSet pod on every node, the
+    // StatefulSet's claims bound to static volumes, the Job complete.
+    let ds = cp
+        .get(&format!("/apis/apps/v1/namespaces/{ns}/daemonsets/agent"))
+        .unwrap();
+    assert_eq!(ds["status"]["numberReady"], json!(cp.nodes.len()), "{ds}");
+    for i in 0..2 {
+        let pvc = cp
+            .get(&format!(
+                "/api/v1/namespaces/{ns}/persistentvolumeclaims/data-store-{i}"
+            ))
             .unwrap();
-        assert_eq!(
-            tgz,
-            std::fs::read(stack.join("charts/demo-0.1.0.tgz")).unwrap()
-        );
-        let web = &f.objects["/apis/apps/v1/namespaces/demo/deployments/web"];
-        assert_eq!(
-            web["spec"]["template"]["spec"]["containers"][0]["image"],
-            "registry.example/demo/web:1.0"
-        );
-        assert!(
-            f.objects
-                .contains_key("/api/v1/namespaces/rin-system/configmaps/rin-release-demo-1")
-        );
-        // Applied in order: the Namespace, then the chart, then the workload.
-        let patches: Vec<&String> = f.log.iter().filter(|l| l.starts_with("PATCH")).collect();
-        let at = |s: &str| patches.iter().position(|l| l.contains(s)).unwrap();
-        assert!(
-            at("/namespaces/demo?") < at("/helmcharts/demo")
-                && at("/helmcharts/demo") < at("/deployments/web")
-        );
+        assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
     }
-    assert!(root.join("var/lib/rininstall/releases/1.json").is_file());
+    let migrate = cp
+        .get(&format!("/apis/batch/v1/namespaces/{ns}/jobs/migrate"))
+        .unwrap();
+    assert_eq!(k8s::condition(&migrate, "Complete"), Some("True"));
+    // The unused claim waits for its first consumer, and counted as ready.
+    let scratch = cp
+        .get(&format!(
+            "/api/v1/namespaces/{ns}/persistentvolumeclaims/scratch"
+        ))
+        .unwrap();
+    assert_eq!(scratch["status"]["phase"], "Pending");
+    assert!(
+        cp.get(&format!(
+            "/api/v1/namespaces/rin-system/configmaps/rin-release-{ns}-1"
+        ))
+        .is_some()
+    );
+    // Applied in order, as the audit log saw it: the Namespace, then the chart (and its Job
+    // waited for), then the workloads.
+    let writes = s.writes();
+    let at = |what: &str| {
+        writes
+            .iter()
+            .position(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no write of {what}: {writes:#?}"))
+    };
+    assert!(
+        at(&format!("/api/v1/namespaces/{ns}?")) < at(&format!("/helmcharts/{ns}?"))
+            && at(&format!("/helmcharts/{ns}?")) < at("/deployments/web?"),
+        "{writes:#?}"
+    );
+    assert!(s.root.join("var/lib/rininstall/releases/1.json").is_file());
     let (password, creates) = db_password();
     assert_eq!((password.len(), creates), (32, 1), "{password}");
     // The generated value is on the cluster only: not in the state the node keeps.
-    let kept = std::fs::read_to_string(root.join("var/lib/rininstall/releases/1.json")).unwrap();
+    let kept = std::fs::read_to_string(s.root.join("var/lib/rininstall/releases/1.json")).unwrap();
     assert!(!kept.contains(&password) && kept.contains("rin.dev/generate"));
 
-    let status = rininstall(&["status", "--json"], &root, &kc);
+    let status = s.rininstall(&["status", "--json"], "20");
     assert!(status.status.success(), "{}", text(&status));
-    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(s["node"]["version"], "1.0.0");
-    assert_eq!(s["node"]["revision"], 1);
-    assert_eq!(s["cluster"]["kubernetes"], "v1.31.4+k3s1");
-    assert_eq!(s["cluster"]["healthy"], true);
-    let health: Vec<String> = s["cluster"]["health"]
+    let st: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(st["node"]["version"], "1.0.0");
+    assert_eq!(st["node"]["revision"], 1);
+    assert_eq!(st["cluster"]["kubernetes"], "v1.31.4");
+    assert_eq!(st["cluster"]["healthy"], true);
+    let health: Vec<String> = st["cluster"]["health"]
         .as_array()
         .unwrap()
         .iter()
@@ -185,89 +285,138 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
         })
         .collect();
     assert!(
-        health.contains(&"ready Deployment.apps demo/web".to_string())
-            && health.contains(&"ready HelmChart.helm.cattle.io kube-system/demo".to_string()),
+        health.contains(&format!("ready Deployment.apps {ns}/web"))
+            && health.contains(&format!("ready HelmChart.helm.cattle.io kube-system/{ns}"))
+            && health.contains(&format!("ready DaemonSet.apps {ns}/agent")),
         "{health:?}"
     );
 
-    // The same bundle again: nothing to upload, no new revision.
-    let out = apply(&v1, &key, &root, &kc, &reg, &[]);
+    // The same bundle again: nothing to upload, no new revision, no write but the applies.
+    let before = s.writes().len();
+    let out = s.apply(&v1, &key, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains(": 0 blobs uploaded"), "{said}");
     assert!(said.contains("revision 1, unchanged"), "{said}");
+    let again = s.writes();
+    assert!(
+        again[before..].iter().all(|l| l.starts_with("patch ")),
+        "{:#?}",
+        &again[before..]
+    );
 
-    // 1.1.0 replaces web with api.
-    std::fs::remove_file(stack.join("manifests/app/web.yaml")).unwrap();
-    std::fs::write(
-        stack.join("manifests/app/api.yaml"),
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: demo}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec: {containers: [{name: api, image: registry.example/demo/worker:1.0}]}\n",
-    )
-    .unwrap();
-    let spec = std::fs::read_to_string(stack.join("bundle.yaml")).unwrap();
-    std::fs::write(
-        stack.join("bundle.yaml"),
-        spec.replace("version: 1.0.0", "version: 1.1.0"),
-    )
-    .unwrap();
-    let v2 = t.path().join("v2.tar.zst");
-    build_signed(t.path(), &stack, "1700000100", &v2);
-    let out = apply(&v2, &key, &root, &kc, &reg, &[]);
+    // 1.1.0 replaces web with api, drops the second namespace, and gives the chart values (a
+    // new spec: the helm-controller runs a new install Job, which is waited for).
+    let old_job = cp.get(&job_path).unwrap()["metadata"]["uid"].clone();
+    let web_sets = cp.list(&format!(
+        "/apis/apps/v1/namespaces/{ns}/replicasets?labelSelector=app%3Dweb"
+    ));
+    assert_eq!(web_sets.len(), 1);
+    std::fs::remove_file(s.stack.join("manifests/app/web.yaml")).unwrap();
+    std::fs::remove_file(s.stack.join("manifests/extra.yaml")).unwrap();
+    s.write(
+        "manifests/app/api.yaml",
+        &format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: api, namespace: {ns}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: api}}}}\n  template:\n    metadata: {{labels: {{app: api}}}}\n    spec: {{containers: [{{name: api, image: registry.example/demo/worker:1.0}}]}}\n"
+        ),
+    );
+    s.write("values.yaml", "replicas: 2\n");
+    let spec = std::fs::read_to_string(s.stack.join("bundle.yaml")).unwrap();
+    let archive = format!("archive: charts/{ns}-0.1.0.tgz");
+    s.write(
+        "bundle.yaml",
+        &spec.replace(&archive, &format!("{archive}\n    values: values.yaml")),
+    );
+    s.set_version("1.1.0");
+    let v2 = s.t.path().join("v2.tar.zst");
+    build_signed(s.t.path(), &s.stack, "1700000100", &v2);
+    let out = s.apply(&v2, &key, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
-    assert!(said.contains("pruned Deployment.apps demo/web"), "{said}");
     assert!(
-        said.contains("deployed demo 1.1.0: 3 objects healthy, revision 2"),
+        said.contains(&format!("pruned Deployment.apps {ns}/web")),
         "{said}"
     );
-    {
-        let f = fake.lock().unwrap();
-        assert!(
-            !f.objects
-                .contains_key("/apis/apps/v1/namespaces/demo/deployments/web")
-        );
-        assert!(
-            f.objects
-                .contains_key("/apis/apps/v1/namespaces/demo/deployments/api")
-        );
-    }
+    assert!(
+        said.contains(&format!("pruned Namespace/{ns}-extra")),
+        "{said}"
+    );
+    assert!(
+        said.contains("deployed life 1.1.0: 7 objects healthy, revision 2"),
+        "{said}"
+    );
+    let job = cp.get(&job_path).unwrap();
+    assert_ne!(job["metadata"]["uid"], old_job, "a new install Job");
+    assert_eq!(k8s::condition(&job, "Complete"), Some("True"), "{job}");
+    assert!(
+        cp.get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/web"))
+            .is_none()
+    );
+    let api = cp
+        .get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/api"))
+        .unwrap();
+    assert_eq!(api["status"]["readyReplicas"], 2);
+    // The namespace controller empties and removes the dropped namespace; the garbage
+    // collector removes web's ReplicaSet and pods.
+    assert!(
+        cp.eventually(Duration::from_secs(60), |cp| {
+            cp.get(&format!("/api/v1/namespaces/{ns}-extra")).is_none()
+        }),
+        "the pruned namespace is still there: {:?}",
+        cp.get(&format!("/api/v1/namespaces/{ns}-extra"))
+    );
+    assert!(
+        cp.eventually(Duration::from_secs(60), |cp| {
+            cp.list(&format!(
+                "/apis/apps/v1/namespaces/{ns}/replicasets?labelSelector=app%3Dweb"
+            ))
+            .is_empty()
+                && cp
+                    .list(&format!(
+                        "/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dweb"
+                    ))
+                    .is_empty()
+        }),
+        "web's ReplicaSet or pods were not collected"
+    );
 
     // Applying 1.0.0 again is a downgrade: refused without --allow-downgrade.
-    let out = apply(&v1, &key, &root, &kc, &reg, &[]);
+    let out = s.apply(&v1, &key, &[]);
     assert!(!out.status.success());
     assert!(text(&out).contains("--allow-downgrade"), "{}", text(&out));
 
     // Rollback: back to 1.0.0 from what the state kept, as revision 3.
-    let out = rininstall(&["rollback", "--progress", "none"], &root, &kc);
+    let out = s.rininstall(&["rollback", "--progress", "none"], "90");
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(
         said.contains("rolled back to 1.0.0 (the release of revision 1)"),
         "{said}"
     );
-    assert!(said.contains("pruned Deployment.apps demo/api"), "{said}");
+    assert!(
+        said.contains(&format!("pruned Deployment.apps {ns}/api")),
+        "{said}"
+    );
     assert!(
         said.contains("revision 3 (kept for rollback: 3, 2, 1)"),
         "{said}"
     );
-    {
-        let f = fake.lock().unwrap();
-        assert!(
-            f.objects
-                .contains_key("/apis/apps/v1/namespaces/demo/deployments/web")
-        );
-        assert!(
-            !f.objects
-                .contains_key("/apis/apps/v1/namespaces/demo/deployments/api")
-        );
-    }
+    let web = cp
+        .get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/web"))
+        .unwrap();
+    assert_eq!(web["status"]["readyReplicas"], 1);
+    assert!(
+        cp.get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/api"))
+            .is_none()
+    );
+    assert!(cp.get(&format!("/api/v1/namespaces/{ns}-extra")).is_some());
     // Upgrade and rollback left the generated secret as the first apply made it.
     assert_eq!(db_password(), (password.clone(), 1));
-    let status = rininstall(&["status", "--json"], &root, &kc);
-    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(s["node"]["version"], "1.0.0");
-    assert_eq!(s["node"]["revision"], 3);
-    let revisions: Vec<u64> = s["cluster"]["releases"]
+    let status = s.rininstall(&["status", "--json"], "20");
+    let st: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(st["node"]["version"], "1.0.0");
+    assert_eq!(st["node"]["revision"], 3);
+    let revisions: Vec<u64> = st["cluster"]["releases"]
         .as_array()
         .unwrap()
         .iter()
@@ -275,7 +424,7 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
         .collect();
     assert_eq!(revisions, [3, 2, 1]);
     // A version no release has is named with what is kept.
-    let out = rininstall(&["rollback", "--to", "0.9.0"], &root, &kc);
+    let out = s.rininstall(&["rollback", "--to", "0.9.0"], "20");
     assert!(!out.status.success());
     assert!(
         text(&out).contains("no kept release has version 0.9.0"),
@@ -283,32 +432,57 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
         text(&out)
     );
 
-    // A workload that loses a replica: status says so and exits 1.
-    fake.lock().unwrap().script(
-        "web",
-        vec![serde_json::json!({"replicas": 1, "updatedReplicas": 1, "readyReplicas": 0})],
+    // A workload that loses a replica (its pod fails its readiness probe, as its kubelet
+    // reports): status says so and exits 1.
+    let pod = cp
+        .list(&format!(
+            "/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dweb"
+        ))
+        .into_iter()
+        .next()
+        .unwrap();
+    let pod_path = format!(
+        "/api/v1/namespaces/{ns}/pods/{}",
+        pod["metadata"]["name"].as_str().unwrap()
     );
-    let status = rininstall(&["status"], &root, &kc);
+    let mut conditions = pod["status"]["conditions"].clone();
+    for c in conditions.as_array_mut().unwrap() {
+        if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+            c["status"] = json!("False");
+        }
+    }
+    cp.patch_status(&pod_path, &json!({"status": {"conditions": conditions}}));
+    assert!(
+        cp.eventually(Duration::from_secs(30), |cp| {
+            cp.get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/web"))
+                .is_some_and(|d| d["status"]["readyReplicas"].as_u64().unwrap_or(0) == 0)
+        }),
+        "the Deployment did not see its pod go unready"
+    );
+    let status = s.rininstall(&["status"], "20");
     assert_eq!(status.status.code(), Some(1), "{}", text(&status));
     let said = text(&status);
     assert!(
-        said.contains("waiting  Deployment.apps demo/web 0/1") && said.contains("NOT healthy"),
+        said.contains(&format!("waiting  Deployment.apps {ns}/web 0/1"))
+            && said.contains("NOT healthy"),
         "{said}"
     );
-    let status = rininstall(&["status", "--json"], &root, &kc);
-    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(s["cluster"]["healthy"], false);
+    let status = s.rininstall(&["status", "--json"], "20");
+    let st: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(st["cluster"]["healthy"], false);
 
     // A cluster that does not answer is reported, with the node's record still shown.
-    let gone = t.path().join("gone-kubeconfig");
+    let gone = s.t.path().join("gone-kubeconfig");
     std::fs::write(
         &gone,
-        fake_api::kubeconfig(std::net::SocketAddr::from(([127, 0, 0, 1], 1))),
+        std::fs::read_to_string(&s.kc)
+            .unwrap()
+            .replace(&cp.server, "https://127.0.0.1:1"),
     )
     .unwrap();
     let out = Command::new(bin("rininstall"))
         .args(["status", "--timeout", "1", "--root"])
-        .arg(&root)
+        .arg(&s.root)
         .arg("--kubeconfig")
         .arg(&gone)
         .output()
@@ -316,69 +490,75 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(
-        said.contains("installed: demo 1.0.0") && said.contains("cluster: not asked"),
+        said.contains("installed: life 1.0.0") && said.contains("cluster: not asked"),
         "{said}"
     );
 }
 
 #[test]
 fn a_field_conflict_stops_apply_with_the_object_and_force_conflicts_takes_it_over() {
-    let Site {
-        t,
-        reg,
-        fake,
-        kc,
-        root,
-        stack,
-    } = site(Fake {
-        conflict_on: Some("web".into()),
-        ..Fake::default()
-    });
-    let b = t.path().join("b.tar.zst");
-    let (key, _) = build_signed(t.path(), &stack, "1700000000", &b);
+    let s = site("conflict");
+    let _watch = s.cp.watch();
+    let (cp, ns) = (s.cp, s.name.as_str());
+    // The stack says one replica; someone scaled web by hand first (another field manager).
+    let web = std::fs::read_to_string(s.stack.join("manifests/app/web.yaml")).unwrap();
+    s.write(
+        "manifests/app/web.yaml",
+        &web.replace("spec:\n  selector:", "spec:\n  replicas: 1\n  selector:"),
+    );
+    cp.apply(
+        &format!("/api/v1/namespaces/{ns}"),
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    );
+    cp.apply_as(
+        &format!("/apis/apps/v1/namespaces/{ns}/deployments/web"),
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "registry.example/demo/web:1.0"}]}}}}),
+        "ops-by-hand",
+    );
+    let b = s.t.path().join("b.tar.zst");
+    let (key, _) = build_signed(s.t.path(), &s.stack, "1700000000", &b);
 
-    let out = apply(&b, &key, &root, &kc, &reg, &[]);
+    let out = s.apply(&b, &key, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
     assert!(
-        said.contains("Deployment.apps demo/web (from manifests/app/web.yaml) conflicts")
-            && said.contains(".spec.replicas")
+        said.contains(&format!(
+            "Deployment.apps {ns}/web (from manifests/app/web.yaml) conflicts"
+        )) && said.contains(".spec.replicas")
+            && said.contains("ops-by-hand")
             && said.contains("--force-conflicts"),
         "{said}"
     );
     assert!(
-        !fake
-            .lock()
-            .unwrap()
-            .log
-            .iter()
-            .any(|l| l.contains("rin-release")),
-        "no release was recorded"
+        !s.writes().iter().any(|l| l.contains("rin-release")),
+        "no release was recorded: {:#?}",
+        s.writes()
     );
-    let out = apply(&b, &key, &root, &kc, &reg, &["--force-conflicts"]);
+    let out = s.apply(&b, &key, &["--force-conflicts"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("revision 1"), "{}", text(&out));
+    let web = cp
+        .get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/web"))
+        .unwrap();
+    assert_eq!(web["spec"]["replicas"], 1);
 }
 
 #[test]
 fn a_malformed_manifest_is_refused_before_anything_is_touched() {
-    let Site {
-        t,
-        reg,
-        fake,
-        kc,
-        root,
-        stack,
-    } = site(Fake::default());
-    std::fs::write(
-        stack.join("manifests/app/db.yaml"),
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: demo\n  annotations: {rin.dev/generate: password, rin.dev/copy-from: demo/other}\n",
-    )
-    .unwrap();
-    let b = t.path().join("b.tar.zst");
-    let (key, _) = build_signed(t.path(), &stack, "1700000000", &b);
+    let s = site("malformed");
+    let _watch = s.cp.watch();
+    s.write(
+        "manifests/app/db.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: malformed\n  annotations: {rin.dev/generate: password, rin.dev/copy-from: malformed/other}\n",
+    );
+    let b = s.t.path().join("b.tar.zst");
+    let (key, _) = build_signed(s.t.path(), &s.stack, "1700000000", &b);
 
-    let out = apply(&b, &key, &root, &kc, &reg, &[]);
+    let out = s.apply(&b, &key, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
     assert!(
@@ -389,12 +569,110 @@ fn a_malformed_manifest_is_refused_before_anything_is_touched() {
         "{said}"
     );
     // Refused after verification, before the host files and the cluster.
-    assert!(!root.join("usr/local/bin/k3s").exists());
-    assert!(!root.join("etc/rancher").exists());
-    let log = fake.lock().unwrap().log.clone();
+    assert!(!s.root.join("usr/local/bin/k3s").exists());
+    assert!(!s.root.join("etc/rancher").exists());
+    assert_eq!(
+        s.writes(),
+        Vec::<String>::new(),
+        "the cluster was written to"
+    );
+}
+
+#[test]
+fn a_stuck_rollout_is_named_with_its_pod_and_the_image_it_cannot_pull() {
+    let s = site("stuck");
+    let _watch = s.cp.watch();
+    let ns = s.name.as_str();
+    // kwok keeps web's pod waiting in ErrImagePull, as a node whose registry lacks the image.
+    let web = std::fs::read_to_string(s.stack.join("manifests/app/web.yaml")).unwrap();
+    s.write(
+        "manifests/app/web.yaml",
+        &web.replace(
+            "      labels: {app: web}\n",
+            &format!(
+                "      labels: {{app: web}}\n      annotations: {{{}: \"yes\"}}\n",
+                k8s::STALL_ANNOTATION
+            ),
+        ),
+    );
+    let b = s.t.path().join("b.tar.zst");
+    let (key, _) = build_signed(s.t.path(), &s.stack, "1700000000", &b);
+    let out = s.apply_with(&b, &key, &[], "15");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
     assert!(
-        !log.iter().any(|l| !l.starts_with("GET ")),
-        "the cluster was written to: {log:?}"
+        said.contains(&format!("Deployment.apps {ns}/web 0/1"))
+            && said.contains("cannot pull image registry.example/demo/web:1.0 (ErrImagePull)")
+            && said.contains("for registry.example"),
+        "{said}"
+    );
+    assert!(
+        !s.writes().iter().any(|l| l.contains("rin-release")),
+        "nothing is recorded when the stack is not healthy"
+    );
+}
+
+#[test]
+fn pod_security_admission_refuses_a_privileged_pod_in_a_restricted_namespace() {
+    let s = site("psa");
+    let _watch = s.cp.watch();
+    let ns = s.name.as_str();
+    // The namespace enforces `restricted`; the Deployment's pod runs privileged.
+    s.write(
+        "manifests/00-namespace.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n"
+        ),
+    );
+    let web = std::fs::read_to_string(s.stack.join("manifests/app/web.yaml")).unwrap();
+    s.write(
+        "manifests/app/web.yaml",
+        &web.replace(
+            "          image: registry.example/demo/web:1.0\n",
+            "          image: registry.example/demo/web:1.0\n          securityContext: {privileged: true}\n",
+        ),
+    );
+    let b = s.t.path().join("b.tar.zst");
+    let (key, _) = build_signed(s.t.path(), &s.stack, "1700000000", &b);
+    let out = s.apply_with(&b, &key, &[], "15");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains(&format!("Deployment.apps {ns}/web 0/1"))
+            && said.contains("violates PodSecurity \"restricted:latest\"")
+            && said.contains("privileged"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_field_the_api_server_does_not_know_is_named_with_the_object_and_its_file() {
+    let s = site("misspelt");
+    let _watch = s.cp.watch();
+    let ns = s.name.as_str();
+    let web = std::fs::read_to_string(s.stack.join("manifests/app/web.yaml")).unwrap();
+    s.write(
+        "manifests/app/web.yaml",
+        &web.replace(
+            "          image:",
+            "          imagePullPolicey: Always\n          image:",
+        ),
+    );
+    let b = s.t.path().join("b.tar.zst");
+    let (key, _) = build_signed(s.t.path(), &s.stack, "1700000000", &b);
+    let out = s.apply_with(&b, &key, &[], "15");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains(&format!(
+            "Deployment.apps {ns}/web (from manifests/app/web.yaml) was refused by the API server"
+        )) && said.contains(".imagePullPolicey: field not declared in schema")
+            && said.contains("fix the field it names in the stack"),
+        "{said}"
+    );
+    assert!(
+        !s.writes().iter().any(|l| l.contains("rin-release")),
+        "nothing is recorded"
     );
 }
 

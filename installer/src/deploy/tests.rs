@@ -208,3 +208,52 @@ async fn the_api_is_waited_for_and_reports_its_version() {
     let (c, _) = cluster(Fake::default());
     assert_eq!(c.wait_for_api(&fast()).await.unwrap(), "v1.31.4+k3s1");
 }
+
+#[test]
+fn a_refusal_of_the_object_itself_points_at_the_stack_and_others_at_the_cluster() {
+    let r = ObjectRef {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        namespace: "rin-system".into(),
+        name: "api".into(),
+    };
+    let api = |code: u16, reason: &str, message: &str| {
+        let s: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "code": code, "reason": reason, "message": message}))
+        .unwrap();
+        kube::Error::Api(Box::new(s))
+    };
+    // What a real API server answers to an apply with a field its schema lacks.
+    let unknown = "failed to create typed patch object (rin-system/api; apps/v1, Kind=Deployment): .spec.replicaz: field not declared in schema";
+    for e in [
+        api(500, "", unknown),
+        api(
+            422,
+            "Invalid",
+            "Deployment.apps \"api\" is invalid: spec.replicas: Invalid value: -1",
+        ),
+        api(400, "BadRequest", "the object is malformed"),
+    ] {
+        let e = super::apply_error(&r, "manifests/app.yaml", e);
+        assert!(matches!(e, InstallError::Refused { .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with(
+                "Deployment.apps rin-system/api (from manifests/app.yaml) was refused"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.hint()
+                .unwrap()
+                .contains("fix the field it names in the stack")
+        );
+    }
+    // Anything else is the cluster's: named with its code, an empty reason left out.
+    let e = super::apply_error(
+        &r,
+        "manifests/app.yaml",
+        api(503, "", "etcdserver: leader changed"),
+    );
+    assert!(matches!(e, InstallError::Cluster { .. }), "{e:?}");
+    assert!(e.to_string().contains("(503): etcdserver"), "{e}");
+}

@@ -8,13 +8,12 @@
 //! it plays K3s's controllers: workloads report ready, claims bound, Jobs complete, and a
 //! HelmChart whose spec changed gets a new, completed install Job.
 //!
-//! The installer's unit tests drive it through `tower-test`; the end-to-end tests serve it over
-//! HTTP ([`serve`]) to the `rininstall` binary.
+//! The installer's unit tests drive it through `tower-test`. The end-to-end tests run against a
+//! real control plane instead (`tests/src/k8s.rs`).
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
 
 /// A kind the fake serves: group, version, kind, plural, namespaced.
 pub type Kind = (String, String, String, String, bool);
@@ -412,73 +411,6 @@ fn settled(obj: &Value) -> Option<Value> {
         "PersistentVolumeClaim" => json!({"phase": "Bound"}),
         _ => return None,
     })
-}
-
-/// Serve `fake` over plain HTTP/1.1 on a loopback port, for a kubeconfig's `server:`; requests
-/// are answered until the process ends.
-pub fn serve(fake: Arc<Mutex<Fake>>) -> std::net::SocketAddr {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    let addr = listener.local_addr().expect("its address");
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let fake = fake.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().expect("a stream"));
-                let mut out = stream;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut parts = line.split_whitespace();
-                    let method = parts.next().unwrap_or("").to_string();
-                    let target = parts.next().unwrap_or("").to_string();
-                    let mut length = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let h = h.trim_end();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-                    let (code, v) = fake
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .handle(&method, path, query, &body);
-                    let bytes = serde_json::to_vec(&v).unwrap_or_default();
-                    let head = format!(
-                        "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        bytes.len()
-                    );
-                    if out.write_all(head.as_bytes()).is_err() || out.write_all(&bytes).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// A kubeconfig for the fake served at `addr`.
-pub fn kubeconfig(addr: std::net::SocketAddr) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://{addr}\"}}\nusers:\n- name: fake\n  user: {{token: fake}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\n"
-    )
 }
 
 fn decode(s: &str) -> String {
