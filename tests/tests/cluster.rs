@@ -147,6 +147,17 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
             "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: store, namespace: {ns}}}\nspec:\n  replicas: 2\n  serviceName: store\n  selector: {{matchLabels: {{app: store}}}}\n  template:\n    metadata: {{labels: {{app: store}}}}\n    spec: {{containers: [{{name: store, image: registry.example/demo/worker:1.0}}]}}\n  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec: {{containers: [{{name: agent, image: registry.example/demo/worker:1.0}}]}}\n---\napiVersion: batch/v1\nkind: Job\nmetadata: {{name: migrate, namespace: {ns}}}\nspec:\n  template:\n    spec: {{restartPolicy: Never, containers: [{{name: migrate, image: registry.example/demo/worker:1.0}}]}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: scratch, namespace: {ns}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"
         ),
     );
+    // A CRD of the stack's own and an object of its kind: applied once the CRD is Established.
+    s.write(
+        "manifests/crd.yaml",
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.life.rin.test}\nspec:\n  group: life.rin.test\n  names: {kind: Widget, plural: widgets, singular: widget}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec: {type: object, properties: {size: {type: integer}}}\n",
+    );
+    s.write(
+        "manifests/app/widget.yaml",
+        &format!(
+            "apiVersion: life.rin.test/v1\nkind: Widget\nmetadata: {{name: w, namespace: {ns}}}\nspec: {{size: 3}}\n"
+        ),
+    );
     s.write(
         "manifests/extra.yaml",
         &format!(
@@ -175,7 +186,7 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(
-        said.contains("deployed life 1.0.0: 9 objects healthy, revision 1"),
+        said.contains("deployed life 1.0.0: 11 objects healthy, revision 1"),
         "{said}"
     );
     let chart = cp
@@ -254,10 +265,17 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
             .unwrap_or_else(|| panic!("no write of {what}: {writes:#?}"))
     };
     assert!(
-        at(&format!("/api/v1/namespaces/{ns}?")) < at(&format!("/helmcharts/{ns}?"))
-            && at(&format!("/helmcharts/{ns}?")) < at("/deployments/web?"),
+        at("/customresourcedefinitions/widgets.life.rin.test?")
+            < at(&format!("/api/v1/namespaces/{ns}?"))
+            && at(&format!("/api/v1/namespaces/{ns}?")) < at(&format!("/helmcharts/{ns}?"))
+            && at(&format!("/helmcharts/{ns}?")) < at("/deployments/web?")
+            && at(&format!("/helmcharts/{ns}?")) < at("/widgets/w?"),
         "{writes:#?}"
     );
+    let widget = cp
+        .get(&format!("/apis/life.rin.test/v1/namespaces/{ns}/widgets/w"))
+        .unwrap();
+    assert_eq!(widget["spec"]["size"], 3);
     assert!(s.root.join("var/lib/rininstall/releases/1.json").is_file());
     let (password, creates) = db_password();
     assert_eq!((password.len(), creates), (32, 1), "{password}");
@@ -342,7 +360,7 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
         "{said}"
     );
     assert!(
-        said.contains("deployed life 1.1.0: 7 objects healthy, revision 2"),
+        said.contains("deployed life 1.1.0: 9 objects healthy, revision 2"),
         "{said}"
     );
     let job = cp.get(&job_path).unwrap();
