@@ -351,7 +351,13 @@ pub fn apply(
     let staged = stage::first_pass(opened, wanted, keep, staging_dir.as_deref(), report)?;
     // The stack's objects are read (and refused when malformed) before anything is touched.
     if plans {
-        rollout::plan(stack::objects(&index, &staged.kept, None, true)?)?;
+        rollout::plan(stack::objects(
+            &index,
+            &staged.kept,
+            None,
+            opts.seed.platforms.as_ref(),
+            true,
+        )?)?;
     }
 
     report.step(3, STEPS, "K3s host files");
@@ -480,6 +486,7 @@ pub fn apply(
                 &index,
                 &staged.kept,
                 registry_yaml.as_deref(),
+                opts.seed.platforms.as_ref(),
                 true,
             )?)?;
             done.plan = objs
@@ -500,7 +507,13 @@ pub fn apply(
                 Some(c) => c,
                 None => connect(&opts.kubeconfig_path(), opts.timeout, &rt, report)?.0,
             };
-            let objs = stack::objects(&index, &staged.kept, registry_yaml.as_deref(), false)?;
+            let objs = stack::objects(
+                &index,
+                &staged.kept,
+                registry_yaml.as_deref(),
+                opts.seed.platforms.as_ref(),
+                false,
+            )?;
             let desired = Desired {
                 stack: index.stack.name.clone(),
                 version: index.stack.version.clone(),

@@ -10,6 +10,7 @@ pub mod helmchart;
 pub mod host;
 pub mod manage;
 pub mod objects;
+pub mod placement;
 pub mod preflight;
 pub mod release;
 pub mod rollout;

@@ -7,6 +7,7 @@
 use crate::error::{InstallError, Result};
 use crate::helmchart::{self, Feed};
 use crate::objects::{self, Object, Origin};
+use crate::placement;
 use rin_bundle::index::{Entry, Index};
 use std::collections::{BTreeSet, HashMap};
 
@@ -54,11 +55,14 @@ pub fn static_charts(index: &Index) -> Vec<(&Entry, String)> {
 }
 
 /// Every object of the stack, not yet ordered: the site registry's (`registry_yaml`), the
-/// charts', and the manifests'. With `plan_only`, charts carry no content (a dry run).
+/// charts', and the manifests', each workload placed on the architectures its images are carried
+/// for (`placement`; `site_platforms`: the site's `--platform`s). With `plan_only`, charts carry
+/// no content (a dry run).
 pub fn objects(
     index: &Index,
     kept: &HashMap<String, Vec<u8>>,
     registry_yaml: Option<&str>,
+    site_platforms: Option<&BTreeSet<String>>,
     plan_only: bool,
 ) -> Result<Vec<Object>> {
     let text = |path: &str| -> Result<&str> {
@@ -112,6 +116,7 @@ pub fn objects(
     for m in manifests {
         out.extend(objects::parse(text(&m.path)?, &m.path, Origin::Stack)?);
     }
+    placement::place(&mut out, &placement::Carried::new(index, site_platforms));
     Ok(out)
 }
 
@@ -204,7 +209,7 @@ mod tests {
             ),
             (format!("oci/blobs/sha256/{small}"), b"tgz".to_vec()),
         ]);
-        let objects = objects(&index, &read, None, false).unwrap();
+        let objects = objects(&index, &read, None, None, false).unwrap();
         let names: Vec<String> = objects.iter().map(|o| o.reference.to_string()).collect();
         assert_eq!(
             names,
@@ -224,7 +229,7 @@ mod tests {
         let without = |path: &str| {
             let mut r = read.clone();
             r.remove(path);
-            super::objects(&index, &r, None, false)
+            super::objects(&index, &r, None, None, false)
                 .unwrap_err()
                 .to_string()
         };

@@ -5,7 +5,8 @@
 //! their kubelets: pods become Running and Ready, a Job's pods Succeed) and K3s's helm-controller.
 //! Everything listens on random loopback ports; what K3s ships that stacks lean on is added the
 //! way K3s has it: the `local-path` StorageClass (the default class, binding on first consumer),
-//! here backed by static volumes.
+//! whose claims a stand-in provisioner of the harness provisions (and those of any provisioner a
+//! test names: [`ControlPlane::provision_for`]).
 //!
 //! Processes run under a small `sh` guard each that ends them when the pipe from this process
 //! closes: on drop, and also when the test binary exits with a control plane still held in a
@@ -15,11 +16,12 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The component versions (`tests/k8s/versions.env`).
@@ -146,15 +148,66 @@ impl Proc {
 /// A running control plane.
 pub struct ControlPlane {
     dir: PathBuf,
-    procs: std::sync::Mutex<Vec<Proc>>,
+    procs: Mutex<Vec<Proc>>,
     /// The admin kubeconfig (client certificate of `system:masters`).
     pub kubeconfig: PathBuf,
     /// `https://127.0.0.1:PORT`.
     pub server: String,
     pub nodes: Vec<Node>,
     keep: AtomicBool,
+    api: Arc<Api>,
+    /// Provisioners whose claims the harness provisions (see [`ControlPlane::provision_for`]).
+    provisioners: Arc<Mutex<BTreeSet<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// A client of the API server for the harness (admin), usable from any thread.
+struct Api {
     rt: tokio::runtime::Runtime,
     client: kube::Client,
+}
+
+impl Api {
+    /// See [`ControlPlane::raw`].
+    fn raw(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+        let mut req = http::Request::builder().uri(path);
+        if method == "PATCH" {
+            req = req
+                .method("PATCH")
+                .header("Content-Type", "application/apply-patch+yaml");
+        } else if method == "MERGE" {
+            req = req
+                .method("PATCH")
+                .header("Content-Type", "application/merge-patch+json");
+        } else {
+            req = req.method(method);
+        }
+        if body.is_some() && method != "PATCH" && method != "MERGE" {
+            req = req.header("Content-Type", "application/json");
+        }
+        let req = req
+            .body(
+                body.map(|b| serde_json::to_vec(b).unwrap())
+                    .unwrap_or_default(),
+            )
+            .unwrap();
+        self.rt.block_on(async {
+            let resp = self
+                .client
+                .send(req.map(kube::client::Body::from))
+                .await
+                .map_err(|e| e.to_string())?;
+            let code = resp.status().as_u16();
+            let bytes = resp
+                .into_body()
+                .collect_bytes()
+                .await
+                .map_err(|e| e.to_string())?;
+            let v = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            Ok((code, v))
+        })
+    }
 }
 
 /// The control plane shared by the tests of one test binary (each in its own namespaces): one
@@ -340,13 +393,14 @@ impl ControlPlane {
         });
         let cp = ControlPlane {
             dir: dir.clone(),
-            procs: std::sync::Mutex::new(Vec::new()),
+            procs: Mutex::new(Vec::new()),
             kubeconfig: kubeconfig.clone(),
             server,
             nodes: nodes.to_vec(),
             keep: AtomicBool::new(false),
-            rt,
-            client,
+            api: Arc::new(Api { rt, client }),
+            provisioners: Arc::new(Mutex::new(BTreeSet::from([LOCAL_PATH.to_string()]))),
+            stop: Arc::new(AtomicBool::new(false)),
         };
         // Removes the directory once every component ended, unless a test marked it kept.
         cp.spawn_guarded(
@@ -478,6 +532,7 @@ impl ControlPlane {
             cp.create_node(n);
         }
         cp.create_storage();
+        cp.start_provisioner();
         // The controller-manager runs: it made the default namespace's service account.
         wait_until(
             &dir,
@@ -588,43 +643,7 @@ impl ControlPlane {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), String> {
-        let mut req = http::Request::builder().uri(path);
-        if method == "PATCH" {
-            req = req
-                .method("PATCH")
-                .header("Content-Type", "application/apply-patch+yaml");
-        } else if method == "MERGE" {
-            req = req
-                .method("PATCH")
-                .header("Content-Type", "application/merge-patch+json");
-        } else {
-            req = req.method(method);
-        }
-        if body.is_some() && method != "PATCH" && method != "MERGE" {
-            req = req.header("Content-Type", "application/json");
-        }
-        let req = req
-            .body(
-                body.map(|b| serde_json::to_vec(b).unwrap())
-                    .unwrap_or_default(),
-            )
-            .unwrap();
-        self.rt.block_on(async {
-            let resp = self
-                .client
-                .send(req.map(kube::client::Body::from))
-                .await
-                .map_err(|e| e.to_string())?;
-            let code = resp.status().as_u16();
-            let bytes = resp
-                .into_body()
-                .collect_bytes()
-                .await
-                .map_err(|e| e.to_string())?;
-            let v = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-            Ok((code, v))
-        })
+        self.api.raw(method, path, body)
     }
 
     /// The object at `path`, or None when it does not exist.
@@ -797,30 +816,97 @@ impl ControlPlane {
     }
 
     /// K3s's default StorageClass `local-path` (binding when the first pod using a claim is
-    /// scheduled), with static volumes of that class for claims to bind to.
+    /// scheduled); its claims are provisioned by the harness, as K3s's local-path provisioner
+    /// would.
     fn create_storage(&self) {
         self.apply(
             "/apis/storage.k8s.io/v1/storageclasses/local-path",
             &json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
                 "metadata": {"name": "local-path",
                     "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-                "provisioner": "rancher.io/local-path",
+                "provisioner": LOCAL_PATH,
                 "reclaimPolicy": "Delete",
                 "volumeBindingMode": "WaitForFirstConsumer"}),
         );
-        for i in 0..24 {
-            let name = format!("rin-test-pv-{i:02}");
-            self.apply(
-                &format!("/api/v1/persistentvolumes/{name}"),
-                &json!({"apiVersion": "v1", "kind": "PersistentVolume",
-                    "metadata": {"name": name},
-                    "spec": {"capacity": {"storage": "100Gi"},
-                        "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
-                        "persistentVolumeReclaimPolicy": "Retain",
-                        "storageClassName": "local-path",
-                        "hostPath": {"path": format!("/var/lib/rin-test/{name}")}}}),
-            );
+    }
+
+    /// Provision the claims of every StorageClass whose provisioner is `provisioner` (a stand-in
+    /// for a stack's own provisioner, which kwok's nodes cannot run).
+    pub fn provision_for(&self, provisioner: &str) {
+        self.provisioners
+            .lock()
+            .unwrap()
+            .insert(provisioner.to_string());
+    }
+
+    /// The stand-in provisioner: every 300 ms, a volume for each pending claim of a class whose
+    /// provisioner it stands in for, once the scheduler chose a node when the class binds on first
+    /// consumer (pinned to that node, as a local volume is).
+    fn start_provisioner(&self) {
+        let (api, provisioners, stop) = (
+            self.api.clone(),
+            self.provisioners.clone(),
+            self.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                provision(&api, &provisioners.lock().unwrap().clone());
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+    }
+}
+
+/// The provisioner of K3s's default StorageClass.
+const LOCAL_PATH: &str = "rancher.io/local-path";
+
+/// One round of the stand-in provisioner (see [`ControlPlane::start_provisioner`]).
+fn provision(api: &Api, provisioners: &BTreeSet<String>) {
+    let (Ok((200, classes)), Ok((200, claims))) = (
+        api.raw("GET", "/apis/storage.k8s.io/v1/storageclasses", None),
+        api.raw("GET", "/api/v1/persistentvolumeclaims", None),
+    ) else {
+        return;
+    };
+    let empty = Vec::new();
+    let classes = classes["items"].as_array().unwrap_or(&empty);
+    for c in claims["items"].as_array().unwrap_or(&empty) {
+        if c["status"]["phase"] != "Pending" || c["spec"]["volumeName"].is_string() {
+            continue;
         }
+        let Some(class) = classes
+            .iter()
+            .find(|k| k["metadata"]["name"] == c["spec"]["storageClassName"])
+        else {
+            continue;
+        };
+        if !class["provisioner"]
+            .as_str()
+            .is_some_and(|p| provisioners.contains(p))
+        {
+            continue;
+        }
+        let node = c["metadata"]["annotations"]["volume.kubernetes.io/selected-node"].as_str();
+        if class["volumeBindingMode"] == "WaitForFirstConsumer" && node.is_none() {
+            continue;
+        }
+        let name = format!("pvc-{}", c["metadata"]["uid"].as_str().unwrap_or(""));
+        let mut pv = json!({"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": name,
+                "annotations": {"pv.kubernetes.io/provisioned-by": class["provisioner"]}},
+            "spec": {"capacity": {"storage": c["spec"]["resources"]["requests"]["storage"]},
+                "accessModes": c["spec"]["accessModes"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": class["metadata"]["name"],
+                "hostPath": {"path": format!("/var/lib/rin-test/{name}")},
+                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "namespace": c["metadata"]["namespace"], "name": c["metadata"]["name"],
+                    "uid": c["metadata"]["uid"]}}});
+        if let Some(node) = node {
+            pv["spec"]["nodeAffinity"] = json!({"required": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}});
+        }
+        let _ = api.raw("POST", "/api/v1/persistentvolumes", Some(&pv));
     }
 }
 
@@ -857,6 +943,7 @@ impl Drop for Watch<'_> {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
         if std::thread::panicking() {
             self.keep();
         }

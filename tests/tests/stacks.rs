@@ -1175,3 +1175,123 @@ fn every_stack_is_accepted_by_a_real_api_server_and_its_pods_admitted() {
         "{answer}"
     );
 }
+
+/// The Raspberry Pi site: examples/vinylvault, built for arm64 from stand-ins under its own
+/// names, applied by `rininstall` to a real control plane of four arm64 nodes (one server, three
+/// agents), the stack's NFS provisioner stood in for by the harness. Every workload gets healthy:
+/// production's three MongoDB members on three different nodes (their anti-affinity), each on a
+/// claim of the stack's `nfs-client` class, and the replica-set Job complete.
+#[test]
+fn the_raspberry_pi_site_runs_vinylvault_on_four_arm64_nodes() {
+    use rin_tests::k8s::{ControlPlane, Node};
+    use rin_tests::net::FileServer;
+    use rin_tests::registry::{Options, Registry};
+    use rin_tests::{bin, ok};
+    use std::process::Command;
+
+    let cp = ControlPlane::start(&[
+        Node::server("pi-1", "arm64"),
+        Node::agent("pi-2", "arm64"),
+        Node::agent("pi-3", "arm64"),
+        Node::agent("pi-4", "arm64"),
+    ]);
+    let _watch = cp.watch();
+    // What the stack's own provisioner (an NFS mount kwok's nodes cannot make) would do.
+    cp.provision_for("vinylvault.local/nfs-subdir");
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(Options::default());
+    let srv = FileServer::start();
+    ok(
+        &Command::new(bin("rinbundle"))
+            .args(["keygen", "--out"])
+            .arg(t.path().join("k"))
+            .output()
+            .unwrap(),
+        "keygen",
+    );
+    let dir = t.path().join("vinylvault");
+    copy_dir(&repo_root().join("examples/vinylvault"), &dir);
+    let l = load(&dir);
+    let mirrors = serve_stand_ins(&l.stack, &reg, &srv, &t.path().join("layout"));
+    let bundle = t.path().join("vinylvault.tar.zst");
+    ok(
+        &Command::new(bin("rinbundle"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "--quiet", "--arch", "arm64", "--stack"])
+            .arg(&dir)
+            .arg("--key")
+            .arg(t.path().join("k.key"))
+            .arg("--cache")
+            .arg(t.path().join("cache"))
+            .arg("-o")
+            .arg(&bundle)
+            .args(&mirrors)
+            .output()
+            .unwrap(),
+        "build of vinylvault",
+    );
+    let out = Command::new(bin("rininstall"))
+        .arg("apply")
+        .arg(&bundle)
+        .arg("--key")
+        .arg(t.path().join("k.pub"))
+        .args(["--arch", "arm64", "--no-start", "--progress", "none"])
+        .args(["--registry", &reg.addr, "--timeout", "120", "--root"])
+        .arg(t.path().join("root"))
+        .arg("--kubeconfig")
+        .arg(cp.client_kubeconfig("rininstall-pi"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("deployed vinylvault 0.9.0: "), "{said}");
+
+    let ns = "vinylvault-production";
+    let mongo = cp
+        .list(&format!("/apis/apps/v1/namespaces/{ns}/statefulsets"))
+        .into_iter()
+        .find(|s| s["spec"]["replicas"] == 3)
+        .expect("production's MongoDB StatefulSet");
+    assert_eq!(mongo["status"]["readyReplicas"], 3, "{mongo}");
+    let selector = mongo["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}%3D{}", v.as_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = cp.list(&format!(
+        "/api/v1/namespaces/{ns}/pods?labelSelector={selector}"
+    ));
+    let mut nodes: Vec<&str> = pods
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "three members on three nodes: {nodes:?}");
+    let claims = cp.list(&format!("/api/v1/namespaces/{ns}/persistentvolumeclaims"));
+    assert_eq!(claims.len(), 3);
+    for c in &claims {
+        assert_eq!(c["status"]["phase"], "Bound", "{c}");
+        assert_eq!(c["spec"]["storageClassName"], "nfs-client");
+    }
+    let jobs = cp.list(&format!("/apis/batch/v1/namespaces/{ns}/jobs"));
+    assert!(
+        !jobs.is_empty()
+            && jobs
+                .iter()
+                .all(|j| rin_tests::k8s::condition(j, "Complete") == Some("True")),
+        "{jobs:?}"
+    );
+    // The members are placed on arm64 nodes, where the bundle's images run.
+    assert_eq!(
+        mongo["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchExpressions"],
+        serde_json::json!([{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}])
+    );
+}
