@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The whole `rininstall apply` on a real K3s host: a first install (K3s, the site registry,
 # seeding, a chart and manifests deployed and waited for), an upgrade that prunes, a downgrade
-# refused, a rollback, and `rininstall status` after each.
+# refused, a rollback, and `rininstall status` after each; then a release whose pod Pod Security
+# refuses, named with the refusal. The cluster step itself is tested against a real control
+# plane without K3s (tests/tests/cluster.rs); what this adds is what only K3s shows: install.sh
+# and the service, containerd pulling through the site registry's mirror, the images directory,
+# the in-cluster site registry, and Helm actually running in the chart's install Job.
 #
 # Run it as root on a DISPOSABLE Linux machine (amd64 or arm64; a fresh VM): it installs K3s and
 # leaves it installed. The build half needs the internet (rinbundle pulls the K3s release and the
@@ -122,6 +126,24 @@ spec:
           command: [httpd, -f, -p, "8080"]
           readinessProbe: {tcpSocket: {port: 8080}}
 EOF
+    if [ "$version" = 1.2.0 ]; then
+        # Breaks the namespace's `baseline` profile: its pods are refused by admission.
+        cat >"$dir/manifests/privileged.yaml" <<'EOF'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: privileged, namespace: e2e}
+spec:
+  selector: {matchLabels: {app: privileged}}
+  template:
+    metadata: {labels: {app: privileged}}
+    spec:
+      containers:
+        - name: p
+          image: docker.io/library/busybox:1.36
+          command: [sleep, "86400"]
+          securityContext: {privileged: true}
+EOF
+    fi
     cat >"$dir/manifests/secret.yaml" <<'EOF'
 apiVersion: v1
 kind: Secret
@@ -141,9 +163,9 @@ EOF
     fi
 }
 
-step "bundles 1.0.0 and 1.1.0 (pulled from the internet)"
+step "bundles 1.0.0, 1.1.0 and 1.2.0 (pulled from the internet)"
 "$BIN/rinbundle" keygen --out "$W/site"
-for v in 1.0.0 1.1.0; do
+for v in 1.0.0 1.1.0 1.2.0; do
     stack "$v" "$W/stack-$v"
     "$BIN/rinbundle" build --stack "$W/stack-$v" --arch "$ARCH" --key "$W/site.key" \
         --cache "$W/cache" -o "$W/e2e-$v.tar.zst"
@@ -155,6 +177,10 @@ kubectl -n e2e rollout status deploy/web --timeout=60s
 kubectl -n e2e get configmap old-settings >/dev/null || fail "old-settings missing after 1.0.0"
 [ "$(kubectl -n e2e get configmap e2e-chart-message -o jsonpath='{.data.message}')" = "from the stack 1.0.0" ] \
     || fail "the chart did not get the stack's values"
+[ "$(kubectl -n e2e get deploy web -o jsonpath='{.spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values[0]}')" = "$ARCH" ] \
+    || fail "web is not placed on $ARCH nodes"
+[ "$(kubectl -n kube-system get job helm-install-e2e-chart -o jsonpath='{.status.succeeded}')" = 1 ] \
+    || fail "the chart's install Job did not succeed"
 password=$(kubectl -n e2e get secret e2e-db -o jsonpath='{.data.password}' | base64 -d)
 [ "${#password}" = 32 ] || fail "the generated secret has no 32-character password"
 "$BIN/rininstall" status
@@ -185,6 +211,13 @@ grep -q '"version": "1.0.0"' "$W/status.json" || fail "status does not show 1.0.
 grep -q '"healthy": true' "$W/status.json" || fail "status is not healthy"
 [ "$(kubectl -n e2e get secret e2e-db -o jsonpath='{.data.password}' | base64 -d)" = "$password" ] \
     || fail "the generated secret changed across upgrade and rollback"
+
+step "1.2.0, whose pod Pod Security refuses: named with the refusal, nothing recorded"
+if "$BIN/rininstall" apply "$W/e2e-1.2.0.tar.zst" --key "$W/site.pub" --timeout 60 2>"$W/psa.txt"; then
+    fail "a Deployment breaking the namespace's baseline profile was reported healthy"
+fi
+grep -q 'violates PodSecurity "baseline:latest"' "$W/psa.txt" || fail "the refusal does not name Pod Security"
+"$BIN/rininstall" status --json | grep -q '"version": "1.0.0"' || fail "the failed apply was recorded"
 
 echo
 echo "k3s end-to-end: passed"

@@ -15,6 +15,7 @@
 //! component died: then its path is printed with the failure.
 #![allow(clippy::unwrap_used)]
 
+use crate::pki::{ca, issue, openssl};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -222,69 +223,6 @@ pub fn shared() -> &'static ControlPlane {
     })
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A key and a certificate signed by the CA in `dir` (`ca.crt`, `ca.key`).
-fn issue(dir: &Path, name: &str, subject: &str, ext: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            subject,
-        ],
-    );
-    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            &serial(),
-            "-days",
-            "3650",
-            "-out",
-            &format!("{name}.crt"),
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
-    );
-}
-
-/// A serial number for a certificate: distinct across the certificates one control plane issues,
-/// also when tests issue theirs at the same time.
-fn serial() -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(2);
-    NEXT.fetch_add(1, Ordering::SeqCst).to_string()
-}
-
 fn b64_file(path: &Path) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
@@ -325,26 +263,7 @@ impl ControlPlane {
             .keep();
 
         // A CA, the API server's serving certificate, an admin client, service-account keys.
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "3650",
-                "-subj",
-                "/CN=rin-test-cluster-ca",
-            ],
-        );
+        ca(&dir, "rin-test-cluster-ca");
         issue(
             &dir,
             "apiserver",
@@ -718,6 +637,39 @@ impl ControlPlane {
             "extendedKeyUsage=clientAuth\n",
         );
         write_kubeconfig(&self.dir, user, &self.server)
+    }
+
+    /// `rininstall apply BUNDLE` (signed by `key`) as a site's first server of `arch` runs it,
+    /// deploying to this control plane as client `user` (K3s not started, the images seeded into
+    /// `registry`, the node's files under `root`, at most 120 s to get healthy): whether it
+    /// succeeded, and what it said.
+    pub fn rininstall_apply(
+        &self,
+        user: &str,
+        bundle: &Path,
+        key: &Path,
+        arch: &str,
+        registry: &str,
+        root: &Path,
+    ) -> (bool, String) {
+        let out = Command::new(crate::bin("rininstall"))
+            .arg("apply")
+            .arg(bundle)
+            .arg("--key")
+            .arg(key)
+            .args(["--arch", arch, "--no-start", "--progress", "none"])
+            .args(["--registry", registry, "--timeout", "120", "--root"])
+            .arg(root)
+            .arg("--kubeconfig")
+            .arg(self.client_kubeconfig(user))
+            .output()
+            .expect("rininstall runs");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
     }
 
     /// Every request `user` made, in the order the API server received them, from its audit

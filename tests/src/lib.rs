@@ -5,6 +5,7 @@ pub mod craft;
 pub mod fixture;
 pub mod k8s;
 pub mod net;
+pub mod pki;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

@@ -116,6 +116,22 @@ impl Site {
         std::fs::write(self.stack.join("bundle.yaml"), spec + "\n").unwrap();
     }
 
+    /// Build the stack with `manifests/app/web.yaml` changed by `edit` and apply it, 15 s to get
+    /// healthy, expecting a refusal (exit code 1) and nothing recorded: what rininstall said.
+    fn refused_with_web(&self, edit: impl Fn(&str) -> String) -> String {
+        let web = std::fs::read_to_string(self.stack.join("manifests/app/web.yaml")).unwrap();
+        self.write("manifests/app/web.yaml", &edit(&web));
+        let b = self.t.path().join("b.tar.zst");
+        let (key, _) = build_signed(self.t.path(), &self.stack, "1700000000", &b);
+        let out = self.apply_with(&b, &key, &[], "15");
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            !self.writes().iter().any(|l| l.contains("rin-release")),
+            "nothing is recorded when the stack is not healthy"
+        );
+        text(&out)
+    }
+
     /// The writes (anything but get, list and watch) this test's client made, in order.
     fn writes(&self) -> Vec<String> {
         self.cp
@@ -600,33 +616,21 @@ fn a_malformed_manifest_is_refused_before_anything_is_touched() {
 fn a_stuck_rollout_is_named_with_its_pod_and_the_image_it_cannot_pull() {
     let s = site("stuck");
     let _watch = s.cp.watch();
-    let ns = s.name.as_str();
     // kwok keeps web's pod waiting in ErrImagePull, as a node whose registry lacks the image.
-    let web = std::fs::read_to_string(s.stack.join("manifests/app/web.yaml")).unwrap();
-    s.write(
-        "manifests/app/web.yaml",
-        &web.replace(
+    let said = s.refused_with_web(|web| {
+        web.replace(
             "      labels: {app: web}\n",
             &format!(
                 "      labels: {{app: web}}\n      annotations: {{{}: \"yes\"}}\n",
                 k8s::STALL_ANNOTATION
             ),
-        ),
-    );
-    let b = s.t.path().join("b.tar.zst");
-    let (key, _) = build_signed(s.t.path(), &s.stack, "1700000000", &b);
-    let out = s.apply_with(&b, &key, &[], "15");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let said = text(&out);
+        )
+    });
     assert!(
-        said.contains(&format!("Deployment.apps {ns}/web 0/1"))
+        said.contains("Deployment.apps stuck/web 0/1")
             && said.contains("cannot pull image registry.example/demo/web:1.0 (ErrImagePull)")
             && said.contains("for registry.example"),
         "{said}"
-    );
-    assert!(
-        !s.writes().iter().any(|l| l.contains("rin-release")),
-        "nothing is recorded when the stack is not healthy"
     );
 }
 
@@ -634,29 +638,19 @@ fn a_stuck_rollout_is_named_with_its_pod_and_the_image_it_cannot_pull() {
 fn pod_security_admission_refuses_a_privileged_pod_in_a_restricted_namespace() {
     let s = site("psa");
     let _watch = s.cp.watch();
-    let ns = s.name.as_str();
     // The namespace enforces `restricted`; the Deployment's pod runs privileged.
     s.write(
         "manifests/00-namespace.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n"
-        ),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: psa\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n",
     );
-    let web = std::fs::read_to_string(s.stack.join("manifests/app/web.yaml")).unwrap();
-    s.write(
-        "manifests/app/web.yaml",
-        &web.replace(
+    let said = s.refused_with_web(|web| {
+        web.replace(
             "          image: registry.example/demo/web:1.0\n",
             "          image: registry.example/demo/web:1.0\n          securityContext: {privileged: true}\n",
-        ),
-    );
-    let b = s.t.path().join("b.tar.zst");
-    let (key, _) = build_signed(s.t.path(), &s.stack, "1700000000", &b);
-    let out = s.apply_with(&b, &key, &[], "15");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let said = text(&out);
+        )
+    });
     assert!(
-        said.contains(&format!("Deployment.apps {ns}/web 0/1"))
+        said.contains("Deployment.apps psa/web 0/1")
             && said.contains("violates PodSecurity \"restricted:latest\"")
             && said.contains("privileged"),
         "{said}"
@@ -667,30 +661,18 @@ fn pod_security_admission_refuses_a_privileged_pod_in_a_restricted_namespace() {
 fn a_field_the_api_server_does_not_know_is_named_with_the_object_and_its_file() {
     let s = site("misspelt");
     let _watch = s.cp.watch();
-    let ns = s.name.as_str();
-    let web = std::fs::read_to_string(s.stack.join("manifests/app/web.yaml")).unwrap();
-    s.write(
-        "manifests/app/web.yaml",
-        &web.replace(
+    let said = s.refused_with_web(|web| {
+        web.replace(
             "          image:",
             "          imagePullPolicey: Always\n          image:",
-        ),
-    );
-    let b = s.t.path().join("b.tar.zst");
-    let (key, _) = build_signed(s.t.path(), &s.stack, "1700000000", &b);
-    let out = s.apply_with(&b, &key, &[], "15");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let said = text(&out);
+        )
+    });
     assert!(
-        said.contains(&format!(
-            "Deployment.apps {ns}/web (from manifests/app/web.yaml) was refused by the API server"
-        )) && said.contains(".imagePullPolicey: field not declared in schema")
+        said.contains(
+            "Deployment.apps misspelt/web (from manifests/app/web.yaml) was refused by the API server"
+        ) && said.contains(".imagePullPolicey: field not declared in schema")
             && said.contains("fix the field it names in the stack"),
         "{said}"
-    );
-    assert!(
-        !s.writes().iter().any(|l| l.contains("rin-release")),
-        "nothing is recorded"
     );
 }
 

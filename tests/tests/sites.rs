@@ -5,11 +5,10 @@
 //! site, examples/vinylvault on four arm64 nodes, is in `stacks.rs`, which builds the stacks.)
 #![allow(clippy::unwrap_used)]
 
+use rin_tests::build_signed;
 use rin_tests::fixture;
 use rin_tests::k8s::{ControlPlane, Node};
 use rin_tests::registry::{Options, Registry};
-use rin_tests::{bin, build_signed};
-use std::process::Command;
 
 /// Build the test stack `name` for `platforms` with a DaemonSet and a four-replica Deployment,
 /// and apply it to `cp` as the first server (amd64) would: rininstall's output.
@@ -37,25 +36,15 @@ fn deploy(
     .unwrap();
     let b = t.join(format!("{name}.tar.zst"));
     let (key, _) = build_signed(t, &stack, "1700000000", &b);
-    let kc = cp.client_kubeconfig(&format!("rininstall-{name}"));
-    let out = Command::new(bin("rininstall"))
-        .arg("apply")
-        .arg(&b)
-        .arg("--key")
-        .arg(&key)
-        .args(["--arch", "amd64", "--no-start", "--progress", "none"])
-        .args(["--registry", &reg.addr, "--timeout", "90", "--root"])
-        .arg(t.join(format!("root-{name}")))
-        .arg("--kubeconfig")
-        .arg(&kc)
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, said) = cp.rininstall_apply(
+        &format!("rininstall-{name}"),
+        &b,
+        &key,
+        "amd64",
+        &reg.addr,
+        &t.join(format!("root-{name}")),
     );
-    assert!(out.status.success(), "{said}");
+    assert!(ok, "{said}");
     assert!(said.contains(&format!("deployed {name} 1.0.0")), "{said}");
     said
 }

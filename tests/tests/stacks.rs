@@ -1230,24 +1230,15 @@ fn the_raspberry_pi_site_runs_vinylvault_on_four_arm64_nodes() {
             .unwrap(),
         "build of vinylvault",
     );
-    let out = Command::new(bin("rininstall"))
-        .arg("apply")
-        .arg(&bundle)
-        .arg("--key")
-        .arg(t.path().join("k.pub"))
-        .args(["--arch", "arm64", "--no-start", "--progress", "none"])
-        .args(["--registry", &reg.addr, "--timeout", "120", "--root"])
-        .arg(t.path().join("root"))
-        .arg("--kubeconfig")
-        .arg(cp.client_kubeconfig("rininstall-pi"))
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, said) = cp.rininstall_apply(
+        "rininstall-pi",
+        &bundle,
+        &t.path().join("k.pub"),
+        "arm64",
+        &reg.addr,
+        &t.path().join("root"),
     );
-    assert!(out.status.success(), "{said}");
+    assert!(ok, "{said}");
     assert!(said.contains("deployed vinylvault 0.9.0: "), "{said}");
 
     let ns = "vinylvault-production";
