@@ -1004,6 +1004,16 @@ fn every_stack_is_accepted_by_a_real_api_server_and_its_pods_admitted() {
     let mut refused = Vec::new();
     let mut unserved = std::collections::BTreeSet::new();
     let (mut total, mut accepted, mut skipped, mut pods) = (0, 0, 0, 0);
+    // A server-side dry run of `value`: an apply at `path` (PATCH), or a create in the
+    // collection `path` (POST): the status code and the answer.
+    let dry_run = |method: &str, path: &str, value: &Value| {
+        cp.raw(
+            method,
+            &format!("{path}?fieldManager=rininstall&dryRun=All"),
+            Some(value),
+        )
+        .unwrap()
+    };
     let path = |o: &Object| {
         cp.path_of(
             &o.reference.api_version,
@@ -1058,21 +1068,9 @@ fn every_stack_is_accepted_by_a_real_api_server_and_its_pods_admitted() {
                 continue;
             };
             // A generated or copied Secret is created as rininstall makes it: with its values.
-            let (code, answer) = if let Some(value) = as_generated(o, &l.objects) {
-                let collection = p.rsplit_once('/').unwrap().0;
-                cp.raw(
-                    "POST",
-                    &format!("{collection}?fieldManager=rininstall&dryRun=All"),
-                    Some(&value),
-                )
-                .unwrap()
-            } else {
-                cp.raw(
-                    "PATCH",
-                    &format!("{p}?fieldManager=rininstall&dryRun=All"),
-                    Some(&o.value),
-                )
-                .unwrap()
+            let (code, answer) = match as_generated(o, &l.objects) {
+                Some(value) => dry_run("POST", p.rsplit_once('/').unwrap().0, &value),
+                None => dry_run("PATCH", &p, &o.value),
             };
             if code >= 300 {
                 refused.push(format!(
@@ -1083,16 +1081,8 @@ fn every_stack_is_accepted_by_a_real_api_server_and_its_pods_admitted() {
             }
             accepted += 1;
             if let Some(pod) = pod_of(o) {
-                let (code, answer) = cp
-                    .raw(
-                        "POST",
-                        &format!(
-                            "/api/v1/namespaces/{}/pods?dryRun=All",
-                            o.reference.namespace
-                        ),
-                        Some(&pod),
-                    )
-                    .unwrap();
+                let pods_path = format!("/api/v1/namespaces/{}/pods", o.reference.namespace);
+                let (code, answer) = dry_run("POST", &pods_path, &pod);
                 if code >= 300 {
                     refused.push(format!(
                         "{stack}: a pod of {} ({}): {code} {}",
@@ -1131,21 +1121,22 @@ fn every_stack_is_accepted_by_a_real_api_server_and_its_pods_admitted() {
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "bad"}},
             "template": {"metadata": {"labels": {"app": "bad"}},
                 "spec": {"containers": [{"name": "bad", "image": "x", "imagePullPolicy": "Always", "restartPolicy": "Never", "portz": []}]}}}});
-    let (code, answer) = cp
-        .raw(
-            "PATCH",
-            "/apis/apps/v1/namespaces/stack-check/deployments/bad?fieldManager=rininstall&dryRun=All",
-            Some(&bad),
-        )
-        .unwrap();
+    let expect_refusal = |(code, answer): (u16, Value), want: u16, says: &str| {
+        assert_eq!(code, want, "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    };
     // A real API server answers an apply with an unknown field with a 500 naming the field.
-    assert_eq!(code, 500, "{answer}");
-    assert!(
-        answer["message"]
-            .as_str()
-            .unwrap()
-            .contains(".portz: field not declared in schema"),
-        "{answer}"
+    expect_refusal(
+        dry_run(
+            "PATCH",
+            "/apis/apps/v1/namespaces/stack-check/deployments/bad",
+            &bad,
+        ),
+        500,
+        ".portz: field not declared in schema",
     );
     let o = objects::parse(
         &serde_yaml_ng::to_string(&bad).unwrap(),
@@ -1159,20 +1150,10 @@ fn every_stack_is_accepted_by_a_real_api_server_and_its_pods_admitted() {
         .as_object_mut()
         .unwrap()
         .retain(|k, _| k == "name" || k == "image");
-    let (code, answer) = cp
-        .raw(
-            "POST",
-            "/api/v1/namespaces/stack-check/pods?dryRun=All",
-            Some(&pod),
-        )
-        .unwrap();
-    assert_eq!(code, 403, "{answer}");
-    assert!(
-        answer["message"]
-            .as_str()
-            .unwrap()
-            .contains("violates PodSecurity \"restricted:latest\""),
-        "{answer}"
+    expect_refusal(
+        dry_run("POST", "/api/v1/namespaces/stack-check/pods", &pod),
+        403,
+        "violates PodSecurity \"restricted:latest\"",
     );
 }
 
