@@ -676,6 +676,47 @@ fn a_field_the_api_server_does_not_know_is_named_with_the_object_and_its_file() 
     );
 }
 
+/// The site registry's objects as `rininstall apply` writes them for a K3s site (applied there
+/// only once K3s runs, which these tests do not start): admitted in its `baseline` namespace, its
+/// claim provisioned on first consumer, its pod ready, its NodePort the one every node's
+/// containerd is pointed at.
+#[test]
+fn the_site_registry_runs_on_a_real_cluster() {
+    use rin_installer::objects::{self, Origin};
+    use rin_installer::site_registry;
+    let cp = k8s::shared();
+    let _watch = cp.watch();
+    let yaml = site_registry::manifests_yaml("docker.io/library/registry:2.8.3", 31555, 10);
+    for o in objects::parse(&yaml, "the site registry", Origin::SiteRegistry).unwrap() {
+        let r = &o.reference;
+        let path = cp
+            .path_of(&r.api_version, &r.kind, &r.namespace, &r.name)
+            .unwrap();
+        cp.apply_as(&path, &o.value, "rininstall");
+    }
+    let ns = site_registry::NAMESPACE;
+    assert!(
+        cp.eventually(Duration::from_secs(60), |cp| {
+            cp.get(&format!(
+                "/apis/apps/v1/namespaces/{ns}/deployments/site-registry"
+            ))
+            .is_some_and(|d| d["status"]["readyReplicas"] == 1)
+        }),
+        "the site registry did not get ready: {:?}",
+        cp.list(&format!("/api/v1/namespaces/{ns}/pods"))
+    );
+    let claim = cp
+        .get(&format!(
+            "/api/v1/namespaces/{ns}/persistentvolumeclaims/site-registry-data"
+        ))
+        .unwrap();
+    assert_eq!(claim["status"]["phase"], "Bound", "{claim}");
+    let svc = cp
+        .get(&format!("/api/v1/namespaces/{ns}/services/site-registry"))
+        .unwrap();
+    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 31555, "{svc}");
+}
+
 /// The whole `rininstall apply` on a real K3s host: see `tests/k3s-e2e.sh`, which builds the
 /// bundles and runs this with `RIN_K3S_E2E=1` as root on a disposable machine.
 #[test]
