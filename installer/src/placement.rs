@@ -24,7 +24,15 @@ pub fn arch_of(platform: &str) -> &str {
 /// The images of a bundle with the architectures a site gets them for: what the bundle carries,
 /// narrowed to `site` (`--platform`) when given.
 pub struct Carried {
-    images: Vec<(Reference, String, BTreeSet<String>)>,
+    images: Vec<CarriedImage>,
+}
+
+struct CarriedImage {
+    reference: Reference,
+    /// The digest of its index (or manifest) in the bundle.
+    digest: String,
+    /// (platform manifest digest, architecture) of each platform the site gets.
+    platforms: Vec<(String, String)>,
 }
 
 impl Carried {
@@ -33,36 +41,46 @@ impl Carried {
             .images
             .iter()
             .filter_map(|i| {
-                let r: Reference = i.reference.parse().ok()?;
-                let arches = i
-                    .platforms
-                    .iter()
-                    .filter(|p| site.is_none_or(|s| s.contains(&p.platform)))
-                    .map(|p| arch_of(&p.platform).to_string())
-                    .collect();
-                Some((r, i.digest.clone(), arches))
+                Some(CarriedImage {
+                    reference: i.reference.parse().ok()?,
+                    digest: i.digest.clone(),
+                    platforms: i
+                        .platforms
+                        .iter()
+                        .filter(|p| site.is_none_or(|s| s.contains(&p.platform)))
+                        .map(|p| (p.digest.clone(), arch_of(&p.platform).to_string()))
+                        .collect(),
+                })
             })
             .collect();
         Carried { images }
     }
 
-    /// The architectures `reference` is carried for; None when the bundle does not carry it.
-    /// Names compare as Docker normalises them; a digest matches the image's or, for a
-    /// reference to one platform's manifest, only that platform is meant, which the pod's other
-    /// images and the node decide: the image's whole set is returned.
-    fn arches(&self, reference: &str) -> Option<&BTreeSet<String>> {
+    /// The architectures `reference` runs on from the bundle; None when the bundle does not
+    /// carry it. Names compare as Docker normalises them. A digest names the image's index (every
+    /// platform the site gets) or one platform's manifest (that platform only).
+    fn arches(&self, reference: &str) -> Option<BTreeSet<String>> {
         let want: Reference = reference.parse().ok()?;
-        self.images
-            .iter()
-            .find(|(have, digest, _)| {
-                have.registry() == want.registry()
-                    && have.repository() == want.repository()
-                    && match want.digest() {
-                        Some(d) => d == digest || have.digest() == Some(d),
-                        None => have.tag() == want.tag(),
-                    }
-            })
-            .map(|(_, _, arches)| arches)
+        self.images.iter().find_map(|i| {
+            let have = &i.reference;
+            if have.registry() != want.registry() || have.repository() != want.repository() {
+                return None;
+            }
+            let all = || i.platforms.iter().map(|(_, a)| a.clone()).collect();
+            match want.digest() {
+                None => (have.tag() == want.tag()).then(all),
+                Some(d) if d == i.digest || have.digest() == Some(d) => Some(all()),
+                Some(d) => {
+                    let one: BTreeSet<String> = i
+                        .platforms
+                        .iter()
+                        .filter(|(pd, _)| pd == d)
+                        .map(|(_, a)| a.clone())
+                        .collect();
+                    (!one.is_empty()).then_some(one)
+                }
+            }
+        })
     }
 }
 
@@ -100,8 +118,8 @@ fn pod_arches(pod: &Value, carried: &Carried) -> Option<BTreeSet<String>> {
             continue;
         };
         out = Some(match out {
-            None => arches.clone(),
-            Some(o) => o.intersection(arches).cloned().collect(),
+            None => arches,
+            Some(o) => o.intersection(&arches).cloned().collect(),
         });
     }
     out
@@ -151,9 +169,10 @@ mod tests {
             upstream_digest: None,
             platforms: platforms
                 .iter()
-                .map(|p| ImagePlatform {
+                .enumerate()
+                .map(|(n, p)| ImagePlatform {
                     platform: p.to_string(),
-                    digest: format!("sha256:{}", "b".repeat(64)),
+                    digest: format!("sha256:{n}{}", "b".repeat(63)),
                     size: 1,
                 })
                 .collect(),
@@ -236,5 +255,15 @@ mod tests {
             None
         );
         assert_eq!(arch_of("linux/arm/v7"), "arm");
+        // By digest: the index means every platform, one platform's manifest that platform.
+        let all = carried(None);
+        let index = format!("nginx@sha256:{}", "a".repeat(64));
+        let arm64 = format!("nginx@sha256:1{}", "b".repeat(63));
+        assert_eq!(all.arches(&index).unwrap().len(), 3);
+        assert_eq!(all.arches(&arm64), Some(["arm64".to_string()].into()));
+        assert_eq!(
+            all.arches(&format!("nginx@sha256:{}", "c".repeat(64))),
+            None
+        );
     }
 }
