@@ -19,28 +19,24 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A new EC P-256 key, unencrypted (`openssl req` arguments).
+const NEW_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
 /// A self-signed CA in `dir`: `ca.key`, `ca.crt` (subject `/CN=NAME`).
 pub fn ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "3650",
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
+    let subject = format!("/CN={name}");
+    let mut args = vec!["req", "-x509"];
+    args.extend(NEW_KEY);
+    args.extend([
+        "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650", "-subj", &subject,
+    ]);
+    openssl(dir, &args);
 }
 
 /// `NAME.key` and `NAME.crt` in `dir`, for `subject`, signed by the CA there, with the
@@ -49,23 +45,11 @@ pub fn ca(dir: &Path, name: &str) {
 /// theirs at the same time.
 pub fn issue(dir: &Path, name: &str, subject: &str, ext: &str) {
     static NEXT_SERIAL: AtomicU64 = AtomicU64::new(2);
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            subject,
-        ],
-    );
+    let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+    let mut args = vec!["req"];
+    args.extend(NEW_KEY);
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
+    openssl(dir, &args);
     std::fs::write(dir.join(format!("{name}.ext")), ext).expect("write the extensions");
     openssl(
         dir,

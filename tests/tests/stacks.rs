@@ -593,6 +593,26 @@ fn serve_stand_ins(
     args
 }
 
+/// `rinbundle build --quiet` of the stack at `dir` for `arches` into `out`, signed with
+/// `t/k.key`, downloads cached in `t/cache`, with `args` (mirrors, components).
+fn build_stack(t: &Path, dir: &Path, out: &Path, arches: &[&str], args: &[String]) {
+    let built = std::process::Command::new(rin_tests::bin("rinbundle"))
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--quiet", "--stack"])
+        .arg(dir)
+        .args(arches.iter().flat_map(|a| ["--arch", a]))
+        .arg("--key")
+        .arg(t.join("k.key"))
+        .arg("--cache")
+        .arg(t.join("cache"))
+        .arg("-o")
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("rinbundle runs");
+    rin_tests::ok(&built, &format!("build of {}", dir.display()));
+}
+
 /// `rinbundle build --arch amd64 --arch arm64` of every stack as it is in the repository, from
 /// stand-ins served under its own names, then `rininstall apply --dry-run` of each bundle plans
 /// every object of the stack, charts before the kinds they bring.
@@ -637,23 +657,9 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
             .keys()
             .flat_map(|c| ["--with".to_string(), c.clone()])
             .collect();
-        let built = Command::new(bin("rinbundle"))
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args([
-                "build", "--quiet", "--arch", "amd64", "--arch", "arm64", "--stack",
-            ])
-            .arg(&dir)
-            .arg("--key")
-            .arg(t.path().join("k.key"))
-            .arg("--cache")
-            .arg(t.path().join("cache"))
-            .arg("-o")
-            .arg(&out)
-            .args(&mirrors)
-            .args(&every_component)
-            .output()
-            .unwrap();
-        ok(&built, &format!("build of {name}"));
+        let mut args = mirrors.clone();
+        args.extend(every_component);
+        build_stack(t.path(), &dir, &out, &["amd64", "arm64"], &args);
         // (A stack of local layouts only, like the demo, has nothing to lock.)
         let lock = std::fs::read_to_string(dir.join(&l.stack.spec.lock)).unwrap_or_default();
         assert!(
@@ -1195,22 +1201,7 @@ fn the_raspberry_pi_site_runs_vinylvault_on_four_arm64_nodes() {
     let l = load(&dir);
     let mirrors = serve_stand_ins(&l.stack, &reg, &srv, &t.path().join("layout"));
     let bundle = t.path().join("vinylvault.tar.zst");
-    ok(
-        &Command::new(bin("rinbundle"))
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args(["build", "--quiet", "--arch", "arm64", "--stack"])
-            .arg(&dir)
-            .arg("--key")
-            .arg(t.path().join("k.key"))
-            .arg("--cache")
-            .arg(t.path().join("cache"))
-            .arg("-o")
-            .arg(&bundle)
-            .args(&mirrors)
-            .output()
-            .unwrap(),
-        "build of vinylvault",
-    );
+    build_stack(t.path(), &dir, &bundle, &["arm64"], &mirrors);
     let (ok, said) = cp.rininstall_apply(
         "rininstall-pi",
         &bundle,
