@@ -29,7 +29,7 @@ fn text<'a>(v: &'a Value, p: &str) -> &'a str {
 }
 
 /// The condition `kind` of `v`'s status.
-pub fn condition<'a>(v: &'a Value, kind: &str) -> Option<&'a Value> {
+pub(crate) fn condition<'a>(v: &'a Value, kind: &str) -> Option<&'a Value> {
     v.pointer("/status/conditions")?
         .as_array()?
         .iter()

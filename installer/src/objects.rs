@@ -259,6 +259,17 @@ pub const COPY_FROM: &str = "rin.dev/copy-from";
 /// Length of a generated value: 32 characters of `[A-Za-z0-9]`, about 190 bits.
 pub const GENERATED_LENGTH: usize = 32;
 
+/// Where the pod template of a workload of `kind` sits (a JSON pointer: its `metadata` and `spec`
+/// are the pod's); `""` for a Pod itself. None for kinds that make no pods.
+pub fn pod_template(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => Some("/spec/template"),
+        "CronJob" => Some("/spec/jobTemplate/spec/template"),
+        "Pod" => Some(""),
+        _ => None,
+    }
+}
+
 /// How a Secret that rininstall creates when it is missing gets its values. Once it exists it
 /// belongs to the site: rininstall never changes it, does not record it in a release (so no
 /// later release prunes it) and a Secret the operator made first is kept as it is.

@@ -7,7 +7,7 @@
 //! expressions ANDed). Images the bundle does not carry leave the choice to the others; a pod
 //! none of whose images the bundle carries is left as it is.
 
-use crate::objects::{Object, Origin};
+use crate::objects::{self, Object, Origin};
 use oci_client::Reference;
 use rin_bundle::index::Index;
 use serde_json::{Value, json};
@@ -86,20 +86,8 @@ impl Carried {
 
 /// The pod spec of a workload (None for other kinds).
 fn pod_spec(obj: &mut Value) -> Option<&mut Value> {
-    let kind = obj.get("kind")?.as_str()?.to_string();
-    let spec = obj.get_mut("spec")?;
-    match kind.as_str() {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
-            spec.get_mut("template")?.get_mut("spec")
-        }
-        "CronJob" => spec
-            .get_mut("jobTemplate")?
-            .get_mut("spec")?
-            .get_mut("template")?
-            .get_mut("spec"),
-        "Pod" => Some(spec),
-        _ => None,
-    }
+    let template = objects::pod_template(obj.get("kind")?.as_str()?)?;
+    obj.pointer_mut(&format!("{template}/spec"))
 }
 
 /// The architectures every carried image of `pod` is carried for (None: it uses none).

@@ -1,6 +1,5 @@
 //! The fake API server of the unit tests, behind `tower-test`.
 
-#[allow(dead_code)]
 mod fake_api;
 
 use crate::deploy::Cluster;

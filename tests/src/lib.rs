@@ -27,6 +27,15 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// What a command said: its stdout, then its stderr.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Assert that a command's run succeeded (`what` names it in the failure); its stdout.
 pub fn ok(out: &std::process::Output, what: &str) -> String {
     assert!(

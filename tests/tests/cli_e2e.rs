@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use rin_tests::bin;
 use rin_tests::fixture::write_stack;
+use rin_tests::{bin, text};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,14 +15,6 @@ fn cmd(name: &str) -> Command {
     c.env_remove("RIN_TRUSTED_KEYS")
         .env_remove("SOURCE_DATE_EPOCH");
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {

@@ -11,19 +11,11 @@
 
 use rin_tests::k8s::{self, ControlPlane};
 use rin_tests::registry::{Options, Registry};
-use rin_tests::{bin, build_signed, fixture};
+use rin_tests::{bin, build_signed, fixture, text};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A node's view of the test world: a temporary directory, a real registry, the shared control
 /// plane with a client of this test's own behind `kc`, the node's root, and the test stack named
@@ -98,22 +90,6 @@ impl Site {
         let path = self.stack.join(file);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, content).unwrap();
-    }
-
-    fn set_version(&self, version: &str) {
-        let spec = std::fs::read_to_string(self.stack.join("bundle.yaml")).unwrap();
-        let spec = spec
-            .lines()
-            .map(|l| {
-                if l.starts_with("version: ") {
-                    format!("version: {version}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(self.stack.join("bundle.yaml"), spec + "\n").unwrap();
     }
 
     /// Build the stack with `manifests/app/web.yaml` changed by `edit` and apply it, 15 s to get
@@ -241,7 +217,7 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
         "{web}"
     );
     // The real controllers made the workloads healthy: a DaemonSet pod on every node, the
-    // StatefulSet's claims bound to static volumes, the Job complete.
+    // StatefulSet's claims bound to volumes provisioned on their pods' nodes, the Job complete.
     let ds = cp
         .get(&format!("/apis/apps/v1/namespaces/{ns}/daemonsets/agent"))
         .unwrap();
@@ -361,7 +337,11 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
         "bundle.yaml",
         &spec.replace(&archive, &format!("{archive}\n    values: values.yaml")),
     );
-    s.set_version("1.1.0");
+    let spec = std::fs::read_to_string(s.stack.join("bundle.yaml")).unwrap();
+    s.write(
+        "bundle.yaml",
+        &spec.replace("version: 1.0.0", "version: 1.1.0"),
+    );
     let v2 = s.t.path().join("v2.tar.zst");
     build_signed(s.t.path(), &s.stack, "1700000100", &v2);
     let out = s.apply(&v2, &key, &[]);

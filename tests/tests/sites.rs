@@ -1,8 +1,8 @@
 //! Sites of several nodes, on a real control plane of their own (`rin_tests::k8s`): the Rin
 //! topology, three servers and two agents of another architecture, with a DaemonSet on every node
 //! a bundle's images can run on, and each pod only on nodes of an architecture its images are
-//! carried for. (The Raspberry Pi
-//! site, examples/vinylvault on four arm64 nodes, is in `stacks.rs`, which builds the stacks.)
+//! carried for. (The Raspberry Pi site, examples/vinylvault on four arm64 nodes, is in
+//! `stacks.rs`, which builds the stacks.)
 #![allow(clippy::unwrap_used)]
 
 use rin_tests::build_signed;
@@ -11,14 +11,8 @@ use rin_tests::k8s::{ControlPlane, Node};
 use rin_tests::registry::{Options, Registry};
 
 /// Build the test stack `name` for `platforms` with a DaemonSet and a four-replica Deployment,
-/// and apply it to `cp` as the first server (amd64) would: rininstall's output.
-fn deploy(
-    cp: &ControlPlane,
-    t: &std::path::Path,
-    reg: &Registry,
-    name: &str,
-    platforms: &str,
-) -> String {
+/// and apply it to `cp` as the first server (amd64) would.
+fn deploy(cp: &ControlPlane, t: &std::path::Path, reg: &Registry, name: &str, platforms: &str) {
     let stack = fixture::write_named_stack(&t.join(name), name, &[]).unwrap();
     let spec = std::fs::read_to_string(stack.join("bundle.yaml")).unwrap();
     std::fs::write(
@@ -46,7 +40,6 @@ fn deploy(
     );
     assert!(ok, "{said}");
     assert!(said.contains(&format!("deployed {name} 1.0.0")), "{said}");
-    said
 }
 
 /// The nodes the pods of `app` in `ns` run on, sorted.

@@ -334,13 +334,10 @@ fn pods_of_restricted_namespaces_meet_the_restricted_profile() {
             if !restricted.contains(&o.reference.namespace.as_str()) {
                 continue;
             }
-            let pod = match o.reference.kind.as_str() {
-                "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => {
-                    &o.value["spec"]["template"]["spec"]
-                }
-                "CronJob" => &o.value["spec"]["jobTemplate"]["spec"]["template"]["spec"],
-                "Pod" => &o.value["spec"],
-                _ => continue,
+            let Some(pod) = objects::pod_template(&o.reference.kind)
+                .and_then(|t| o.value.pointer(&format!("{t}/spec")))
+            else {
+                continue;
             };
             let failures = restricted_failures(pod);
             assert!(
@@ -967,21 +964,17 @@ fn as_generated(o: &Object, all: &[Object]) -> Option<Value> {
 /// The pod a workload makes, from its template (None for other kinds): what Pod Security
 /// admission judges. A StatefulSet's claim templates become the volumes its pods get.
 fn pod_of(o: &Object) -> Option<Value> {
-    let v = &o.value;
-    let template = match o.reference.kind.as_str() {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicaSet" => &v["spec"]["template"],
-        "CronJob" => &v["spec"]["jobTemplate"]["spec"]["template"],
-        _ => return None,
-    };
+    // A Pod of the stack is dry-run as itself.
+    let template = objects::pod_template(&o.reference.kind).filter(|t| !t.is_empty())?;
+    let template = o.value.pointer(template)?;
     let mut spec = template["spec"].clone();
-    for t in v["spec"]["volumeClaimTemplates"]
+    for t in o.value["spec"]["volumeClaimTemplates"]
         .as_array()
         .into_iter()
         .flatten()
     {
         let name = t["metadata"]["name"].clone();
-        let volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
-        let mut volumes = volumes;
+        let mut volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
         volumes
             .push(serde_json::json!({"name": name, "persistentVolumeClaim": {"claimName": name}}));
         spec["volumes"] = Value::Array(volumes);
