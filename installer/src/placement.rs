@@ -121,7 +121,9 @@ pub fn place(objects: &mut [Object], carried: &Carried) {
         let Some(pod) = pod_spec(&mut o.value) else {
             continue;
         };
-        let Some(arches) = pod_arches(pod, carried) else {
+        // No architecture runs every image (two images pinned to different platforms'
+        // manifests): there is nothing to require, and `In []` is not a valid requirement.
+        let Some(arches) = pod_arches(pod, carried).filter(|a| !a.is_empty()) else {
             continue;
         };
         let requirement = json!({"key": ARCH_LABEL, "operator": "In", "values": arches});
@@ -253,5 +255,13 @@ mod tests {
             all.arches(&format!("nginx@sha256:{}", "c".repeat(64))),
             None
         );
+        // Images pinned to two different platforms: no architecture runs both, none required.
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: a}}\nspec:\n  containers:\n  - {{name: a, image: '{arm64}'}}\n  - {{name: b, image: 'nginx@sha256:0{}'}}\n",
+            "b".repeat(63)
+        );
+        let mut objs = objects::parse(&yaml, "m.yaml", Origin::Stack).unwrap();
+        place(&mut objs, &all);
+        assert_eq!(objs[0].value["spec"].get("affinity"), None);
     }
 }

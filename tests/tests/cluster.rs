@@ -618,10 +618,16 @@ fn a_stuck_rollout_is_named_with_its_pod_and_the_image_it_cannot_pull() {
 fn pod_security_admission_refuses_a_privileged_pod_in_a_restricted_namespace() {
     let s = site("psa");
     let _watch = s.cp.watch();
-    // The namespace enforces `restricted`; the Deployment's pod runs privileged.
+    // The namespace enforces `restricted`; the Deployment's pod runs privileged, the
+    // DaemonSet's mounts a host path. (The Deployment's controller reports the refusal in a
+    // condition, the DaemonSet's in events.)
     s.write(
         "manifests/00-namespace.yaml",
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: psa\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n",
+    );
+    s.write(
+        "manifests/app/agent.yaml",
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: psa}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      containers: [{name: a, image: registry.example/demo/worker:1.0}]\n      volumes: [{name: host, hostPath: {path: /var/log}}]\n",
     );
     let said = s.refused_with_web(|web| {
         web.replace(
@@ -634,6 +640,16 @@ fn pod_security_admission_refuses_a_privileged_pod_in_a_restricted_namespace() {
             && said.contains("violates PodSecurity \"restricted:latest\"")
             && said.contains("privileged"),
         "{said}"
+    );
+    let agent = said
+        .lines()
+        .find(|l| l.contains("DaemonSet.apps psa/agent"))
+        .unwrap_or_else(|| panic!("the DaemonSet is not named: {said}"));
+    assert!(
+        agent.contains("they cannot be created")
+            && agent.contains("violates PodSecurity \"restricted:latest\"")
+            && agent.contains("hostPath"),
+        "{agent}"
     );
 }
 
