@@ -85,6 +85,17 @@ pub fn build_signed(
     epoch: &str,
     out: &Path,
 ) -> (PathBuf, rin_bundle::Index) {
+    build_signed_with(dir, stack, epoch, out, &[])
+}
+
+/// [`build_signed`] with more `rinbundle build` arguments (`--arch`, mirrors, components).
+pub fn build_signed_with(
+    dir: &Path,
+    stack: &Path,
+    epoch: &str,
+    out: &Path,
+    args: &[String],
+) -> (PathBuf, rin_bundle::Index) {
     use std::process::Command;
     let key = dir.join("k");
     if !dir.join("k.key").exists() {
@@ -109,9 +120,10 @@ pub fn build_signed(
             .arg(dir.join("cache"))
             .arg("-o")
             .arg(out)
+            .args(args)
             .output()
             .expect("rinbundle build runs"),
-        "build",
+        &format!("build of {}", stack.display()),
     );
     let (index, _) = rin_bundle::peek(out).expect("the built bundle opens");
     (

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use rin_installer::objects::{self, Object, Origin};
-use rin_tests::repo_root;
+use rin_tests::{build_signed_with, repo_root};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -590,24 +590,13 @@ fn serve_stand_ins(
     args
 }
 
-/// `rinbundle build --quiet` of the stack at `dir` for `arches` into `out`, signed with
-/// `t/k.key`, downloads cached in `t/cache`, with `args` (mirrors, components).
-fn build_stack(t: &Path, dir: &Path, out: &Path, arches: &[&str], args: &[String]) {
-    let built = std::process::Command::new(rin_tests::bin("rinbundle"))
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args(["build", "--quiet", "--stack"])
-        .arg(dir)
-        .args(arches.iter().flat_map(|a| ["--arch", a]))
-        .arg("--key")
-        .arg(t.join("k.key"))
-        .arg("--cache")
-        .arg(t.join("cache"))
-        .arg("-o")
-        .arg(out)
-        .args(args)
-        .output()
-        .expect("rinbundle runs");
-    rin_tests::ok(&built, &format!("build of {}", dir.display()));
+/// `rinbundle build` arguments: quiet, for `arches`.
+fn quietly_for(arches: &[&str]) -> Vec<String> {
+    let mut args = vec!["--quiet".to_string()];
+    for a in arches {
+        args.extend(["--arch".to_string(), a.to_string()]);
+    }
+    args
 }
 
 /// `rinbundle build --arch amd64 --arch arm64` of every stack as it is in the repository, from
@@ -623,15 +612,6 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start(Options::default());
     let srv = FileServer::start();
-    let key = t.path().join("k");
-    ok(
-        &Command::new(bin("rinbundle"))
-            .args(["keygen", "--out"])
-            .arg(&key)
-            .output()
-            .unwrap(),
-        "keygen",
-    );
     for src in stacks() {
         let name = src.file_name().unwrap().to_string_lossy().to_string();
         // A copy, so the lock (and anything else the build writes) stays out of the repository.
@@ -654,9 +634,10 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
             .keys()
             .flat_map(|c| ["--with".to_string(), c.clone()])
             .collect();
-        let mut args = mirrors.clone();
+        let mut args = quietly_for(&["amd64", "arm64"]);
+        args.extend(mirrors.iter().cloned());
         args.extend(every_component);
-        build_stack(t.path(), &dir, &out, &["amd64", "arm64"], &args);
+        build_signed_with(t.path(), &dir, "1700000000", &out, &args);
         // (A stack of local layouts only, like the demo, has nothing to lock.)
         let lock = std::fs::read_to_string(dir.join(&l.stack.spec.lock)).unwrap_or_default();
         assert!(
@@ -751,25 +732,10 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
             assert!(at("Secret rin-data/rin-db-app") < at("Secret rin-system/rin-db-app"));
             // Without its optional components: their images and manifests stay out.
             let small = t.path().join("rin-small.tar.zst");
-            let built = Command::new(bin("rinbundle"))
-                .env("SOURCE_DATE_EPOCH", "1700000000")
-                .args(["build", "--quiet", "--arch", "arm64", "--stack"])
-                .arg(&dir)
-                .args(["--without", "monitoring", "--without", "redis", "--key"])
-                .arg(t.path().join("k.key"))
-                .arg("--cache")
-                .arg(t.path().join("cache"))
-                .arg("-o")
-                .arg(&small)
-                .args(&mirrors)
-                .output()
-                .unwrap();
-            ok(
-                &built,
-                "build of the Rin stack without monitoring and redis",
-            );
-            let (small_index, _) = rin_bundle::peek(&small).unwrap();
-            let small_index = rin_bundle::Index::from_canonical_json(&small_index).unwrap();
+            let mut args = quietly_for(&["arm64"]);
+            args.extend(["--without", "monitoring", "--without", "redis"].map(String::from));
+            args.extend(mirrors.iter().cloned());
+            let (_, small_index) = build_signed_with(t.path(), &dir, "1700000000", &small, &args);
             // (Longhorn and MetalLB are off by default.)
             assert!(small_index.components.is_empty());
             assert!(small_index.k3s.as_ref().unwrap().disable.is_empty());
@@ -1166,8 +1132,6 @@ fn the_raspberry_pi_site_runs_vinylvault_on_four_arm64_nodes() {
     use rin_tests::k8s::{ControlPlane, Node};
     use rin_tests::net::FileServer;
     use rin_tests::registry::{Options, Registry};
-    use rin_tests::{bin, ok};
-    use std::process::Command;
 
     let cp = ControlPlane::start(&[
         Node::server("pi-1", "arm64"),
@@ -1181,24 +1145,18 @@ fn the_raspberry_pi_site_runs_vinylvault_on_four_arm64_nodes() {
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start(Options::default());
     let srv = FileServer::start();
-    ok(
-        &Command::new(bin("rinbundle"))
-            .args(["keygen", "--out"])
-            .arg(t.path().join("k"))
-            .output()
-            .unwrap(),
-        "keygen",
-    );
     let dir = t.path().join("vinylvault");
     copy_dir(&repo_root().join("examples/vinylvault"), &dir);
     let l = load(&dir);
     let mirrors = serve_stand_ins(&l.stack, &reg, &srv, &t.path().join("layout"));
     let bundle = t.path().join("vinylvault.tar.zst");
-    build_stack(t.path(), &dir, &bundle, &["arm64"], &mirrors);
+    let mut args = quietly_for(&["arm64"]);
+    args.extend(mirrors);
+    let (key, _) = build_signed_with(t.path(), &dir, "1700000000", &bundle, &args);
     let (ok, said) = cp.rininstall_apply(
         "rininstall-pi",
         &bundle,
-        &t.path().join("k.pub"),
+        &key,
         "arm64",
         &reg.addr,
         &t.path().join("root"),
