@@ -379,11 +379,10 @@ impl ControlPlane {
                     .is_ok_and(|(code, _)| code == 200)
             },
         );
-        let kcm_port = free_port().to_string();
-        cp.spawn(
-            "kube-controller-manager",
-            &kcm,
-            &s(&[
+        // What the controller-manager and the scheduler share: the admin client for everything,
+        // a serving port of their own on loopback, no leader election.
+        let controller = |more: &[&str]| {
+            let mut args = s(&[
                 "--kubeconfig",
                 kc,
                 "--authentication-kubeconfig",
@@ -391,9 +390,16 @@ impl ControlPlane {
                 "--authorization-kubeconfig",
                 kc,
                 "--bind-address=127.0.0.1",
-                "--secure-port",
-                &kcm_port,
+                &format!("--secure-port={}", free_port()),
                 "--leader-elect=false",
+            ]);
+            args.extend(s(more));
+            args
+        };
+        cp.spawn(
+            "kube-controller-manager",
+            &kcm,
+            &controller(&[
                 "--service-account-private-key-file=sa.key",
                 "--root-ca-file=ca.crt",
                 "--use-service-account-credentials=true",
@@ -403,23 +409,7 @@ impl ControlPlane {
                 "--node-monitor-grace-period=60s",
             ]),
         );
-        let sched_port = free_port().to_string();
-        cp.spawn(
-            "kube-scheduler",
-            &scheduler,
-            &s(&[
-                "--kubeconfig",
-                kc,
-                "--authentication-kubeconfig",
-                kc,
-                "--authorization-kubeconfig",
-                kc,
-                "--bind-address=127.0.0.1",
-                "--secure-port",
-                &sched_port,
-                "--leader-elect=false",
-            ]),
-        );
+        cp.spawn("kube-scheduler", &scheduler, &controller(&[]));
         let stages = dir.join("kwok-stages.yaml");
         std::fs::write(&stages, kwok_stages()).unwrap();
         cp.spawn(
