@@ -14,6 +14,7 @@ use crate::report::{Event, Reporter};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use rin_support::retry::{GaveUp, Policy, Retry};
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -117,23 +118,12 @@ impl Cache {
     }
 }
 
-/// Write a small file completely or not at all: `.partial`, sync, rename.
+/// Write a small file completely or not at all (`rin_support::fs::write_atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |source| BuildError::Cache {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = partial_name(path);
-    let mut f = File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_data().map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)
-}
-
-fn partial_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.partial", std::process::id()));
-    path.with_file_name(name)
+    rin_support::fs::write_atomic(path, bytes, 0o644).map_err(|e| BuildError::Cache {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// A response body as a stream of chunks.
@@ -147,11 +137,8 @@ pub enum Body {
     Partial(ByteStream),
 }
 
-/// Why an attempt failed: worth another try, or final.
-pub enum Failure {
-    Transient(String),
-    Fatal(BuildError),
-}
+/// Why an attempt failed: worth another try (with its reason), or final.
+pub type Failure = rin_support::retry::Failure<BuildError>;
 
 impl From<BuildError> for Failure {
     fn from(e: BuildError) -> Self {
@@ -162,10 +149,8 @@ impl From<BuildError> for Failure {
 /// Retries, backoff and the reporter, shared by every fetch of a run.
 pub struct Net {
     pub reporter: Arc<dyn Reporter>,
-    /// Attempts per download before giving up (at least 1).
-    pub attempts: u32,
-    /// First backoff delay; it doubles after each failure (capped at 30 s).
-    pub backoff: Duration,
+    /// Attempts per request; the pause starts at 500 ms and doubles up to 30 s.
+    pub policy: Policy,
     ids: AtomicU64,
 }
 
@@ -173,8 +158,11 @@ impl Net {
     pub fn new(reporter: Arc<dyn Reporter>) -> Self {
         Net {
             reporter,
-            attempts: 6,
-            backoff: Duration::from_millis(500),
+            policy: Policy {
+                attempts: 6,
+                backoff: Duration::from_millis(500),
+                max_delay: Duration::from_secs(30),
+            },
             ids: AtomicU64::new(1),
         }
     }
@@ -187,45 +175,32 @@ impl Net {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn delay(&self, attempt: u32) -> Duration {
-        (self.backoff * 2u32.saturating_pow(attempt.min(16))).min(Duration::from_secs(30))
-    }
-
-    /// Report a failed attempt and wait before the next one.
-    async fn back_off(&self, what: &str, attempt: u32, reason: &str) {
-        let delay = self.delay(attempt - 1);
+    /// A retry as a reporter event.
+    fn report(&self, r: Retry<'_>) {
         self.event(Event::Retry {
-            what,
-            attempt,
-            delay_ms: delay.as_millis() as u64,
-            error: reason,
+            what: r.what,
+            attempt: r.attempt,
+            delay_ms: r.delay.as_millis() as u64,
+            error: r.error,
         });
-        tokio::time::sleep(delay).await;
     }
 
-    /// Run `op` until it succeeds, fails for good, or runs out of attempts.
-    pub async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    /// Run `op` under the policy: until it succeeds, fails for good, or runs out of attempts.
+    pub async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, Failure>>,
     {
-        let mut attempt = 0;
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient(reason)) => {
-                    attempt += 1;
-                    if attempt >= self.attempts.max(1) {
-                        return Err(BuildError::Fetch {
-                            what: what.to_string(),
-                            reason: format!("{reason} (gave up after {attempt} attempts)"),
-                        });
-                    }
-                    self.back_off(what, attempt, &reason).await;
-                }
-            }
-        }
+        self.policy
+            .run(what, &|r| self.report(r), op)
+            .await
+            .map_err(|e| match e {
+                GaveUp::Fatal(e) => e,
+                GaveUp::Exhausted { attempts, last } => BuildError::Fetch {
+                    what: what.to_string(),
+                    reason: format!("{last} (gave up after {attempts} attempts)"),
+                },
+            })
     }
 
     /// Fetch content with a known sha256 (and size, when known) into the cache, resuming a
@@ -318,7 +293,11 @@ impl Net {
                     if reason.starts_with(RESTART) {
                         from_scratch = true;
                     }
-                    if attempt >= self.attempts.max(1) {
+                    if !self
+                        .policy
+                        .pause(what, attempt, &reason, &|r| self.report(r))
+                        .await
+                    {
                         return Err(BuildError::Fetch {
                             what: what.to_string(),
                             reason: format!(
@@ -326,7 +305,6 @@ impl Net {
                             ),
                         });
                     }
-                    self.back_off(what, attempt, &reason).await;
                 }
             }
         }
@@ -562,8 +540,8 @@ mod tests {
 
     fn net(attempts: u32) -> Net {
         let mut n = Net::new(Arc::new(Nothing));
-        n.attempts = attempts;
-        n.backoff = Duration::from_millis(1);
+        n.policy.attempts = attempts;
+        n.policy.backoff = Duration::from_millis(1);
         n
     }
 

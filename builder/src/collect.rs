@@ -8,6 +8,7 @@ use rin_bundle::Source;
 use rin_bundle::digest::{sha256_hex, sha256_reader};
 use rin_bundle::index::{self, Chart, Entry, Image, ImagePlatform};
 use rin_bundle::oci::{self, ConfigPlatform, Descriptor, Document};
+use rin_bundle::{Arch, Platform, k3s};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Read;
@@ -215,7 +216,7 @@ fn find_in_layout(layout: &Layout, spec: &ImageSpec) -> Result<Descriptor> {
 pub fn image(
     stack: &Stack,
     spec: &ImageSpec,
-    arches: &[String],
+    arches: &[Arch],
     blobs: &mut BlobSet,
 ) -> Result<Image> {
     let image = spec.reference.as_str();
@@ -235,7 +236,7 @@ pub fn fetched_image(
     store: &Path,
     top: &Descriptor,
     reference: &str,
-    arches: &[String],
+    arches: &[Arch],
     blobs: &mut BlobSet,
 ) -> Result<Image> {
     let layout = Layout {
@@ -249,17 +250,16 @@ fn image_from(
     layout: &Layout,
     top: &Descriptor,
     image: &str,
-    arches: &[String],
+    arches: &[Arch],
     blobs: &mut BlobSet,
 ) -> Result<Image> {
     if oci::is_manifest(&top.media_type) {
         let (platform, size) = manifest(layout, top, blobs, image)?;
-        let arch = platform.split('/').nth(1).unwrap_or_default().to_string();
-        if !platform.starts_with("linux/") || !arches.contains(&arch) {
+        if !platform.is_linux() || !arches.contains(platform.arch()) {
             return Err(BuildError::MissingPlatform {
                 image: image.into(),
                 platform: wanted_platforms(arches),
-                available: platform,
+                available: platform.to_string(),
             });
         }
         return Ok(Image {
@@ -283,21 +283,22 @@ fn image_from(
     let index_bytes = layout.document(top, image)?;
     let doc = parse_doc(&index_bytes, image, "the image index")?;
     let children = doc.manifests.unwrap_or_default();
-    let matches = |d: &Descriptor, arch: &str| {
+    let matches = |d: &Descriptor, arch: &Arch| {
         d.platform
             .as_ref()
-            .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+            .and_then(|p| p.platform())
+            .is_some_and(|p| p.same_arch(&arch.linux()))
     };
     for arch in arches {
         if !children.iter().any(|d| matches(d, arch)) {
-            let available: Vec<String> = children
+            let available: Vec<Platform> = children
                 .iter()
-                .filter_map(|d| d.platform.as_ref().map(|p| p.name()))
+                .filter_map(|d| d.platform.as_ref().and_then(|p| p.platform()))
                 .collect();
             return Err(BuildError::MissingPlatform {
                 image: image.into(),
-                platform: format!("linux/{arch}"),
-                available: available.join(", "),
+                platform: arch.linux().to_string(),
+                available: rin_bundle::platform::list(&available),
             });
         }
     }
@@ -314,7 +315,10 @@ fn image_from(
             });
         }
         let (_, size) = manifest(layout, d, blobs, image)?;
-        let platform = d.platform.as_ref().map(|p| p.name()).unwrap_or_default();
+        // Kept above only when its descriptor names a platform.
+        let Some(platform) = d.platform.as_ref().and_then(|p| p.platform()) else {
+            continue;
+        };
         platforms.push(ImagePlatform {
             platform,
             digest: d.digest.clone(),
@@ -344,10 +348,10 @@ fn image_from(
     })
 }
 
-fn wanted_platforms(arches: &[String]) -> String {
+fn wanted_platforms(arches: &[Arch]) -> String {
     arches
         .iter()
-        .map(|a| format!("linux/{a}"))
+        .map(|a| a.linux().to_string())
         .collect::<Vec<_>>()
         .join(" or ")
 }
@@ -365,7 +369,7 @@ fn manifest(
     desc: &Descriptor,
     blobs: &mut BlobSet,
     image: &str,
-) -> Result<(String, u64)> {
+) -> Result<(Platform, u64)> {
     let bytes = layout.document_into(blobs, desc, image)?;
     let doc = parse_doc(&bytes, image, "an image manifest")?;
     let config = doc.config.ok_or_else(|| BuildError::Image {
@@ -378,10 +382,13 @@ fn manifest(
             image: image.into(),
             reason: format!("image config: {e}"),
         })?;
-    let mut platform = format!("{}/{}", cp.os, cp.architecture);
-    if let Some(v) = cp.variant {
-        platform = format!("{platform}/{v}");
-    }
+    let platform = cp.platform().ok_or_else(|| BuildError::Image {
+        image: image.into(),
+        reason: format!(
+            "the config of manifest {} names no platform (os, architecture)",
+            desc.digest
+        ),
+    })?;
     let mut size = desc.size + config.size;
     for layer in doc.layers.unwrap_or_default() {
         layout.add_layer(blobs, &layer, image)?;
@@ -546,8 +553,8 @@ impl FileEntry {
 /// `rininstall-linux-<arch>` from `dir`, as the bundle entry `installer/rininstall-linux-<arch>`:
 /// an executable ELF file for that architecture (its header is checked, so a binary of another
 /// architecture is never carried under the wrong name).
-pub fn installer(dir: &Path, arch: &str) -> Result<FileEntry> {
-    let name = format!("rininstall-linux-{arch}");
+pub fn installer(dir: &Path, arch: &Arch) -> Result<FileEntry> {
+    let name = k3s::installer(arch);
     let path = dir.join(&name);
     let bad = |reason: String| BuildError::Installer {
         path: path.clone(),
@@ -565,7 +572,7 @@ pub fn installer(dir: &Path, arch: &str) -> Result<FileEntry> {
     }
     // e_machine (little-endian, at offset 18).
     let machine = u16::from_le_bytes([head[18], head[19]]);
-    let want = match arch {
+    let want = match arch.as_str() {
         "amd64" => 62,
         "arm64" => 183,
         "arm" => 40,
@@ -625,7 +632,7 @@ pub fn tree(dir: &Path, prefix: &str, out: &mut Vec<FileEntry>) -> Result<()> {
 }
 
 /// The K3s release files for the given architectures, checked against `sha256sum-<arch>.txt`.
-pub fn k3s_files(dir: &Path, version: &str, arches: &[String]) -> Result<Vec<FileEntry>> {
+pub fn k3s_files(dir: &Path, version: &str, arches: &[Arch]) -> Result<Vec<FileEntry>> {
     let err = |reason: String| BuildError::K3s {
         version: version.into(),
         reason,
@@ -641,18 +648,14 @@ pub fn k3s_files(dir: &Path, version: &str, arches: &[String]) -> Result<Vec<Fil
         } else {
             index::MODE_FILE
         };
-        out.push(FileEntry::hashed(format!("k3s/{name}"), p, mode)?);
+        out.push(FileEntry::hashed(k3s::path(name), p, mode)?);
         Ok(true)
     };
-    if !push("install.sh", true, &mut out)? {
+    if !push(k3s::INSTALL_SCRIPT, true, &mut out)? {
         return Err(err(format!("{} has no install.sh", dir.display())));
     }
     for arch in arches {
-        let bin = if arch == "amd64" {
-            "k3s".to_string()
-        } else {
-            format!("k3s-{arch}")
-        };
+        let bin = k3s::binary(arch);
         let start = out.len();
         if !push(&bin, true, &mut out)? {
             return Err(err(format!(
@@ -660,28 +663,25 @@ pub fn k3s_files(dir: &Path, version: &str, arches: &[String]) -> Result<Vec<Fil
                 dir.display()
             )));
         }
-        let images = ["tar.zst", "tar.gz", "tar"]
+        let images = k3s::AIRGAP_SUFFIXES
             .iter()
-            .map(|x| format!("k3s-airgap-images-{arch}.{x}"))
+            .map(|x| format!("{}{x}", k3s::airgap_images(arch)))
             .find(|n| dir.join(n).is_file());
         let Some(images) = images else {
             return Err(err(format!(
-                "{} has no k3s-airgap-images-{arch}.tar.zst",
-                dir.display()
+                "{} has no {}.zst",
+                dir.display(),
+                k3s::airgap_images(arch)
             )));
         };
         push(&images, false, &mut out)?;
-        let sums = format!("sha256sum-{arch}.txt");
+        let sums = k3s::sums(arch);
         if push(&sums, false, &mut out)? {
             let text = fs::read_to_string(dir.join(&sums)).map_err(|source| BuildError::Read {
                 path: dir.join(&sums),
                 source,
             })?;
-            let listed: BTreeMap<&str, &str> = text
-                .lines()
-                .filter_map(|l| l.split_once(char::is_whitespace))
-                .map(|(h, n)| (n.trim().trim_start_matches('*'), h))
-                .collect();
+            let listed = k3s::parse_sums(&text);
             for f in &out[start..] {
                 let name = f.entry.path.trim_start_matches("k3s/");
                 if let Some(expected) = listed.get(name) {

@@ -10,6 +10,7 @@ use crate::registry::{self, Registries, RegistryOptions, parse_reference};
 use crate::report::{Event, Reporter};
 use crate::spec::Stack;
 use crate::{charts, http, k3s};
+use rin_bundle::Arch;
 use rin_bundle::oci::Descriptor;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -121,7 +122,7 @@ async fn session(
 ) -> Result<Session> {
     let cache = Cache::open(&opts.cache)?;
     let mut net = Net::new(reporter);
-    net.attempts = opts.attempts.max(1);
+    net.policy.attempts = opts.attempts.max(1);
     let http = http::client(&opts.registry)?;
     let mut hosts: Vec<String> = Vec::new();
     for i in stack.spec.images.iter().filter(|i| i.layout.is_none()) {
@@ -150,12 +151,7 @@ async fn session(
 
 /// Resolve what `lock` lacks for the stack (everything, when it is empty), after dropping what
 /// the stack no longer names.
-async fn resolve_into(
-    s: &Session,
-    stack: &Stack,
-    arches: &[String],
-    lock: &mut Lock,
-) -> Result<()> {
+async fn resolve_into(s: &Session, stack: &Stack, arches: &[Arch], lock: &mut Lock) -> Result<()> {
     let spec = &stack.spec;
     lock.retain_for(spec);
     s.net.event(Event::Step { name: "resolve" });
@@ -185,7 +181,7 @@ async fn resolve_into(
 /// `rinbundle lock`: resolve every entry afresh and write the lock.
 pub async fn lock(
     stack: &Stack,
-    arches: &[String],
+    arches: &[Arch],
     opts: &FetchOptions,
     reporter: Arc<dyn Reporter>,
 ) -> Result<LockOutcome> {
@@ -208,7 +204,7 @@ pub async fn lock(
 /// needs.
 pub async fn fetch(
     stack: &Stack,
-    arches: &[String],
+    arches: &[Arch],
     opts: &FetchOptions,
     reporter: Arc<dyn Reporter>,
 ) -> Result<(Fetched, Option<LockOutcome>)> {
@@ -225,7 +221,7 @@ pub async fn fetch(
 /// while the bundle is written.
 pub async fn prepare(
     stack: &Stack,
-    arches: &[String],
+    arches: &[Arch],
     opts: &FetchOptions,
     reporter: Arc<dyn Reporter>,
 ) -> Result<(Fetched, Option<LockOutcome>, Option<Downloads>)> {

@@ -13,29 +13,17 @@ use crate::http;
 use crate::lock::{Lock, LockedFile};
 use crate::registry::RegistryOptions;
 use crate::spec::K3sSpec;
+use rin_bundle::Arch;
 use rin_bundle::index;
-use std::collections::BTreeMap;
+use rin_bundle::k3s::{self, INSTALL_SCRIPT, binary, parse_sums, sums};
 
 pub const DEFAULT_RELEASES: &str = "https://github.com/k3s-io/k3s/releases/download";
 pub const DEFAULT_INSTALL_SCRIPT: &str =
     "https://raw.githubusercontent.com/k3s-io/k3s/{version}/install.sh";
-pub const INSTALL_SCRIPT: &str = "install.sh";
 
-/// The release binary's name for an architecture.
-pub fn binary(arch: &str) -> String {
-    if arch == "amd64" {
-        "k3s".into()
-    } else {
-        format!("k3s-{arch}")
-    }
-}
-
-pub fn airgap_images(arch: &str) -> String {
-    format!("k3s-airgap-images-{arch}.tar.zst")
-}
-
-pub fn sums(arch: &str) -> String {
-    format!("sha256sum-{arch}.txt")
+/// The air-gap images archive fetched from a release: the zstd one.
+fn airgap_images(arch: &Arch) -> String {
+    format!("{}.zst", k3s::airgap_images(arch))
 }
 
 fn err(spec: &K3sSpec, reason: String) -> BuildError {
@@ -64,26 +52,8 @@ fn url_of(spec: &K3sSpec, file: &str, opts: &RegistryOptions) -> Result<reqwest:
     http::check_scheme(&url, opts)
 }
 
-/// `sha256sum` output: file name → hex digest.
-fn parse_sums(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once(char::is_whitespace))
-        .map(|(h, n)| {
-            (
-                n.trim().trim_start_matches('*').to_string(),
-                h.to_lowercase(),
-            )
-        })
-        .collect()
-}
-
 /// Add to the lock whatever K3s file `arches` need and it lacks.
-pub async fn resolve(
-    s: &Session,
-    spec: &K3sSpec,
-    arches: &[String],
-    lock: &mut Lock,
-) -> Result<()> {
+pub async fn resolve(s: &Session, spec: &K3sSpec, arches: &[Arch], lock: &mut Lock) -> Result<()> {
     let Session {
         net,
         http,
@@ -146,7 +116,7 @@ pub async fn resolve(
 pub async fn fetch(
     s: &Session,
     spec: &K3sSpec,
-    arches: &[String],
+    arches: &[Arch],
     lock: &Lock,
 ) -> Result<Vec<FileEntry>> {
     let Session {
@@ -206,7 +176,7 @@ pub async fn fetch(
         }
         let exec = name == INSTALL_SCRIPT || name.starts_with("k3s") && !name.contains("airgap");
         out.push(FileEntry::known(
-            format!("k3s/{name}"),
+            k3s::path(&name),
             path,
             locked.sha256.clone(),
             size,

@@ -41,7 +41,7 @@ pub struct LockedImage {
     pub digest: String,
     /// Every platform the source offers, with its manifest digest (`linux/arm64` → `sha256:…`).
     #[serde(default)]
-    pub platforms: BTreeMap<String, String>,
+    pub platforms: BTreeMap<rin_bundle::Platform, String>,
 }
 
 /// A chart from a Helm repository or an OCI registry.
@@ -222,14 +222,17 @@ mod tests {
                 LockedImage {
                     reference: "z.io/b:1".into(),
                     digest: "sha256:bb".into(),
-                    platforms: BTreeMap::from([("linux/arm64".into(), "sha256:b2".into())]),
+                    platforms: BTreeMap::from([(
+                        "linux/arm64".parse().unwrap(),
+                        "sha256:b2".into(),
+                    )]),
                 },
                 LockedImage {
                     reference: "a.io/a:1".into(),
                     digest: "sha256:aa".into(),
                     platforms: BTreeMap::from([
-                        ("linux/arm64".into(), "sha256:a2".into()),
-                        ("linux/amd64".into(), "sha256:a1".into()),
+                        ("linux/arm64".parse().unwrap(), "sha256:a2".into()),
+                        ("linux/amd64".parse().unwrap(), "sha256:a1".into()),
                     ]),
                 },
             ],

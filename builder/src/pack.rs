@@ -6,6 +6,7 @@ use crate::fetch::Fetched;
 use crate::scan::{self, Use};
 use crate::spec::{ChartSpec, Stack};
 use ed25519_dalek::SigningKey;
+use rin_bundle::Arch;
 use rin_bundle::index::{self, Entry, Index, K3s};
 use rin_bundle::oci::{self, Descriptor};
 use rin_bundle::{Progress, Source};
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 #[derive(Default)]
 pub struct BuildOptions {
     /// Architectures to keep (Go names: `amd64`, `arm64`).
-    pub arches: Vec<String>,
+    pub arches: Vec<Arch>,
     /// Keys that sign the index; empty makes an unsigned bundle.
     pub keys: Vec<SigningKey>,
     pub output: PathBuf,
@@ -314,7 +315,7 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
             version: spec.version.clone(),
         },
         created: index::format_created(opts.created),
-        platforms: arches.iter().map(|a| format!("linux/{a}")).collect(),
+        platforms: arches.iter().map(Arch::linux).collect(),
         k3s: spec.k3s.as_ref().map(|k| K3s {
             version: k.version.clone(),
             disable: selection.k3s_disable.iter().cloned().collect(),

@@ -13,6 +13,7 @@ use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use rin_bundle::oci::{self, ConfigPlatform, Descriptor, Document};
+use rin_bundle::{Arch, Platform};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,7 +57,7 @@ impl RegistryOptions {
     }
 }
 
-pub use rin_cli::is_loopback;
+pub use rin_support::is_loopback;
 
 /// Parse an image reference as Docker does (`nginx` is `docker.io/library/nginx:latest`).
 pub fn parse_reference(reference: &str) -> Result<Reference> {
@@ -212,10 +213,10 @@ impl Registries {
         let mut platforms = BTreeMap::new();
         if let Some(children) = &doc.manifests {
             for c in children {
-                if let Some(p) = &c.platform
-                    && p.os != "unknown"
+                if let Some(p) = c.platform.as_ref().and_then(|p| p.platform())
+                    && p.os() != "unknown"
                 {
-                    platforms.insert(p.name(), c.digest.clone());
+                    platforms.insert(p, c.digest.clone());
                 }
             }
         } else {
@@ -233,14 +234,14 @@ impl Registries {
         })
     }
 
-    /// The platform (`os/arch[/variant]`) an image config says.
+    /// The platform an image config says.
     async fn config(
         &self,
         net: &Net,
         cache: &Cache,
         r: &Reference,
         desc: &Descriptor,
-    ) -> Result<String> {
+    ) -> Result<Platform> {
         if desc.size > oci::MAX_DOCUMENT {
             return Err(BuildError::Image {
                 image: r.whole(),
@@ -253,9 +254,12 @@ impl Registries {
             image: r.whole(),
             reason: format!("image config {}: {e}", desc.digest),
         })?;
-        Ok(match cp.variant {
-            Some(v) => format!("{}/{}/{v}", cp.os, cp.architecture),
-            None => format!("{}/{}", cp.os, cp.architecture),
+        cp.platform().ok_or_else(|| BuildError::Image {
+            image: r.whole(),
+            reason: format!(
+                "image config {} names no platform (os, architecture)",
+                desc.digest
+            ),
         })
     }
 
@@ -267,7 +271,7 @@ impl Registries {
         net: &Net,
         cache: &Cache,
         locked: &LockedImage,
-        arches: &[String],
+        arches: &[Arch],
     ) -> Result<(Descriptor, Vec<(bool, Descriptor)>)> {
         let r = parse_reference(&locked.reference)?;
         let bytes = match self
@@ -325,7 +329,8 @@ impl Registries {
                 let keep = child
                     .platform
                     .as_ref()
-                    .is_some_and(|p| p.os == "linux" && arches.contains(&p.architecture));
+                    .and_then(|p| p.platform())
+                    .is_some_and(|p| p.is_linux() && arches.contains(p.arch()));
                 if !keep {
                     continue;
                 }

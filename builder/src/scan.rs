@@ -230,7 +230,7 @@ mod tests {
             media_type: rin_bundle::oci::MT_OCI_INDEX.into(),
             upstream_digest: Some(format!("sha256:{}", "1".repeat(64))),
             platforms: vec![rin_bundle::index::ImagePlatform {
-                platform: "linux/arm64".into(),
+                platform: "linux/arm64".parse().unwrap(),
                 digest: format!("sha256:{}", "4".repeat(64)),
                 size: 1,
             }],

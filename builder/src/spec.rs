@@ -13,7 +13,7 @@ pub struct StackSpec {
     pub version: String,
     /// Architectures built when `--arch` is not given (e.g. `[amd64, arm64]`).
     #[serde(default)]
-    pub platforms: Vec<String>,
+    pub platforms: Vec<rin_bundle::Arch>,
     #[serde(default)]
     pub k3s: Option<K3sSpec>,
     #[serde(default)]
@@ -353,9 +353,6 @@ impl Stack {
         self.dir.join(rel)
     }
 }
-
-/// Architectures this builder accepts for `--arch` (Go's names, as OCI platforms use).
-pub const KNOWN_ARCHES: &[&str] = &["amd64", "arm64", "arm", "ppc64le", "s390x", "riscv64"];
 
 #[cfg(test)]
 mod tests {

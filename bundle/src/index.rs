@@ -32,7 +32,7 @@ pub struct Index {
     /// RFC 3339 UTC, whole seconds; also the mtime of every tar header.
     pub created: String,
     /// `os/arch` of every platform the bundle carries, sorted.
-    pub platforms: Vec<String>,
+    pub platforms: Vec<crate::Platform>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k3s: Option<K3s>,
     pub images: Vec<Image>,
@@ -81,7 +81,7 @@ pub struct Image {
 #[serde(deny_unknown_fields)]
 pub struct ImagePlatform {
     /// `os/arch` or `os/arch/variant`.
-    pub platform: String,
+    pub platform: crate::Platform,
     /// Digest of the platform's image manifest.
     pub digest: String,
     /// Bytes of manifest, config and layers of this platform.
@@ -305,7 +305,7 @@ mod tests {
                 version: "1.0.0".into(),
             },
             created: format_created(1_700_000_000),
-            platforms: vec!["linux/amd64".into()],
+            platforms: vec!["linux/amd64".parse().unwrap()],
             k3s: None,
             images: vec![],
             charts: vec![],
@@ -398,7 +398,7 @@ mod tests {
             media_type: crate::oci::MT_OCI_MANIFEST.into(),
             upstream_digest: None,
             platforms: vec![ImagePlatform {
-                platform: "linux/amd64".into(),
+                platform: "linux/amd64".parse().unwrap(),
                 digest: digest.clone(),
                 size: 1,
             }],

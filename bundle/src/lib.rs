@@ -6,13 +6,16 @@ pub mod digest;
 pub mod error;
 pub mod header;
 pub mod index;
+pub mod k3s;
 pub mod oci;
+pub mod platform;
 pub mod progress;
 pub mod reader;
 pub mod writer;
 
 pub use error::{BundleError, Result};
 pub use index::Index;
+pub use platform::{Arch, Platform};
 pub use progress::{Progress, Silent};
 pub use reader::{Opened, Sink, Trust, Verified, open, peek, verify};
 pub use writer::{Arrived, FileStamp, Gate, Source, write_bundle, write_bundle_file};

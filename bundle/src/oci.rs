@@ -68,12 +68,9 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// `os/arch` or `os/arch/variant`.
-    pub fn name(&self) -> String {
-        match &self.variant {
-            Some(v) => format!("{}/{}/{v}", self.os, self.architecture),
-            None => format!("{}/{}", self.os, self.architecture),
-        }
+    /// The platform this descriptor names; None when its fields are empty or malformed.
+    pub fn platform(&self) -> Option<crate::Platform> {
+        crate::Platform::from_parts(&self.os, &self.architecture, self.variant.as_deref())
     }
 }
 
@@ -99,6 +96,13 @@ pub struct ConfigPlatform {
     pub os: String,
     #[serde(default)]
     pub variant: Option<String>,
+}
+
+impl ConfigPlatform {
+    /// The platform this config is for; None when its fields are empty or malformed.
+    pub fn platform(&self) -> Option<crate::Platform> {
+        crate::Platform::from_parts(&self.os, &self.architecture, self.variant.as_deref())
+    }
 }
 
 /// The index `original` with only the manifests whose `keep` flag is set, in their original order

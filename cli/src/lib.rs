@@ -197,27 +197,6 @@ mod tests {
     }
 
     #[test]
-    fn loopback_hosts() {
-        for h in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1",
-            "127.9.9.9:1",
-            "[::1]:5000",
-        ] {
-            assert!(is_loopback(h), "{h}");
-        }
-        for h in [
-            "registry.local:5000",
-            "10.0.0.1",
-            "128.0.0.1:80",
-            "localhost.evil.com",
-        ] {
-            assert!(!is_loopback(h), "{h}");
-        }
-    }
-
-    #[test]
     fn policy_sources_and_their_errors() {
         let tmp = tempfile::tempdir().unwrap();
         let key = rin_signing::generate().unwrap();
@@ -317,20 +296,4 @@ pub fn verify_command(
     Ok(())
 }
 
-/// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a port.
-pub fn is_loopback(host: &str) -> bool {
-    let h = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    h == "localhost"
-        || h == "::1"
-        || h.parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|a| a.is_loopback())
-}
-
-/// `1.5 MiB` style sizes.
-pub fn human_bytes(n: u64) -> String {
-    indicatif::BinaryBytes(n).to_string()
-}
+pub use rin_support::{human_bytes, is_loopback};

@@ -26,8 +26,10 @@ use crate::site_registry;
 use crate::stack;
 use crate::stage::{self, Stage, Staged};
 use crate::state::{self, Release, State};
+use rin_bundle::Arch;
 use rin_bundle::digest::sha256_hex;
 use rin_bundle::{Progress, Trust};
+use rin_support::fs::AtomicFile;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -48,7 +50,7 @@ pub struct ApplyOptions {
     pub root: PathBuf,
     pub state_dir: PathBuf,
     /// The node's architecture (`amd64`, `arm64`).
-    pub arch: String,
+    pub arch: Arch,
     pub role: Role,
     pub tls_san: Vec<String>,
     pub registry: RegistryMode,
@@ -94,19 +96,6 @@ pub struct Applied {
 }
 
 const STEPS: usize = 7;
-
-/// The node architecture name the bundle uses for this machine.
-pub fn node_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "riscv64" => "riscv64",
-        "s390x" => "s390x",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
 
 impl ApplyOptions {
     fn site(&self) -> Result<SiteRegistry> {
@@ -570,11 +559,11 @@ fn registry_archive(
         RegistryMode::External => None,
     };
     let image = site_registry::pick_image(index, wanted_image)?;
-    let digest = site_registry::platform_manifest(image, &opts.arch).ok_or_else(|| {
-        InstallError::Bundle {
-            reason: format!("{} has no linux/{}", image.reference, opts.arch),
-        }
-    })?;
+    let digest = site_registry::platform_manifest(image, &opts.arch)
+        .map(|p| p.digest.as_str())
+        .ok_or_else(|| InstallError::Bundle {
+            reason: format!("{} has no {}", image.reference, opts.arch.linux()),
+        })?;
     let path = opts.root.join(dest);
     if site_registry::archive_holds(&path).as_deref() == Some(digest) {
         return Ok(false);
@@ -594,30 +583,17 @@ fn registry_archive(
     let paths = site_registry::archive_paths(&staged.plan, digest)?;
     let mut sink = Stage::new(dir, paths.into_iter().collect());
     opened.verify_into(&mut sink, &rin_bundle::Silent)?;
-    let tmp = state::partial_path(&path);
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| InstallError::Io { path: p, source }
-    };
-    let parent = path.parent().unwrap_or(&opts.root);
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let written = (|| {
-        let mut f = state::create_mode(&tmp, 0o644).map_err(io(&tmp))?;
-        site_registry::write_archive(
-            &staged.plan,
-            digest,
-            &image.reference,
-            &opts.arch,
-            dir,
-            &mut f,
-        )?;
-        f.sync_all().map_err(io(&tmp))
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    state::commit(&tmp, &path)?;
+    // Removed as it is dropped if writing fails.
+    let mut f = AtomicFile::create(&path, 0o644).map_err(state::file_error)?;
+    site_registry::write_archive(
+        &staged.plan,
+        digest,
+        &image.reference,
+        &opts.arch,
+        dir,
+        &mut f,
+    )?;
+    f.commit().map_err(state::file_error)?;
     Ok(true)
 }
 

@@ -17,9 +17,11 @@
 //! them.
 
 use crate::error::{InstallError, Result};
-use crate::state::{commit, create_mode, partial_path, write_atomic};
+use crate::state::{file_error, write_atomic};
 use rin_bundle::digest::sha256_hex;
 use rin_bundle::index::{Entry, Index, K3s};
+use rin_bundle::{Arch, k3s};
+use rin_support::fs::AtomicFile;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
@@ -57,22 +59,19 @@ impl K3sEntries {
 }
 
 /// K3s's files for `arch` in the bundle (upstream names: `k3s` is amd64, `k3s-<arch>` the others).
-pub fn k3s_entries(index: &Index, arch: &str) -> K3sEntries {
-    let binary = if arch == "amd64" {
-        "k3s/k3s".to_string()
-    } else {
-        format!("k3s/k3s-{arch}")
-    };
-    let airgap = format!("k3s/k3s-airgap-images-{arch}.tar");
+pub fn k3s_entries(index: &Index, arch: &Arch) -> K3sEntries {
+    let binary = k3s::path(&k3s::binary(arch));
+    let airgap = k3s::path(&k3s::airgap_images(arch));
+    let install_sh = k3s::path(k3s::INSTALL_SCRIPT);
     let find = |f: &dyn Fn(&str) -> bool| index.entries.iter().find(|e| f(&e.path)).cloned();
     K3sEntries {
         binary: find(&|p| p == binary),
         airgap: find(&|p| {
-            ["", ".gz", ".zst"]
+            k3s::AIRGAP_SUFFIXES
                 .iter()
                 .any(|z| p == format!("{airgap}{z}"))
         }),
-        install_sh: find(&|p| p == "k3s/install.sh"),
+        install_sh: find(&|p| p == install_sh),
     }
 }
 
@@ -366,12 +365,10 @@ pub fn install(root: &Path, file: &HostFile) -> Result<()> {
                 let p = p.to_path_buf();
                 move |source| InstallError::Io { path: p, source }
             };
-            let dir = dest.parent().unwrap_or(root);
-            fs::create_dir_all(dir).map_err(io(dir))?;
-            let tmp = partial_path(&dest);
-            let copied = (|| {
+            let mut out = AtomicFile::create(&dest, file.mode).map_err(file_error)?;
+            let tmp = out.tmp().to_path_buf();
+            {
                 let mut src = File::open(path).map_err(io(path))?;
-                let mut out = create_mode(&tmp, file.mode).map_err(io(&tmp))?;
                 let mut h = Sha256::new();
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
@@ -382,7 +379,6 @@ pub fn install(root: &Path, file: &HostFile) -> Result<()> {
                     h.update(&buf[..n]);
                     out.write_all(&buf[..n]).map_err(io(&tmp))?;
                 }
-                out.sync_all().map_err(io(&tmp))?;
                 let got = hex::encode(h.finalize());
                 if &got != sha256 {
                     return Err(InstallError::Step {
@@ -392,13 +388,9 @@ pub fn install(root: &Path, file: &HostFile) -> Result<()> {
                         ),
                     });
                 }
-                Ok(())
-            })();
-            if let Err(e) = copied {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
             }
-            commit(&tmp, &dest)
+            // Dropped uncommitted on any error above: the temporary file is removed.
+            out.commit().map_err(file_error)
         }
     }
 }
@@ -625,6 +617,6 @@ configs:
         let e = install(t.path(), &f).unwrap_err().to_string();
         assert!(e.contains("changed since it was verified"), "{e}");
         assert!(!t.path().join("usr/local/bin/k3s").exists());
-        assert!(!partial_path(&t.path().join("usr/local/bin/k3s")).exists());
+        assert!(!rin_support::fs::partial_path(&t.path().join("usr/local/bin/k3s")).exists());
     }
 }

@@ -10,16 +10,12 @@
 use crate::objects::{self, Object, Origin};
 use oci_client::Reference;
 use rin_bundle::index::Index;
+use rin_bundle::{Arch, Platform};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
 /// The node label the scheduler matches.
 pub const ARCH_LABEL: &str = "kubernetes.io/arch";
-
-/// The `kubernetes.io/arch` value of a platform (`linux/arm64` → `arm64`, `linux/arm/v7` → `arm`).
-pub fn arch_of(platform: &str) -> &str {
-    platform.split('/').nth(1).unwrap_or(platform)
-}
 
 /// The images of a bundle with the architectures a site gets them for: what the bundle carries,
 /// narrowed to `site` (`--platform`) when given.
@@ -32,11 +28,11 @@ struct CarriedImage {
     /// The digest of its index (or manifest) in the bundle.
     digest: String,
     /// (platform manifest digest, architecture) of each platform the site gets.
-    platforms: Vec<(String, String)>,
+    platforms: Vec<(String, Arch)>,
 }
 
 impl Carried {
-    pub fn new(index: &Index, site: Option<&BTreeSet<String>>) -> Carried {
+    pub fn new(index: &Index, site: Option<&BTreeSet<Platform>>) -> Carried {
         let images = index
             .images
             .iter()
@@ -47,8 +43,8 @@ impl Carried {
                     platforms: i
                         .platforms
                         .iter()
-                        .filter(|p| site.is_none_or(|s| s.contains(&p.platform)))
-                        .map(|p| (p.digest.clone(), arch_of(&p.platform).to_string()))
+                        .filter(|p| site.is_none_or(|s| p.platform.matches_any(s)))
+                        .map(|p| (p.digest.clone(), p.platform.arch().clone()))
                         .collect(),
                 })
             })
@@ -59,7 +55,7 @@ impl Carried {
     /// The architectures `reference` runs on from the bundle; None when the bundle does not
     /// carry it. Names compare as Docker normalises them. A digest names the image's index (every
     /// platform the site gets) or one platform's manifest (that platform only).
-    fn arches(&self, reference: &str) -> Option<BTreeSet<String>> {
+    fn arches(&self, reference: &str) -> Option<BTreeSet<Arch>> {
         let want: Reference = reference.parse().ok()?;
         self.images.iter().find_map(|i| {
             let have = &i.reference;
@@ -71,7 +67,7 @@ impl Carried {
                 None => (have.tag() == want.tag()).then(all),
                 Some(d) if d == i.digest || have.digest() == Some(d) => Some(all()),
                 Some(d) => {
-                    let one: BTreeSet<String> = i
+                    let one: BTreeSet<Arch> = i
                         .platforms
                         .iter()
                         .filter(|(pd, _)| pd == d)
@@ -91,8 +87,8 @@ fn pod_spec(obj: &mut Value) -> Option<&mut Value> {
 }
 
 /// The architectures every carried image of `pod` is carried for (None: it uses none).
-fn pod_arches(pod: &Value, carried: &Carried) -> Option<BTreeSet<String>> {
-    let mut out: Option<BTreeSet<String>> = None;
+fn pod_arches(pod: &Value, carried: &Carried) -> Option<BTreeSet<Arch>> {
+    let mut out: Option<BTreeSet<Arch>> = None;
     for c in ["initContainers", "containers"]
         .iter()
         .filter_map(|k| pod.get(*k)?.as_array())
@@ -161,7 +157,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(n, p)| ImagePlatform {
-                    platform: p.to_string(),
+                    platform: p.parse().unwrap(),
                     digest: format!("sha256:{n}{}", "b".repeat(63)),
                     size: 1,
                 })
@@ -169,7 +165,7 @@ mod tests {
         }
     }
 
-    fn carried(site: Option<&BTreeSet<String>>) -> Carried {
+    fn carried(site: Option<&BTreeSet<Platform>>) -> Carried {
         let index = Index {
             format: rin_bundle::index::FORMAT.into(),
             stack: rin_bundle::index::Stack {
@@ -177,7 +173,10 @@ mod tests {
                 version: "1".into(),
             },
             created: "2026-11-23T00:00:00Z".into(),
-            platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            platforms: vec![
+                "linux/amd64".parse().unwrap(),
+                "linux/arm64".parse().unwrap(),
+            ],
             k3s: None,
             images: vec![
                 image(
@@ -231,7 +230,7 @@ mod tests {
 
     #[test]
     fn the_site_s_platforms_narrow_the_choice_and_the_site_registry_is_left_alone() {
-        let site: BTreeSet<String> = ["linux/arm64".to_string()].into();
+        let site: BTreeSet<Platform> = ["linux/arm64".parse().unwrap()].into();
         let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: a}\nspec:\n  template:\n    spec:\n      containers: [{name: w, image: nginx:1.27}]\n";
         let mut objs = objects::parse(yaml, "m.yaml", Origin::Stack).unwrap();
         objs.extend(objects::parse(yaml, "r", Origin::SiteRegistry).unwrap());
@@ -244,13 +243,14 @@ mod tests {
             objs[1].value["spec"]["template"]["spec"].get("affinity"),
             None
         );
-        assert_eq!(arch_of("linux/arm/v7"), "arm");
+        let v7: Platform = "linux/arm/v7".parse().unwrap();
+        assert_eq!(v7.arch().as_str(), "arm");
         // By digest: the index means every platform, one platform's manifest that platform.
         let all = carried(None);
         let index = format!("nginx@sha256:{}", "a".repeat(64));
         let arm64 = format!("nginx@sha256:1{}", "b".repeat(63));
         assert_eq!(all.arches(&index).unwrap().len(), 3);
-        assert_eq!(all.arches(&arm64), Some(["arm64".to_string()].into()));
+        assert_eq!(all.arches(&arm64), Some(["arm64".parse().unwrap()].into()));
         assert_eq!(
             all.arches(&format!("nginx@sha256:{}", "c".repeat(64))),
             None

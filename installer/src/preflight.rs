@@ -5,6 +5,7 @@
 use crate::error::{InstallError, Result};
 use crate::host::{self, k3s_minor_patch};
 use crate::state::Release;
+use rin_bundle::Arch;
 use rin_bundle::index::Index;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ pub struct Facts<'a> {
     /// True when `root` is `/`: the real node, where root privileges are needed.
     pub real_root: bool,
     pub euid_is_root: bool,
-    pub arch: &'a str,
+    pub arch: &'a Arch,
     pub state_dir: &'a Path,
     pub installed: Option<&'a Release>,
     /// The version of a K3s found on the node, when no release records one.
@@ -29,7 +30,7 @@ pub struct Facts<'a> {
     pub allow_downgrade: bool,
     pub index_sha256: &'a str,
     /// The platforms seeding is narrowed to (`--platform`), if any.
-    pub site_platforms: Option<&'a std::collections::BTreeSet<String>>,
+    pub site_platforms: Option<&'a std::collections::BTreeSet<rin_bundle::Platform>>,
 }
 
 /// Bytes a step needs under a path.
@@ -105,10 +106,7 @@ pub fn disk_needs(index: &Index, f: &Facts<'_>) -> Vec<Need> {
     }
     if f.in_cluster_registry
         && let Ok(image) = crate::site_registry::pick_image(index, f.registry_image)
-        && let Some(p) = image
-            .platforms
-            .iter()
-            .find(|p| p.platform == format!("linux/{}", f.arch))
+        && let Some(p) = crate::site_registry::platform_manifest(image, f.arch)
     {
         archives += p.size;
     }
@@ -151,11 +149,11 @@ pub fn check(index: &Index, f: &Facts<'_>) -> Result<()> {
             "rininstall must run as root to install K3s: run it with sudo (or use --root DIR to write into a directory instead)".to_string(),
         );
     }
-    let platform = format!("linux/{}", f.arch);
+    let platform = f.arch.linux();
     if !index.platforms.contains(&platform) {
         failures.push(format!(
             "this node is {platform} but the bundle carries {}: build a bundle with `rinbundle build --arch {}`",
-            index.platforms.join(", "),
+            rin_bundle::platform::list(&index.platforms),
             f.arch
         ));
     }
@@ -204,8 +202,8 @@ pub fn check(index: &Index, f: &Facts<'_>) -> Result<()> {
             )),
             Ok(image) if crate::site_registry::platform_manifest(image, f.arch).is_none() => {
                 failures.push(format!(
-                    "the registry image {} has no linux/{} platform in the bundle: rebuild with `--arch {}`",
-                    image.reference, f.arch, f.arch
+                    "the registry image {} has no {} platform in the bundle: rebuild with `--arch {}`",
+                    image.reference, f.arch.linux(), f.arch
                 ))
             }
             Ok(_) => {}
@@ -245,17 +243,17 @@ fn disk_failures(needs: &[Need]) -> Vec<String> {
                     format!(
                         "{} {} at {}",
                         n.what,
-                        rin_cli::human_bytes(n.bytes),
+                        rin_support::human_bytes(n.bytes),
                         n.path.display()
                     )
                 })
                 .collect();
             out.push(format!(
                 "not enough free disk: {} needed with headroom ({}), {} free on that filesystem: free {} there or give the node more disk",
-                rin_cli::human_bytes(want),
+                rin_support::human_bytes(want),
                 list.join(", "),
-                rin_cli::human_bytes(*free),
-                rin_cli::human_bytes(want - free)
+                rin_support::human_bytes(*free),
+                rin_support::human_bytes(want - free)
             ));
         }
     }

@@ -18,11 +18,13 @@
 use crate::error::{InstallError, Result};
 use bytes::Bytes;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use rin_bundle::index::{Entry, Index};
 use rin_bundle::oci::{self, Descriptor};
-use rin_bundle::{Progress, Sink, Trust};
+use rin_bundle::{Platform, Progress, Sink, Trust};
+use rin_support::retry::{Failure, GaveUp, Policy};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -48,14 +50,14 @@ pub struct SeedOptions {
     pub attempts: u32,
     /// The site's platforms (`linux/arm64`): an image index is pushed with only these children
     /// (a platform-filtered index, see docs/FORMAT.md). None: every platform in the bundle.
-    pub platforms: Option<BTreeSet<String>>,
+    pub platforms: Option<BTreeSet<Platform>>,
 }
 
 impl SeedOptions {
     pub fn new(registry: &str) -> Self {
         SeedOptions {
             registry: registry.to_string(),
-            plain_http: rin_cli::is_loopback(registry),
+            plain_http: rin_support::is_loopback(registry),
             ca_files: Vec::new(),
             auth: None,
             jobs: 4,
@@ -247,7 +249,7 @@ impl Plan {
     /// `os/arch[/variant]`, as the bundle names them). Images with a single manifest and charts
     /// are kept as they are. Refuses a platform the bundle does not carry, and an index with no
     /// child for any of them.
-    pub fn narrowed(&self, platforms: &BTreeSet<String>) -> Result<Plan> {
+    pub fn narrowed(&self, platforms: &BTreeSet<Platform>) -> Result<Plan> {
         let Some(source) = &self.source else {
             return Err(InstallError::Bundle {
                 reason: "this seeding plan cannot be narrowed to platforms".into(),
@@ -297,7 +299,7 @@ fn plan_from(
     index: &Index,
     index_sha256: String,
     docs: &HashMap<String, Vec<u8>>,
-    platforms: Option<&BTreeSet<String>>,
+    platforms: Option<&BTreeSet<Platform>>,
 ) -> Result<Plan> {
     let doc = |digest: &str| -> Result<&Vec<u8>> {
         let path = oci::bundle_blob_path(digest).unwrap_or_default();
@@ -344,7 +346,7 @@ fn plan_from(
                 .map(|child| match platforms {
                     None => true,
                     Some(wanted) => {
-                        child_platform(image, child).is_some_and(|p| wanted.contains(&p))
+                        child_platform(image, child).is_some_and(|p| p.matches_any(wanted))
                     }
                 })
                 .collect();
@@ -353,18 +355,8 @@ fn plan_from(
                     what: image.reference.clone(),
                     reason: format!(
                         "has no manifest for {} (it has {}); seed it with one of those platforms",
-                        platforms
-                            .into_iter()
-                            .flatten()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        image
-                            .platforms
-                            .iter()
-                            .map(|p| p.platform.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        rin_bundle::platform::list(platforms.into_iter().flatten()),
+                        rin_bundle::platform::list(image.platforms.iter().map(|p| &p.platform))
                     ),
                 });
             }
@@ -406,16 +398,20 @@ fn plan_from(
     Ok(plan)
 }
 
-/// The platform (`os/arch[/variant]`) of an index's child: from its descriptor, or else from
-/// what the signed index says of that manifest.
-fn child_platform(image: &rin_bundle::index::Image, child: &Descriptor) -> Option<String> {
-    child.platform.as_ref().map(|p| p.name()).or_else(|| {
-        image
-            .platforms
-            .iter()
-            .find(|p| p.digest == child.digest)
-            .map(|p| p.platform.clone())
-    })
+/// The platform of an index's child: from its descriptor, or else from what the signed index
+/// says of that manifest.
+fn child_platform(image: &rin_bundle::index::Image, child: &Descriptor) -> Option<Platform> {
+    child
+        .platform
+        .as_ref()
+        .and_then(|p| p.platform())
+        .or_else(|| {
+            image
+                .platforms
+                .iter()
+                .find(|p| p.digest == child.digest)
+                .map(|p| p.platform.clone())
+        })
 }
 
 /// Bundle paths of every manifest and index the signed index names.
@@ -437,7 +433,8 @@ pub struct Registry {
     client: Arc<Client>,
     host: String,
     auth: RegistryAuth,
-    attempts: u32,
+    /// Tries of each request: transient failures are tried again, pauses from 500 ms to 8 s.
+    policy: Policy,
 }
 
 impl Registry {
@@ -479,7 +476,7 @@ impl Registry {
             client: Arc::new(client),
             host: opts.registry.clone(),
             auth,
-            attempts: opts.attempts.max(1),
+            policy: policy(opts.attempts),
         })
     }
 
@@ -501,23 +498,22 @@ impl Registry {
             .await;
     }
 
-    /// Run `f` up to `attempts` times with growing pauses.
+    /// Run `f` under the retry policy: a transient failure is tried again, a final one (refused
+    /// credentials, a name or manifest the registry rejects) ends it at once.
     async fn retry<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<
-                Output = std::result::Result<T, oci_client::errors::OciDistributionError>,
-            >,
+        Fut: std::future::Future<Output = std::result::Result<T, OciDistributionError>>,
     {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match f().await {
-                Ok(v) => return Ok(v),
-                Err(e) if attempt >= self.attempts => return Err(self.err(what, causes(&e))),
-                Err(_) => tokio::time::sleep(back_off(attempt)).await,
-            }
-        }
+        self.policy
+            .run(what, &|_| {}, || {
+                let attempt = f();
+                async { attempt.await.map_err(classify) }
+            })
+            .await
+            .map_err(|e| match e {
+                GaveUp::Fatal(e) | GaveUp::Exhausted { last: e, .. } => self.err(what, causes(&e)),
+            })
     }
 
     /// Whether the registry holds `repo@digest`. One it keeps failing to read (HTTP 5xx: what
@@ -526,21 +522,21 @@ impl Registry {
     /// that upload with its own reason.
     async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
         let r = self.at(repo, digest);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.client.blob_exists(&r, digest).await {
-                Ok(v) => return Ok(v),
-                Err(oci_client::errors::OciDistributionError::RequestError(e))
-                    if attempt >= self.attempts
-                        && e.status().is_some_and(|s| s.is_server_error()) =>
-                {
-                    return Ok(false);
-                }
-                Err(e) if attempt >= self.attempts => {
-                    return Err(self.err(&format!("checking {repo}@{digest}"), causes(&e)));
-                }
-                Err(_) => tokio::time::sleep(back_off(attempt)).await,
+        let what = format!("checking {repo}@{digest}");
+        let checked = self
+            .policy
+            .run(&what, &|_| {}, || async {
+                self.client.blob_exists(&r, digest).await.map_err(classify)
+            })
+            .await;
+        match checked {
+            Ok(v) => Ok(v),
+            Err(GaveUp::Exhausted {
+                last: OciDistributionError::RequestError(e),
+                ..
+            }) if e.status().is_some_and(|s| s.is_server_error()) => Ok(false),
+            Err(GaveUp::Fatal(e) | GaveUp::Exhausted { last: e, .. }) => {
+                Err(self.err(&what, causes(&e)))
             }
         }
     }
@@ -612,8 +608,47 @@ impl Registry {
 /// How far (MiB) the bundle is read ahead of the uploads.
 const READ_AHEAD_MIB: usize = 128;
 
-fn back_off(attempt: u32) -> Duration {
-    Duration::from_millis(250 * (1 << attempt.min(5)))
+/// The seeding retry policy: `attempts` tries, pauses from 500 ms doubling to 8 s.
+fn policy(attempts: u32) -> Policy {
+    Policy {
+        attempts: attempts.max(1),
+        backoff: Duration::from_millis(500),
+        max_delay: Duration::from_secs(8),
+    }
+}
+
+/// Sort an oci-client error: worth another try (the connection failed or was cut, the registry
+/// answered 5xx, 408 or 429, or did not say), or final (credentials refused, a name, tag, digest
+/// or manifest rejected, content that does not parse).
+fn classify(e: OciDistributionError) -> Failure<OciDistributionError, OciDistributionError> {
+    use OciDistributionError as E;
+    use oci_client::errors::OciErrorCode as C;
+    let transient = match &e {
+        E::RequestError(r) => r
+            .status()
+            .is_none_or(|s| s.is_server_error() || matches!(s.as_u16(), 408 | 429)),
+        E::ServerError { code, .. } => *code >= 500 || matches!(code, 408 | 429),
+        E::RegistryError { envelope, .. } => !envelope.errors.iter().any(|x| {
+            matches!(
+                x.code,
+                C::Unauthorized
+                    | C::Denied
+                    | C::NameInvalid
+                    | C::TagInvalid
+                    | C::ManifestInvalid
+                    | C::DigestInvalid
+                    | C::SizeInvalid
+                    | C::Unsupported
+            )
+        }),
+        E::IoError(_) | E::GenericError(_) => true,
+        _ => false,
+    };
+    if transient {
+        Failure::Transient(e)
+    } else {
+        Failure::Fatal(e)
+    }
 }
 
 /// Uploads the blobs it is told about while the bundle streams by, `jobs` at a time.
@@ -766,7 +801,7 @@ pub fn seed(
             return Err(still_missing(opts, unsent.len(), pass, &failure));
         }
         if pass > 0 {
-            std::thread::sleep(back_off(pass));
+            std::thread::sleep(policy(opts.attempts).delay(pass));
         }
         pass += 1;
         // One upload per blob; other repositories mount it in the next round.
@@ -814,18 +849,18 @@ pub fn seed(
     Ok(seeded)
 }
 
-/// Why `platforms` cannot be seeded from `index`, if some are not in the bundle.
-pub fn platforms_not_carried(index: &Index, platforms: &BTreeSet<String>) -> Option<String> {
-    let unknown: Vec<&str> = platforms
+/// Why `platforms` cannot be seeded from `index`, if some are of architectures the bundle does
+/// not carry.
+pub fn platforms_not_carried(index: &Index, platforms: &BTreeSet<Platform>) -> Option<String> {
+    let unknown: Vec<&Platform> = platforms
         .iter()
-        .filter(|p| !index.platforms.contains(p))
-        .map(String::as_str)
+        .filter(|p| !index.platforms.iter().any(|c| c.same_arch(p)))
         .collect();
     (!unknown.is_empty()).then(|| {
         format!(
             "the bundle does not carry {}; it carries {}: name one of those with --platform, or build a bundle with `rinbundle build --arch ...` for it",
-            unknown.join(", "),
-            index.platforms.join(", ")
+            rin_bundle::platform::list(unknown),
+            rin_bundle::platform::list(&index.platforms)
         )
     })
 }
@@ -968,6 +1003,44 @@ async fn mount_all<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_credentials_and_rejected_content_are_not_retried() {
+        use oci_client::errors::{OciEnvelope, OciError, OciErrorCode};
+        let transient = |e| matches!(classify(e), Failure::Transient(_));
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "u".into(),
+            message: "m".into(),
+        };
+        let registry = |code| OciDistributionError::RegistryError {
+            envelope: OciEnvelope {
+                errors: vec![OciError {
+                    code,
+                    message: "m".into(),
+                    detail: serde_json::Value::Null,
+                }],
+            },
+            url: "u".into(),
+        };
+        assert!(transient(server(503)) && transient(server(429)) && transient(server(408)));
+        assert!(!transient(server(404)) && !transient(server(400)));
+        assert!(!transient(OciDistributionError::UnauthorizedError {
+            url: "u".into()
+        }));
+        assert!(!transient(OciDistributionError::AuthenticationFailure(
+            "no".into()
+        )));
+        assert!(!transient(registry(OciErrorCode::Denied)));
+        assert!(!transient(registry(OciErrorCode::ManifestInvalid)));
+        // Distribution reports a full disk as UNKNOWN: tried again, as space may come back.
+        assert!(transient(registry(OciErrorCode::Other("UNKNOWN".into()))));
+        assert!(transient(OciDistributionError::IoError(
+            std::io::Error::other("reset")
+        )));
+        assert_eq!(policy(4).delay(1), Duration::from_millis(500));
+        assert_eq!(policy(4).delay(9), Duration::from_secs(8));
+    }
 
     #[test]
     fn site_names_keep_the_path_and_drop_the_host() {

@@ -7,7 +7,8 @@
 
 use crate::error::{InstallError, Result};
 use crate::seed::Plan;
-use rin_bundle::index::{Image, Index};
+use rin_bundle::Arch;
+use rin_bundle::index::{Image, ImagePlatform, Index};
 use rin_bundle::oci;
 use serde_json::json;
 use std::fs::File;
@@ -50,14 +51,11 @@ pub fn pick_image<'a>(index: &'a Index, wanted: Option<&str>) -> Result<&'a Imag
     })
 }
 
-/// The image manifest of `image` for `linux/<arch>`.
-pub fn platform_manifest<'a>(image: &'a Image, arch: &str) -> Option<&'a str> {
-    let want = format!("linux/{arch}");
-    image
-        .platforms
-        .iter()
-        .find(|p| p.platform == want)
-        .map(|p| p.digest.as_str())
+/// The image manifest of `image` for `linux/<arch>` (a variant the architecture defaults to
+/// matches: `linux/arm64/v8` for arm64).
+pub fn platform_manifest<'a>(image: &'a Image, arch: &Arch) -> Option<&'a ImagePlatform> {
+    let want = arch.linux();
+    image.platforms.iter().find(|p| p.platform.matches(&want))
 }
 
 /// The manifest digest the archive at `path` holds, if it is one of ours and readable.
@@ -96,7 +94,7 @@ pub fn write_archive(
     plan: &Plan,
     digest: &str,
     reference: &str,
-    arch: &str,
+    arch: &Arch,
     staged: &Path,
     out: &mut dyn std::io::Write,
 ) -> Result<()> {
@@ -256,6 +254,36 @@ pub fn storage_gib(blob_bytes: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_s_manifest_is_found_under_its_architecture_s_default_variant() {
+        // Docker Hub lists registry:2's arm64 image as linux/arm64/v8.
+        let image = Image {
+            reference: "docker.io/library/registry:2.8.3".into(),
+            digest: "sha256:i".into(),
+            media_type: rin_bundle::oci::MT_OCI_INDEX.into(),
+            upstream_digest: None,
+            platforms: [
+                ("linux/amd64", "sha256:a"),
+                ("linux/arm64/v8", "sha256:b"),
+                ("linux/arm/v6", "sha256:c"),
+            ]
+            .iter()
+            .map(|(p, d)| ImagePlatform {
+                platform: p.parse().unwrap(),
+                digest: d.to_string(),
+                size: 1,
+            })
+            .collect(),
+        };
+        let digest = |arch: &str| {
+            platform_manifest(&image, &arch.parse().unwrap()).map(|p| p.digest.clone())
+        };
+        assert_eq!(digest("arm64").as_deref(), Some("sha256:b"));
+        assert_eq!(digest("amd64").as_deref(), Some("sha256:a"));
+        // arm means arm/v7: a v6-only image is not taken for it.
+        assert_eq!(digest("arm"), None);
+    }
 
     #[test]
     fn storage_is_twice_the_blobs_and_at_least_ten_gib() {

@@ -62,7 +62,7 @@ pub fn objects(
     index: &Index,
     kept: &HashMap<String, Vec<u8>>,
     registry_yaml: Option<&str>,
-    site_platforms: Option<&BTreeSet<String>>,
+    site_platforms: Option<&BTreeSet<rin_bundle::Platform>>,
     plan_only: bool,
 ) -> Result<Vec<Object>> {
     let text = |path: &str| -> Result<&str> {
@@ -166,7 +166,7 @@ mod tests {
                 version: "1".into(),
             },
             created: "2026-11-23T00:00:00Z".into(),
-            platforms: vec!["linux/arm64".into()],
+            platforms: vec!["linux/arm64".parse().unwrap()],
             k3s: None,
             images: vec![],
             charts: vec![chart("big", &big), chart("small", &small)],

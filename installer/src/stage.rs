@@ -6,11 +6,12 @@
 
 use crate::error::{InstallError, Result};
 use crate::seed::{Collect, Plan};
-use crate::state::{commit, create_mode, partial_path};
+use rin_bundle::Arch;
 use rin_bundle::index::{Entry, Index};
 use rin_bundle::{Opened, Progress, Sink};
+use rin_support::fs::{AtomicFile, FileError};
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -31,12 +32,12 @@ impl Staged {
     }
 }
 
-/// Writes the entries it is given into a directory, each through a `.partial` file renamed only
-/// after its bytes hashed right.
+/// Writes the entries it is given into a directory, each through a temporary file renamed only
+/// after its bytes hashed right (one left unfinished is removed as it is dropped).
 pub(crate) struct Stage {
     dir: PathBuf,
     wanted: BTreeSet<String>,
-    file: Option<(File, PathBuf)>,
+    file: Option<AtomicFile>,
 }
 
 impl Stage {
@@ -47,9 +48,12 @@ impl Stage {
             file: None,
         }
     }
+}
 
-    fn output(&self, path: PathBuf) -> impl FnOnce(std::io::Error) -> rin_bundle::BundleError {
-        move |source| rin_bundle::BundleError::Output { path, source }
+fn output(e: FileError) -> rin_bundle::BundleError {
+    rin_bundle::BundleError::Output {
+        path: e.path,
+        source: e.source,
     }
 }
 
@@ -60,32 +64,26 @@ impl Sink for Stage {
         }
         // Index paths are checked safe (relative, no `..`) before any entry streams.
         let target = self.dir.join(&entry.path);
-        let parent = target.parent().unwrap_or(&self.dir).to_path_buf();
-        fs::create_dir_all(&parent).map_err(self.output(parent))?;
-        let tmp = partial_path(&target);
-        let f = create_mode(&tmp, entry.mode).map_err(self.output(tmp.clone()))?;
-        self.file = Some((f, tmp));
+        self.file = Some(AtomicFile::create(&target, entry.mode).map_err(output)?);
         Ok(true)
     }
 
     fn data(&mut self, chunk: &[u8]) -> rin_bundle::Result<()> {
-        if let Some((f, p)) = self.file.as_mut() {
+        if let Some(f) = self.file.as_mut() {
             f.write_all(chunk)
                 .map_err(|source| rin_bundle::BundleError::Output {
-                    path: p.clone(),
+                    path: f.tmp().to_path_buf(),
                     source,
                 })?;
         }
         Ok(())
     }
 
-    fn end(&mut self, entry: &Entry) -> rin_bundle::Result<()> {
-        if let Some((f, tmp)) = self.file.take() {
-            f.sync_all().map_err(self.output(tmp.clone()))?;
-            let target = self.dir.join(&entry.path);
-            fs::rename(&tmp, &target).map_err(self.output(target))?;
+    fn end(&mut self, _entry: &Entry) -> rin_bundle::Result<()> {
+        match self.file.take() {
+            Some(f) => f.commit().map_err(output),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -118,7 +116,7 @@ impl Sink for Both<'_> {
 }
 
 /// The bundle paths a node of `arch` may need on disk: its K3s files.
-pub fn node_paths(index: &Index, arch: &str) -> BTreeSet<String> {
+pub fn node_paths(index: &Index, arch: &Arch) -> BTreeSet<String> {
     crate::host::k3s_entries(index, arch)
         .all()
         .map(|e| e.path.clone())
@@ -170,7 +168,7 @@ pub fn first_pass(
             return Err(e.into());
         }
     };
-    commit(&tmp, dir)?;
+    rin_support::fs::rename_synced(&tmp, dir).map_err(crate::state::file_error)?;
     let plan = Plan::build(&index, verified.index_sha256, &collect.docs)?;
     let kept = take_kept(&mut collect);
     Ok(Staged {
@@ -193,8 +191,8 @@ fn take_kept(collect: &mut Collect) -> HashMap<String, Vec<u8>> {
 }
 
 /// The bundle entry holding the installer for `arch`.
-pub fn installer_entry(arch: &str) -> String {
-    format!("installer/rininstall-linux-{arch}")
+pub fn installer_entry(arch: &Arch) -> String {
+    rin_bundle::k3s::installer_path(arch)
 }
 
 /// Verify the whole bundle and write its installer for `arch` to `dest` (mode 0755): through a
@@ -203,7 +201,7 @@ pub fn installer_entry(arch: &str) -> String {
 pub fn extract_installer(
     bundle: &Path,
     trust: &dyn rin_bundle::Trust,
-    arch: &str,
+    arch: &Arch,
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<u64> {
@@ -259,7 +257,7 @@ pub fn extract_installer(
             use std::os::unix::fs::PermissionsExt;
             let staged = tmp.join(&path);
             fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).map_err(io(&staged))?;
-            commit(&staged, dest)
+            rin_support::fs::rename_synced(&staged, dest).map_err(crate::state::file_error)
         });
     let _ = fs::remove_dir_all(&tmp);
     done.map(|()| entry.size)

@@ -11,6 +11,7 @@
 //! ```
 
 use crate::error::{InstallError, Result};
+use rin_support::fs::FileError;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -197,58 +198,17 @@ pub fn read_release(dir: &Path) -> Result<Option<Release>> {
 }
 
 /// Write `bytes` to `path` through a temporary file beside it: synced, renamed over the old one,
-/// the directory synced. Readers see the old content or the new, never a part.
+/// the directory synced (`rin_support::fs`). Readers see the old content or the new, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = partial_path(path);
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| InstallError::Io { path: p, source }
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let mut f = create_mode(&tmp, mode).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    commit(&tmp, path)
+    rin_support::fs::write_atomic(path, bytes, mode).map_err(file_error)
 }
 
-/// `path`'s temporary sibling: `.NAME.rin-partial`.
-pub fn partial_path(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.rin-partial"))
-}
-
-/// A new file (replacing a stale one) with `mode`.
-pub fn create_mode(path: &Path, mode: u32) -> std::io::Result<File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)?;
-    // The umask may have taken bits away.
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
-    Ok(f)
-}
-
-/// Rename the synced `tmp` over `path` and sync the directory.
-pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
-    fs::rename(tmp, path).map_err(|source| InstallError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| InstallError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
+/// A failed write as the installer's error.
+pub fn file_error(e: FileError) -> InstallError {
+    InstallError::Io {
+        path: e.path,
+        source: e.source,
+    }
 }
 
 #[cfg(test)]
@@ -281,7 +241,7 @@ mod tests {
         };
         s.record(&r).unwrap();
         assert_eq!(s.release().unwrap(), Some(r));
-        assert!(!partial_path(&t.path().join("release.json")).exists());
+        assert!(!rin_support::fs::partial_path(&t.path().join("release.json")).exists());
     }
 
     #[test]

@@ -13,9 +13,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The one signature algorithm of format v1.
@@ -161,19 +159,12 @@ pub fn write_keypair(
     Ok((key_path, pub_path, key_id(&key.verifying_key())))
 }
 
+/// Written whole or not at all, and never over an existing file.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
-    let err = |source| KeyError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)
+    rin_support::fs::write_new(path, bytes, mode).map_err(|e| KeyError::Write {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 fn with_suffix(base: &Path, suffix: &str) -> PathBuf {

@@ -32,7 +32,7 @@ pub fn index_for(files: &[(&str, &[u8])]) -> Index {
             version: "1.0.0".into(),
         },
         created: index::format_created(CREATED),
-        platforms: vec!["linux/amd64".into()],
+        platforms: vec!["linux/amd64".parse().expect("a platform")],
         k3s: None,
         images: vec![],
         charts: vec![],
@@ -134,7 +134,10 @@ pub fn build_stack(
 ) -> rin_builder::Built {
     let stack = rin_builder::Stack::load(stack_dir).expect("stack");
     let opts = rin_builder::BuildOptions {
-        arches: arches.iter().map(|a| a.to_string()).collect(),
+        arches: arches
+            .iter()
+            .map(|a| a.parse().expect("an architecture"))
+            .collect(),
         keys: keys.to_vec(),
         output: out.to_path_buf(),
         created: CREATED,

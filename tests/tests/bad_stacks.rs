@@ -16,7 +16,7 @@ fn build_broken(break_it: impl FnOnce(&Path)) -> BuildError {
     break_it(&stack);
     let out = tmp.path().join("b.tar.zst");
     let opts = BuildOptions {
-        arches: vec!["amd64".into(), "arm64".into()],
+        arches: vec!["amd64".parse().unwrap(), "arm64".parse().unwrap()],
         keys: keys(1),
         output: out.clone(),
         created: CREATED,

@@ -30,7 +30,7 @@ fn two_arch_bundle_verifies_and_extracts_what_went_in() {
             i.upstream_digest, None,
             "all platforms kept: the upstream index is carried as is"
         );
-        let names: Vec<&str> = i.platforms.iter().map(|p| p.platform.as_str()).collect();
+        let names: Vec<String> = i.platforms.iter().map(|p| p.platform.to_string()).collect();
         assert_eq!(names, vec!["linux/amd64", "linux/arm64"]);
     }
     assert_eq!(v.index.charts.len(), 1);
@@ -153,7 +153,7 @@ fn missing_platform_is_an_error_naming_the_image() {
     let stack = write_stack(&tmp.path().join("stack")).unwrap();
     let s = rin_builder::Stack::load(&stack).unwrap();
     let opts = rin_builder::BuildOptions {
-        arches: vec!["riscv64".into()],
+        arches: vec!["riscv64".parse().unwrap()],
         keys: keys(1),
         output: tmp.path().join("b.tar.zst"),
         created: craft::CREATED,

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use rin_builder::registry::RegistryOptions;
 use rin_builder::{BuildError, BuildOptions, FetchOptions, Stack};
+use rin_bundle::Arch;
 
 mod reporters;
 use rin_cli::{VerifyArgs, env, exit, human_bytes};
@@ -50,8 +51,8 @@ enum Command {
         stack: PathBuf,
         /// Architectures whose K3s files to lock (images are locked for every platform they
         /// offer). Default: the stack's `platforms`.
-        #[arg(long = "arch", value_name = "ARCH")]
-        arches: Vec<String>,
+        #[arg(long = "arch", value_name = "ARCH", value_parser = Arch::known)]
+        arches: Vec<Arch>,
         #[command(flatten)]
         fetch: FetchArgs,
     },
@@ -160,14 +161,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn check_arches(arches: &[String]) -> anyhow::Result<()> {
+/// The stack's `platforms:` are read as any architecture name; only known ones are built.
+fn check_arches(arches: &[Arch]) -> anyhow::Result<()> {
     for a in arches {
-        if !rin_builder::spec::KNOWN_ARCHES.contains(&a.as_str()) {
-            anyhow::bail!(
-                "unknown architecture {a:?}; use one of {}",
-                rin_builder::spec::KNOWN_ARCHES.join(", ")
-            );
-        }
+        Arch::known(a.as_str())?;
     }
     Ok(())
 }
@@ -228,8 +225,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 #[derive(clap::Args)]
 struct BuildArgs {
     /// Architecture to carry (amd64, arm64, ...); repeat for several. Default: the stack's `platforms`.
-    #[arg(long = "arch", value_name = "ARCH")]
-    arches: Vec<String>,
+    #[arg(long = "arch", value_name = "ARCH", value_parser = Arch::known)]
+    arches: Vec<Arch>,
     /// Private key to sign with (NAME.key); repeat for several signatures.
     #[arg(long = "key", value_name = "FILE")]
     keys: Vec<PathBuf>,
@@ -268,7 +265,7 @@ struct BuildArgs {
 
 fn lock(
     stack_dir: &Path,
-    arches: Vec<String>,
+    arches: Vec<Arch>,
     fetch: &FetchArgs,
     mode: reporters::Mode,
 ) -> anyhow::Result<()> {
@@ -397,7 +394,7 @@ fn build(
             "built {} {} for {}: {} images, {} charts, {} entries",
             built.index.stack.name,
             built.index.stack.version,
-            built.index.platforms.join(", "),
+            rin_bundle::platform::list(&built.index.platforms),
             built.index.images.len(),
             built.index.charts.len(),
             built.index.entries.len()
@@ -462,7 +459,10 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     println!("stack      {} {}", index.stack.name, index.stack.version);
     println!("format     {}", index.format);
     println!("created    {}", index.created);
-    println!("platforms  {}", index.platforms.join(", "));
+    println!(
+        "platforms  {}",
+        rin_bundle::platform::list(&index.platforms)
+    );
     if let Some(k) = &index.k3s {
         println!("k3s        {}", k.version);
         if !k.disable.is_empty() {
@@ -519,12 +519,7 @@ fn write_beside(file: &std::path::Path, ext: &str, bytes: &[u8]) -> anyhow::Resu
     let mut name = file.as_os_str().to_os_string();
     name.push(format!(".{ext}"));
     let path = PathBuf::from(name);
-    let mut partial = path.clone().into_os_string();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    std::fs::write(&partial, bytes)
-        .and_then(|()| std::fs::File::open(&partial)?.sync_all())
-        .and_then(|()| std::fs::rename(&partial, &path))
+    rin_support::fs::write_atomic(&path, bytes, 0o644)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }

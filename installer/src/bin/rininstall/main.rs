@@ -2,9 +2,10 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use rin_bundle::{Arch, Platform};
 use rin_cli::{Bars, TrustArgs, VerifyArgs, exit, human_bytes};
 use rin_installer::InstallError;
-use rin_installer::apply::{self, ApplyOptions, RegistryMode, node_arch};
+use rin_installer::apply::{self, ApplyOptions, RegistryMode};
 use rin_installer::host::Role;
 use rin_installer::manage::{self, Target};
 use rin_installer::seed::{self, SeedOptions};
@@ -57,8 +58,8 @@ struct ExtractArgs {
     #[command(flatten)]
     trust: TrustArgs,
     /// The architecture [default: this machine's].
-    #[arg(long, value_name = "ARCH")]
-    arch: Option<String>,
+    #[arg(long, value_name = "ARCH", value_parser = Arch::known)]
+    arch: Option<Arch>,
     /// Where to write it [default: ./rininstall-linux-ARCH].
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -68,19 +69,20 @@ fn extract_command(args: &ExtractArgs, quiet: bool) -> anyhow::Result<()> {
     let policy = args
         .trust
         .policy(Some(Path::new(rin_installer::DEFAULT_TRUSTED_KEYS)))?;
-    let arch = args.arch.clone().unwrap_or_else(|| node_arch().to_string());
+    let arch = args.arch.clone().unwrap_or_else(Arch::host);
     let dest = args
         .output
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("rininstall-linux-{arch}")));
+        .unwrap_or_else(|| PathBuf::from(rin_bundle::k3s::installer(&arch)));
     let bars = Bars::new(quiet);
     let size = rin_installer::stage::extract_installer(&args.file, &policy, &arch, &dest, &bars)
         .map_err(anyhow_of)?;
     println!(
-        "verified {} and wrote {} ({}, linux/{arch})",
+        "verified {} and wrote {} ({}, {})",
         args.file.display(),
         dest.display(),
-        human_bytes(size)
+        human_bytes(size),
+        arch.linux()
     );
     Ok(())
 }
@@ -180,7 +182,7 @@ struct RegistryArgs {
     /// Seed only this platform of multi-platform images (`arm64`, `linux/arm64`,
     /// `linux/arm/v7`); repeat for several. Default: every platform the bundle carries.
     #[arg(long = "platform", value_name = "PLATFORM")]
-    platforms: Vec<String>,
+    platforms: Vec<Platform>,
 }
 
 impl RegistryArgs {
@@ -191,15 +193,7 @@ impl RegistryArgs {
         opts.jobs = self.jobs;
         opts.attempts = self.attempts;
         if !self.platforms.is_empty() {
-            opts.platforms = Some(
-                self.platforms
-                    .iter()
-                    .map(|p| match p.contains('/') {
-                        true => p.clone(),
-                        false => format!("linux/{p}"),
-                    })
-                    .collect(),
-            );
+            opts.platforms = Some(self.platforms.iter().cloned().collect());
         }
         if let Some(f) = &self.registry_auth {
             let text = std::fs::read_to_string(f).map_err(|source| InstallError::Io {
@@ -312,8 +306,8 @@ struct ApplyArgs {
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// The node's architecture [default: this machine's].
-    #[arg(long, value_name = "ARCH")]
-    arch: Option<String>,
+    #[arg(long, value_name = "ARCH", value_parser = Arch::known)]
+    arch: Option<Arch>,
     /// The node's role: a server (the first one, or one joining --server) or an agent.
     #[arg(long, value_enum, default_value = "server")]
     role: RoleArg,
@@ -397,7 +391,7 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| args.root.join("var/lib/rininstall")),
         root: args.root.clone(),
-        arch: args.arch.clone().unwrap_or_else(|| node_arch().to_string()),
+        arch: args.arch.clone().unwrap_or_else(Arch::host),
         role,
         tls_san: args.tls_san.clone(),
         registry,

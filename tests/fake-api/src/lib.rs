@@ -8,8 +8,8 @@
 //! it plays K3s's controllers: workloads report ready, claims bound, Jobs complete, and a
 //! HelmChart whose spec changed gets a new, completed install Job.
 //!
-//! The installer's unit tests drive it through `tower-test`. The end-to-end tests run against a
-//! real control plane instead (`tests/src/k8s.rs`).
+//! The installer's unit tests drive it through `tower-test` ([`client`]). The end-to-end tests
+//! run against a real control plane instead (`tests/src/k8s.rs`).
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{Value, json};
@@ -455,4 +455,37 @@ fn path_of(kinds: &[Kind], obj: &Value) -> String {
         Some(ns) if kind.4 => format!("{base}/namespaces/{ns}/{}/{name}", kind.3),
         _ => format!("{base}/{}/{name}", kind.3),
     }
+}
+
+/// A kube client answered by `fake` (with the built-in kinds) from a task, until the test ends;
+/// the fake is shared so a test can look at it and change it between calls.
+pub fn client(fake: Fake) -> (kube::Client, std::sync::Arc<std::sync::Mutex<Fake>>) {
+    use http::{Request, Response};
+    use kube::client::Body;
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let fake = std::sync::Arc::new(std::sync::Mutex::new(Fake {
+        kinds: builtin(),
+        ..fake
+    }));
+    let state = fake.clone();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await.unwrap();
+            let (code, v) = state.lock().unwrap().handle(
+                parts.method.as_str(),
+                parts.uri.path(),
+                parts.uri.query().unwrap_or(""),
+                &bytes,
+            );
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&v).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (kube::Client::new(svc, "default"), fake)
 }
