@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
             let name = name.context("--name is required")?;
             let rootfs = rootfs.context("--rootfs is required")?;
             if arches.is_empty() {
-                arches = vec!["amd64".parse().unwrap(), "arm64".parse().unwrap()];
+                arches = vec!["amd64".into(), "arm64".into()];
             }
             let mut base = Vec::new();
             collect(&rootfs, "", &mut base)?;
@@ -137,7 +137,7 @@ fn bench_images(dir: &Path, size_mib: u64, count: u64) -> anyhow::Result<()> {
     for i in 0..count {
         let img = FixtureImage {
             name: format!("img{i}"),
-            arches: vec!["amd64".parse().unwrap(), "arm64".parse().unwrap()],
+            arches: vec!["amd64".into(), "arm64".into()],
             base: vec![base_file.clone()],
             // `{arch}` makes each platform's layer differ; the noise makes it big.
             per_arch: vec![
