@@ -1,23 +1,20 @@
-//! `rinbundle`'s library: the stack definition, the lock, fetching images, charts and K3s
-//! releases into a content-addressed cache, and packing everything into a signed,
-//! deterministic bundle with `rin-bundle`'s writer.
+//! `rinbundle`'s library: the stack definition, the lock, the network half (`net`: fetching
+//! images, charts and K3s releases into a content-addressed cache) and the packing half (`pack`:
+//! everything into a signed, deterministic bundle with `rin-bundle`'s writer).
 
 pub mod cache;
-pub mod charts;
-pub mod collect;
 pub mod error;
-pub mod fetch;
-pub mod http;
-pub mod k3s;
+pub mod fetched;
 pub mod lock;
+pub mod net;
 pub mod pack;
-pub mod registry;
 pub mod report;
-pub mod scan;
 pub mod spec;
 
 pub use error::{BuildError, Result};
-pub use fetch::{FetchOptions, Fetched, LockOutcome};
+pub use fetched::Fetched;
+pub use net::fetch::LockOutcome;
+pub use net::session::FetchOptions;
 pub use pack::{BuildOptions, Built, build, build_from};
 pub use report::{Event, Reporter};
 pub use spec::Stack;

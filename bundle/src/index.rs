@@ -2,6 +2,7 @@
 
 use crate::digest::{is_oci_digest, is_sha256_hex};
 use crate::error::{BundleError, Result};
+use crate::json::canonical_json;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -263,15 +264,6 @@ pub fn check_entry_path(path: &str) -> std::result::Result<(), &'static str> {
         }
     }
     Ok(())
-}
-
-/// Canonical JSON of any serialisable value: serde_json's `Value` keeps object keys in a sorted
-/// map, and the compact writer adds no white space.
-pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serialising plain data structures (strings, integers, vectors, maps with string keys)
-    // cannot fail.
-    let v = serde_json::to_value(value).expect("serialisable data");
-    serde_json::to_vec(&v).expect("serialisable value")
 }
 
 /// `created` for a time given in seconds since the epoch.

@@ -119,5 +119,5 @@ pub fn filtered_index(original: &[u8], keep: &[bool]) -> Result<Vec<u8>, serde_j
             .collect();
         *list = kept;
     }
-    Ok(crate::index::canonical_json(&v))
+    Ok(crate::json::canonical_json(&v))
 }

@@ -256,7 +256,7 @@ pub fn sign(index: &[u8], keys: &[SigningKey]) -> Vec<u8> {
             },
         );
     }
-    rin_bundle::index::canonical_json(&SignatureFile {
+    rin_bundle::json::canonical_json(&SignatureFile {
         signatures: by_id.into_values().collect(),
     })
 }
@@ -457,7 +457,7 @@ mod tests {
         let twice = SignatureFile {
             signatures: vec![one.signatures[0].clone(), one.signatures[0].clone()],
         };
-        let twice = rin_bundle::index::canonical_json(&twice);
+        let twice = rin_bundle::json::canonical_json(&twice);
         assert!(
             matches!(policy.evaluate(index, &twice), Err(TrustError::Malformed(m)) if m.contains("twice"))
         );

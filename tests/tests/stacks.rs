@@ -154,7 +154,7 @@ fn every_secret_a_stack_uses_is_generated_at_apply_time() {
 #[test]
 fn every_image_the_manifests_use_is_in_the_stack() {
     let norm = |r: &str| {
-        let p = rin_builder::registry::parse_reference(r).unwrap();
+        let p = rin_builder::net::registry::parse_reference(r).unwrap();
         (
             p.registry().to_string(),
             p.repository().to_string(),
@@ -173,7 +173,7 @@ fn every_image_the_manifests_use_is_in_the_stack() {
             .collect();
         let mut uses = Vec::new();
         for (file, text) in &l.texts {
-            rin_builder::scan::yaml_images(text, file, &mut uses);
+            rin_builder::pack::scan::yaml_images(text, file, &mut uses);
         }
         assert!(!uses.is_empty(), "{}: no image found", dir.display());
         for u in uses {
@@ -490,7 +490,7 @@ fn serve_stand_ins(
                 .unwrap();
             continue;
         }
-        let r = rin_builder::registry::parse_reference(&i.reference).unwrap();
+        let r = rin_builder::net::registry::parse_reference(&i.reference).unwrap();
         hosts.insert(r.registry().to_string());
         // The same reference gets the same stand-in in every stack.
         let name: String = i

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use rin_builder::registry::RegistryOptions;
+use rin_builder::net::registry::RegistryOptions;
 use rin_builder::{BuildError, BuildOptions, FetchOptions, Stack};
 use rin_bundle::Arch;
 
@@ -279,7 +279,9 @@ fn lock(
     let opts = fetch.options()?;
     let display = reporters::reporter(mode);
     let out = runtime()?
-        .block_on(rin_builder::fetch::lock(&stack, &arches, &opts, display))
+        .block_on(rin_builder::net::fetch::lock(
+            &stack, &arches, &opts, display,
+        ))
         .with_context(|| format!("cannot lock {}", stack_dir.display()))?;
     report_lock(&out);
     Ok(())
@@ -343,7 +345,7 @@ fn build(
     // while the bundle is written, the writer following right behind them.
     let rt = runtime()?;
     let (mut fetched, lock, downloads) = rt
-        .block_on(rin_builder::fetch::prepare(
+        .block_on(rin_builder::net::fetch::prepare(
             &stack,
             &arches,
             &fetch_opts,

@@ -3,10 +3,11 @@
 //! digest as it is collected; the writer checks it again as it streams it into the bundle.
 
 use crate::error::{BuildError, Result};
+use crate::fetched::FileEntry;
 use crate::spec::{ChartSpec, ImageSpec, Stack};
 use rin_bundle::Source;
 use rin_bundle::digest::{sha256_hex, sha256_reader};
-use rin_bundle::index::{self, Chart, Entry, Image, ImagePlatform};
+use rin_bundle::index::{self, Chart, Image, ImagePlatform};
 use rin_bundle::oci::{self, ConfigPlatform, Descriptor, Document};
 use rin_bundle::{Arch, Platform, k3s};
 use std::collections::BTreeMap;
@@ -434,7 +435,7 @@ pub fn chart(
     // The archive is carried byte for byte as the chart's one layer, streamed from the file.
     let layer_digest = format!("sha256:{archive_sha256}");
     blobs.add_verified(layer_digest.clone(), archive_size, &path);
-    let config = index::canonical_json(&meta);
+    let config = rin_bundle::json::canonical_json(&meta);
     let config_size = config.len() as u64;
     let config_digest = blobs.add_bytes(config);
     let manifest = serde_json::json!({
@@ -447,7 +448,7 @@ pub fn chart(
             "org.opencontainers.image.version": spec.version,
         },
     });
-    let manifest = index::canonical_json(&manifest);
+    let manifest = rin_bundle::json::canonical_json(&manifest);
     let size = manifest.len() as u64;
     let digest = blobs.add_bytes(manifest);
     let desc = Descriptor {
@@ -505,31 +506,10 @@ pub fn hash_file(path: &Path) -> Result<(String, u64)> {
     sha256_reader(File::open(path).map_err(read_err)?).map_err(read_err)
 }
 
-/// A file to carry: its index entry (hashed once, when it is collected) and where it comes from.
-#[derive(Debug, Clone)]
-pub struct FileEntry {
-    pub entry: Entry,
-    pub source: PathBuf,
-}
-
 impl FileEntry {
     fn hashed(path: String, source: PathBuf, mode: u32) -> Result<Self> {
         let (sha256, size) = hash_file(&source)?;
         Ok(Self::known(path, source, sha256, size, mode))
-    }
-
-    /// A file whose sha256 and size are already known (checked when it was downloaded); the
-    /// bundle writer hashes it again as it streams it.
-    pub fn known(path: String, source: PathBuf, sha256: String, size: u64, mode: u32) -> Self {
-        FileEntry {
-            entry: Entry {
-                path,
-                size,
-                sha256,
-                mode,
-            },
-            source,
-        }
     }
 
     /// A regular file carried as `path`, mode 0755 if it is executable, else 0644.

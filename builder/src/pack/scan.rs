@@ -5,7 +5,7 @@
 //! Templated references (`{{ … }}`) cannot be known without rendering; their values are what
 //! the values files give, which is what is scanned.
 
-use crate::registry::parse_reference;
+use crate::net::registry::parse_reference;
 use rin_bundle::index::Image;
 use std::io::Read;
 

@@ -2,9 +2,10 @@
 //! retries and `Range` resume as registry blobs. Proxies come from the usual environment
 //! variables (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), which reqwest reads by default.
 
-use crate::cache::{Body, Cache, Failure, Net};
+use crate::cache::Cache;
 use crate::error::{BuildError, Result};
-use crate::registry::{RegistryOptions, is_loopback, source_chain};
+use crate::net::download::{Body, Downloader, Failure};
+use crate::net::registry::{RegistryOptions, is_loopback, source_chain};
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;
 use reqwest::header::RANGE;
@@ -99,7 +100,7 @@ fn status_failure(url: &str, status: StatusCode) -> Failure {
 
 fn transport(e: reqwest::Error) -> Failure {
     let text = format!("{e}: {}", source_chain(&e));
-    if crate::registry::is_certificate_error(&text) {
+    if crate::net::registry::is_certificate_error(&text) {
         Failure::Fatal(BuildError::Fetch {
             what: e.url().map(|u| u.to_string()).unwrap_or_default(),
             reason: format!("{text} (pass the server's CA with --ca-file)"),
@@ -110,7 +111,11 @@ fn transport(e: reqwest::Error) -> Failure {
 }
 
 /// GET a small document into memory (at most [`MAX_SMALL`] bytes), with retries.
-pub async fn get_small(net: &Net, http: &reqwest::Client, url: &reqwest::Url) -> Result<Vec<u8>> {
+pub async fn get_small(
+    net: &Downloader,
+    http: &reqwest::Client,
+    url: &reqwest::Url,
+) -> Result<Vec<u8>> {
     net.retry(url.as_str(), || async {
         let resp = http.get(url.clone()).send().await.map_err(transport)?;
         if !resp.status().is_success() {
@@ -136,7 +141,7 @@ pub async fn get_small(net: &Net, http: &reqwest::Client, url: &reqwest::Url) ->
 /// Download `url`, whose sha256 is known, into the cache (resumed with `Range` when the server
 /// answers 206).
 pub async fn download(
-    net: &Net,
+    net: &Downloader,
     http: &reqwest::Client,
     cache: &Cache,
     url: &reqwest::Url,

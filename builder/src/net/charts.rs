@@ -2,23 +2,18 @@
 //! (`oci://host/path`, the chart at `host/path/<name>:<version>`), resolved to the archive's
 //! sha256 for the lock and fetched into the cache against it.
 
-use crate::cache::{Cache, Net};
+use crate::cache::Cache;
 use crate::error::{BuildError, Result};
-use crate::fetch::Session;
-use crate::http;
 use crate::lock::LockedChart;
-use crate::registry::{Registries, parse_reference};
+use crate::net::download::Downloader;
+use crate::net::http;
+use crate::net::registry::{Registries, parse_reference};
+use crate::net::session::Session;
 use crate::spec::ChartSpec;
 use rin_bundle::oci::{self, Descriptor, Document};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-/// The repository's registry host for an `oci://` chart repository.
-pub fn oci_host(repo: &str) -> Option<String> {
-    let rest = repo.strip_prefix("oci://")?;
-    Some(rest.split('/').next().unwrap_or_default().to_string())
-}
 
 fn oci_reference(repo: &str, name: &str, version: &str) -> Option<String> {
     let rest = repo.strip_prefix("oci://")?.trim_end_matches('/');
@@ -131,7 +126,7 @@ pub async fn resolve(s: &Session, spec: &ChartSpec, repo: &str) -> Result<Locked
 
 /// The chart layer of a Helm OCI artifact.
 async fn oci_layer(
-    net: &Net,
+    net: &Downloader,
     regs: &Registries,
     cache: &Cache,
     spec: &ChartSpec,

@@ -4,9 +4,11 @@
 //! Plain HTTP is used only for loopback registries and for `--insecure-registry` hosts, and
 //! only when they do not answer HTTPS.
 
-use crate::cache::{Arrivals, Body, Cache, Failure, Got, Net};
+use crate::cache::Cache;
 use crate::error::{BuildError, Result};
+use crate::fetched::Arrivals;
 use crate::lock::LockedImage;
+use crate::net::download::{Body, Downloaded, Downloader, Failure};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
@@ -148,7 +150,7 @@ impl Registries {
     }
 
     /// Fetch a manifest or index (by tag or digest) with retries: (bytes, digest).
-    async fn manifest(&self, net: &Net, r: &Reference) -> Result<(Vec<u8>, String)> {
+    async fn manifest(&self, net: &Downloader, r: &Reference) -> Result<(Vec<u8>, String)> {
         let what = r.whole();
         let remote = self.remote(r);
         let auth = self.auth_for(&remote);
@@ -180,7 +182,12 @@ impl Registries {
     }
 
     /// A manifest as the registry serves it now (by tag or digest); cached by its digest.
-    pub async fn manifest_bytes(&self, net: &Net, cache: &Cache, r: &Reference) -> Result<Vec<u8>> {
+    pub async fn manifest_bytes(
+        &self,
+        net: &Downloader,
+        cache: &Cache,
+        r: &Reference,
+    ) -> Result<Vec<u8>> {
         let (bytes, _) = self.manifest(net, r).await?;
         cache.put(&bytes)?;
         Ok(bytes)
@@ -189,7 +196,7 @@ impl Registries {
     /// A manifest by digest, from the cache or the registry (then cached).
     async fn manifest_by_digest(
         &self,
-        net: &Net,
+        net: &Downloader,
         cache: &Cache,
         r: &Reference,
         digest: &str,
@@ -205,7 +212,12 @@ impl Registries {
     }
 
     /// Resolve a reference to its digest and the digests of every platform it offers.
-    pub async fn resolve(&self, net: &Net, cache: &Cache, reference: &str) -> Result<LockedImage> {
+    pub async fn resolve(
+        &self,
+        net: &Downloader,
+        cache: &Cache,
+        reference: &str,
+    ) -> Result<LockedImage> {
         let r = parse_reference(reference)?;
         let (bytes, digest) = self.manifest(net, &r).await?;
         cache.put(&bytes)?;
@@ -237,7 +249,7 @@ impl Registries {
     /// The platform an image config says.
     async fn config(
         &self,
-        net: &Net,
+        net: &Downloader,
         cache: &Cache,
         r: &Reference,
         desc: &Descriptor,
@@ -268,7 +280,7 @@ impl Registries {
     /// layer).
     pub async fn documents(
         &self,
-        net: &Net,
+        net: &Downloader,
         cache: &Cache,
         locked: &LockedImage,
         arches: &[Arch],
@@ -348,11 +360,11 @@ impl Registries {
     /// Fetch one blob into the cache, resuming and retrying.
     pub async fn blob(
         &self,
-        net: &Net,
+        net: &Downloader,
         cache: &Cache,
         r: &Reference,
         desc: &Descriptor,
-    ) -> Result<Got> {
+    ) -> Result<Downloaded> {
         let hex = digest_hex(&desc.digest, r)?;
         let remote = self.remote(r);
         let r = &remote;
@@ -390,7 +402,7 @@ impl Registries {
 /// digest order (the order the bundle writer reads them), marking each in `arrivals`.
 pub async fn fetch_blobs(
     regs: Arc<Registries>,
-    net: Arc<Net>,
+    net: Arc<Downloader>,
     cache: Arc<Cache>,
     wanted: Vec<(Reference, Descriptor)>,
     jobs: usize,
@@ -462,6 +474,12 @@ fn parse_doc(bytes: &[u8], image: &str) -> Result<Document> {
 
 fn is_not_found(e: &BuildError) -> bool {
     matches!(e, BuildError::NotFound { .. })
+}
+
+/// The repository's registry host for an `oci://` chart repository.
+pub fn oci_host(repo: &str) -> Option<String> {
+    let rest = repo.strip_prefix("oci://")?;
+    Some(rest.split('/').next().unwrap_or_default().to_string())
 }
 
 /// Sort an oci-client error into "try again" and "final".

@@ -2,69 +2,19 @@
 //! image blob, chart archive and K3s file it pins into the cache. The packer then reads them
 //! from the cache like any local file.
 
-use crate::cache::{Arrivals, Cache, Net};
-use crate::collect::FileEntry;
 use crate::error::{BuildError, Result};
+use crate::fetched::Arrivals;
+use crate::fetched::Fetched;
 use crate::lock::{self, Lock};
-use crate::registry::{self, Registries, RegistryOptions, parse_reference};
+use crate::net::registry::{self, parse_reference};
+use crate::net::session::{FetchOptions, Session, session};
+use crate::net::{charts, k3s};
 use crate::report::{Event, Reporter};
 use crate::spec::Stack;
-use crate::{charts, http, k3s};
 use rin_bundle::Arch;
 use rin_bundle::oci::Descriptor;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// How to fetch.
-#[derive(Debug, Clone)]
-pub struct FetchOptions {
-    /// The cache directory (content-addressed blobs).
-    pub cache: PathBuf,
-    pub registry: RegistryOptions,
-    /// Downloads at a time.
-    pub jobs: usize,
-    /// Refuse to build when the lock is missing or would change.
-    pub locked: bool,
-    /// The lock file; default: the stack's `lock:` (images.lock in the stack directory).
-    pub lock_path: Option<PathBuf>,
-    /// Attempts per download (at least 1).
-    pub attempts: u32,
-}
-
-impl FetchOptions {
-    pub fn new(cache: PathBuf) -> Self {
-        FetchOptions {
-            cache,
-            registry: RegistryOptions::default(),
-            jobs: 8,
-            locked: false,
-            lock_path: None,
-            attempts: 6,
-        }
-    }
-
-    pub fn lock_path(&self, stack: &Stack) -> PathBuf {
-        self.lock_path
-            .clone()
-            .unwrap_or_else(|| stack.resolve(&stack.spec.lock))
-    }
-}
-
-/// What was fetched, for the packer.
-#[derive(Debug, Default)]
-pub struct Fetched {
-    /// The cache root: an OCI blob store.
-    pub store: Option<PathBuf>,
-    /// Registry images: reference → the descriptor of what the lock pins (in the store).
-    pub images: BTreeMap<String, Descriptor>,
-    /// Repository charts: (name, version) → the archive in the cache.
-    pub charts: BTreeMap<(String, String), PathBuf>,
-    /// K3s release files, when fetched rather than read from `k3s.files`.
-    pub k3s: Option<Vec<FileEntry>>,
-    /// Image blobs still downloading while the bundle is written (see [`Downloads`]).
-    pub arrivals: Option<Arc<Arrivals>>,
-}
 
 /// The image blobs left to download once the lock, the image documents, the charts and the
 /// K3s files are in place.
@@ -104,49 +54,6 @@ pub fn needs_network(stack: &Stack) -> bool {
     s.images.iter().any(|i| i.layout.is_none())
         || s.charts.iter().any(|c| c.repo.is_some())
         || s.k3s.as_ref().is_some_and(|k| k.files.is_none())
-}
-
-/// Everything one run uses to reach its sources.
-pub struct Session {
-    pub net: Arc<Net>,
-    pub cache: Arc<Cache>,
-    pub http: reqwest::Client,
-    pub regs: Arc<Registries>,
-    pub opts: RegistryOptions,
-}
-
-async fn session(
-    stack: &Stack,
-    opts: &FetchOptions,
-    reporter: Arc<dyn Reporter>,
-) -> Result<Session> {
-    let cache = Cache::open(&opts.cache)?;
-    let mut net = Net::new(reporter);
-    net.policy.attempts = opts.attempts.max(1);
-    let http = http::client(&opts.registry)?;
-    let mut hosts: Vec<String> = Vec::new();
-    for i in stack.spec.images.iter().filter(|i| i.layout.is_none()) {
-        hosts.push(parse_reference(&i.reference)?.registry().to_string());
-    }
-    for c in &stack.spec.charts {
-        if let Some(h) = c.repo.as_deref().and_then(charts::oci_host) {
-            hosts.push(
-                parse_reference(&format!("{h}/chart"))?
-                    .registry()
-                    .to_string(),
-            );
-        }
-    }
-    hosts.sort();
-    hosts.dedup();
-    let regs = Registries::connect(&hosts, &opts.registry, &http).await?;
-    Ok(Session {
-        net: Arc::new(net),
-        cache: Arc::new(cache),
-        http,
-        regs: Arc::new(regs),
-        opts: opts.registry.clone(),
-    })
 }
 
 /// Resolve what `lock` lacks for the stack (everything, when it is empty), after dropping what

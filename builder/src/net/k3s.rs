@@ -6,12 +6,12 @@
 //! K3s repository at the release's tag (the script get.k3s.io serves; the release publishes no
 //! checksum for it, so the lock pins the one first fetched).
 
-use crate::collect::FileEntry;
 use crate::error::{BuildError, Result};
-use crate::fetch::Session;
-use crate::http;
+use crate::fetched::FileEntry;
 use crate::lock::{Lock, LockedFile};
-use crate::registry::RegistryOptions;
+use crate::net::http;
+use crate::net::registry::RegistryOptions;
+use crate::net::session::Session;
 use crate::spec::K3sSpec;
 use rin_bundle::Arch;
 use rin_bundle::index;

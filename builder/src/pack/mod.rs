@@ -1,15 +1,21 @@
-//! Packing a stack into a bundle: plan every entry, build the index, sign it, write it.
+//! The packing half of a build (synchronous): `scan` finds the images manifests and charts
+//! use, `collect` turns local layouts, the cache, charts, K3s files and trees into entries and
+//! blobs, and this module plans the bundle (`plan`) and writes it (`build_from`).
 
-use crate::collect::{self, BlobSet, FileEntry};
+pub mod collect;
+pub mod scan;
+
 use crate::error::{BuildError, Result};
-use crate::fetch::Fetched;
-use crate::scan::{self, Use};
+use crate::fetched::Fetched;
+use crate::fetched::FileEntry;
 use crate::spec::{ChartSpec, Stack};
+use collect::BlobSet;
 use ed25519_dalek::SigningKey;
 use rin_bundle::Arch;
 use rin_bundle::index::{self, Entry, Index, K3s};
 use rin_bundle::oci::{self, Descriptor};
 use rin_bundle::{Progress, Source};
+use scan::Use;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -197,7 +203,7 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
             d
         })
         .collect();
-    let layout_json = index::canonical_json(&serde_json::json!({
+    let layout_json = rin_bundle::json::canonical_json(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": oci::MT_OCI_INDEX,
         "manifests": manifests,
