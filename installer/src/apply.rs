@@ -15,20 +15,22 @@
 //! crash or kill at any point the next run converges; the state directory's lock keeps two runs
 //! apart.
 
-use crate::deploy::{Cluster, DeployOptions};
+use crate::cluster::connect::connect;
+use crate::cluster::deploy::DeployOptions;
+use crate::cluster::objects::{self, Origin};
+use crate::cluster::rollout::{self, Desired, RolledOut, RolloutOptions};
+use crate::cluster::stack;
 use crate::error::{InstallError, Result};
-use crate::host::{self, Change, Content, HostFile, Role, SiteRegistry};
-use crate::objects::{self, Origin};
-use crate::preflight::{self, Facts};
-use crate::rollout::{self, Desired, RolledOut, RolloutOptions};
-use crate::seed::{self, SeedOptions, Seeded};
-use crate::site_registry;
-use crate::stack;
-use crate::stage::{self, Stage, Staged};
-use crate::state::{self, Release, State};
+use crate::node::host::{self, Change, Content, HostFile, Role, SiteRegistry};
+use crate::node::preflight::{self, Facts};
+use crate::node::seed::{self, SeedOptions, Seeded};
+use crate::node::site_registry;
+use crate::node::stage::{self, Stage, Staged};
+use crate::node::state::{self, Release, State};
+use crate::report::Report;
 use rin_bundle::Arch;
+use rin_bundle::Trust;
 use rin_bundle::digest::sha256_hex;
-use rin_bundle::{Progress, Trust};
 use rin_support::fs::AtomicFile;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -70,12 +72,6 @@ pub struct ApplyOptions {
     pub prune_volumes: bool,
     /// Releases kept for rollback.
     pub keep: usize,
-}
-
-/// How the pipeline reports: byte progress of its passes, steps, and lines for the operator.
-pub trait Report: Progress {
-    fn step(&self, n: usize, of: usize, name: &str);
-    fn say(&self, line: &str);
 }
 
 /// What apply did (or, in a dry run, would do).
@@ -154,7 +150,7 @@ impl ApplyOptions {
     fn kubeconfig_path(&self) -> PathBuf {
         self.kubeconfig
             .clone()
-            .unwrap_or_else(|| crate::manage::k3s_kubeconfig(&self.root))
+            .unwrap_or_else(|| crate::cluster::connect::k3s_kubeconfig(&self.root))
     }
 
     fn rollout(&self) -> RolloutOptions {
@@ -168,41 +164,6 @@ impl ApplyOptions {
             keep: self.keep,
         }
     }
-}
-
-/// Connect to the cluster of `kubeconfig` and wait until its API answers: the cluster and its
-/// Kubernetes version.
-pub fn connect(
-    kubeconfig: &Path,
-    timeout: Duration,
-    rt: &tokio::runtime::Runtime,
-    report: &dyn Report,
-) -> Result<(Cluster, String)> {
-    report.say(&format!(
-        "waiting for the Kubernetes API ({}, up to {}s)",
-        kubeconfig.display(),
-        timeout.as_secs()
-    ));
-    let opts = DeployOptions {
-        timeout,
-        poll: Duration::from_secs(2),
-        ..Default::default()
-    };
-    rt.block_on(async {
-        // K3s writes its kubeconfig once it has started: wait for the file too.
-        let started = Instant::now();
-        while !kubeconfig.exists() && started.elapsed() < timeout {
-            tokio::time::sleep(opts.poll).await;
-        }
-        let cluster = Cluster::connect(kubeconfig).await?;
-        let opts = DeployOptions {
-            timeout: timeout.saturating_sub(started.elapsed()),
-            ..opts
-        };
-        let version = cluster.wait_for_api(&opts).await?;
-        report.say(&format!("the Kubernetes API answers ({version})"));
-        Ok((cluster, version))
-    })
 }
 
 /// Run the node's steps for `bundle`.
@@ -318,7 +279,10 @@ pub fn apply(
         for (entry, name) in stack::static_charts(&index) {
             let f = HostFile {
                 mode: 0o644,
-                ..entry_file(entry, format!("{}/{name}", crate::helmchart::STATIC_DIR))
+                ..entry_file(
+                    entry,
+                    format!("{}/{name}", crate::cluster::helmchart::STATIC_DIR),
+                )
             };
             let c = host::change(&opts.root, &f)?;
             if c != Change::Unchanged {

@@ -1,24 +1,13 @@
 //! `rininstall`'s library: what happens at the site. Verification itself lives in `rin-bundle`
-//! (one streaming pass) with the trust policy of `rin-signing`; `apply` runs the node's steps
-//! (preflight, staging, K3s host files, the site registry, seeding, the release record).
+//! (one streaming pass) with the trust policy of `rin-signing`. `apply` runs the pipeline: the
+//! node's steps (`node`: preflight, staging, K3s host files, the site registry, seeding, the
+//! release record) and the cluster step (`cluster`: deploy, wait, record, status, rollback).
 
 pub mod apply;
-pub mod deploy;
+pub mod cluster;
 pub mod error;
-pub mod health;
-pub mod helmchart;
-pub mod host;
-pub mod manage;
-pub mod objects;
-pub mod placement;
-pub mod preflight;
-pub mod release;
-pub mod rollout;
-pub mod seed;
-pub mod site_registry;
-pub mod stack;
-pub mod stage;
-pub mod state;
+pub mod node;
+pub mod report;
 #[cfg(test)]
 mod testing;
 

@@ -1,6 +1,6 @@
 //! The installer's side of the fake API server (`rin-fake-api`): a `Cluster` on it.
 
-use crate::deploy::Cluster;
+use crate::cluster::deploy::Cluster;
 pub(crate) use rin_fake_api::*;
 use std::sync::{Arc, Mutex};
 

@@ -69,7 +69,7 @@ fn skopeo_digest(addr: &str, name: &str) -> String {
 /// Every image of `index` resolves by its site name to the bundle's digest.
 fn assert_seeded(addr: &str, index: &Index) {
     for image in &index.images {
-        let (repo, tag) = rin_installer::seed::site_name(&image.reference).unwrap();
+        let (repo, tag) = rin_installer::node::seed::site_name(&image.reference).unwrap();
         let name = format!("{repo}:{}", tag.unwrap());
         assert_eq!(skopeo_digest(addr, &name), image.digest, "{name}");
     }

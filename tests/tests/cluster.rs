@@ -678,8 +678,8 @@ fn a_field_the_api_server_does_not_know_is_named_with_the_object_and_its_file() 
 /// containerd is pointed at.
 #[test]
 fn the_site_registry_runs_on_a_real_cluster() {
-    use rin_installer::objects::{self, Origin};
-    use rin_installer::site_registry;
+    use rin_installer::cluster::objects::{self, Origin};
+    use rin_installer::node::site_registry;
     let cp = k8s::shared();
     let _watch = cp.watch();
     let yaml = site_registry::manifests_yaml("docker.io/library/registry:2.8.3", 31555, 10);

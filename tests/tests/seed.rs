@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use rin_bundle::Index;
-use rin_installer::seed::{self, SeedOptions};
+use rin_installer::node::seed::{self, SeedOptions};
 use rin_tests::registry::{Options, Registry};
 use rin_tests::{bin, build_signed, fixture, ok};
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! and the pods of namespaces labelled Pod Security `restricted` meet that profile.
 #![allow(clippy::unwrap_used)]
 
-use rin_installer::objects::{self, Object, Origin};
+use rin_installer::cluster::objects::{self, Object, Origin};
 use rin_tests::{build_signed_with, repo_root};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -6,10 +6,10 @@ use rin_bundle::{Arch, Platform};
 use rin_cli::{Bars, TrustArgs, VerifyArgs, exit, human_bytes};
 use rin_installer::InstallError;
 use rin_installer::apply::{self, ApplyOptions, RegistryMode};
-use rin_installer::host::Role;
-use rin_installer::manage::{self, Target};
-use rin_installer::seed::{self, SeedOptions};
-use rin_installer::site_registry;
+use rin_installer::cluster::manage::{self, Target};
+use rin_installer::node::host::Role;
+use rin_installer::node::seed::{self, SeedOptions};
+use rin_installer::node::site_registry;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -75,8 +75,9 @@ fn extract_command(args: &ExtractArgs, quiet: bool) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(rin_bundle::k3s::installer(&arch)));
     let bars = Bars::new(quiet);
-    let size = rin_installer::stage::extract_installer(&args.file, &policy, &arch, &dest, &bars)
-        .map_err(anyhow_of)?;
+    let size =
+        rin_installer::node::stage::extract_installer(&args.file, &policy, &arch, &dest, &bars)
+            .map_err(anyhow_of)?;
     println!(
         "verified {} and wrote {} ({}, {})",
         args.file.display(),
@@ -111,7 +112,7 @@ impl InstalledArgs {
             kubeconfig: self
                 .kubeconfig
                 .clone()
-                .unwrap_or_else(|| manage::k3s_kubeconfig(&self.root)),
+                .unwrap_or_else(|| rin_installer::cluster::connect::k3s_kubeconfig(&self.root)),
             timeout: std::time::Duration::from_secs(timeout),
         }
     }
@@ -154,7 +155,7 @@ struct DeployArgs {
     #[arg(long)]
     prune_volumes: bool,
     /// Releases kept for rollback.
-    #[arg(long, value_name = "N", default_value_t = rin_installer::release::DEFAULT_KEEP)]
+    #[arg(long, value_name = "N", default_value_t = rin_installer::cluster::release::DEFAULT_KEEP)]
     keep: usize,
     /// Bound of each wait, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
@@ -450,7 +451,7 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_rolled_out(out: &rin_installer::rollout::RolledOut) {
+fn print_rolled_out(out: &rin_installer::cluster::rollout::RolledOut) {
     for p in &out.pruned {
         println!("pruned {p}");
     }

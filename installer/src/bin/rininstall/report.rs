@@ -3,7 +3,7 @@
 
 use rin_bundle::Progress;
 use rin_cli::Bars;
-use rin_installer::apply::Report;
+use rin_installer::report::Report;
 use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -3,15 +3,16 @@
 //! the objects the state directory kept and the images the site registry still holds, with the
 //! same waits, pruning and record as an apply).
 
-use crate::apply::{Report, connect};
-use crate::deploy::DeployOptions;
+use crate::cluster::connect::connect;
+use crate::cluster::deploy::DeployOptions;
+use crate::cluster::health::Health;
+use crate::cluster::release::ReleaseRecord;
+use crate::cluster::rollout::{self, Desired, RolledOut, RolloutOptions};
 use crate::error::{InstallError, Result};
-use crate::health::Health;
-use crate::release::ReleaseRecord;
-use crate::rollout::{self, Desired, RolledOut, RolloutOptions};
-use crate::state::{self, Release, State};
+use crate::node::state::{self, Release, State};
+use crate::report::Report;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where the installation is and how to reach its cluster.
@@ -176,7 +177,7 @@ pub fn rollback(opts: &RollbackOptions, report: &dyn Report) -> Result<(ReleaseR
     let rt = runtime()?;
     let (cluster, _) = connect(&opts.target.kubeconfig, opts.target.timeout, &rt, report)?;
     let records = rt.block_on(rollout::releases(&cluster, &installed.stack))?;
-    let target = crate::release::rollback_target(&records, opts.to.as_deref())?.clone();
+    let target = crate::cluster::release::rollback_target(&records, opts.to.as_deref())?.clone();
     let kept = state.kept_objects(target.revision)?;
     report.say(&format!(
         "rolling back {} to {} (revision {}, installed {})",
@@ -214,9 +215,4 @@ pub fn rollback(opts: &RollbackOptions, report: &dyn Report) -> Result<(ReleaseR
         revision: Some(out.record.revision),
     })?;
     Ok((target, out))
-}
-
-/// The kubeconfig K3s writes under `root`.
-pub fn k3s_kubeconfig(root: &Path) -> PathBuf {
-    root.join(crate::host::KUBECONFIG)
 }

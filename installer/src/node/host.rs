@@ -17,7 +17,7 @@
 //! them.
 
 use crate::error::{InstallError, Result};
-use crate::state::{file_error, write_atomic};
+use crate::node::state::{file_error, write_atomic};
 use rin_bundle::digest::sha256_hex;
 use rin_bundle::index::{Entry, Index, K3s};
 use rin_bundle::{Arch, k3s};

@@ -6,7 +6,7 @@
 //! `http://127.0.0.1:NODEPORT` (kube-proxy serves NodePorts on each node's loopback).
 
 use crate::error::{InstallError, Result};
-use crate::seed::Plan;
+use crate::node::seed::Plan;
 use rin_bundle::Arch;
 use rin_bundle::index::{Image, ImagePlatform, Index};
 use rin_bundle::oci;

@@ -4,10 +4,10 @@
 //! (manifests, values and small chart archives are small); a chart too large to carry inline is
 //! staged on disk and written into K3s's static charts directory on every server.
 
+use crate::cluster::helmchart::{self, Feed};
+use crate::cluster::objects::{self, Object, Origin};
+use crate::cluster::placement;
 use crate::error::{InstallError, Result};
-use crate::helmchart::{self, Feed};
-use crate::objects::{self, Object, Origin};
-use crate::placement;
 use rin_bundle::index::{Entry, Index};
 use std::collections::{BTreeSet, HashMap};
 

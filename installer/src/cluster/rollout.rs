@@ -6,11 +6,11 @@
 //! objects applied (so their state can be looked at) and the previous release as the recorded
 //! one, and running again converges.
 
-use crate::deploy::{Cluster, DeployOptions};
+use crate::cluster::deploy::{Cluster, DeployOptions};
+use crate::cluster::health::{self, Health};
+use crate::cluster::objects::{self, Object, ObjectRef, Phase};
+use crate::cluster::release::{self, ReleaseRecord};
 use crate::error::{InstallError, Result};
-use crate::health::{self, Health};
-use crate::objects::{self, Object, ObjectRef, Phase};
-use crate::release::{self, ReleaseRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;

@@ -3,8 +3,8 @@
 //! once, each naming its fix.
 
 use crate::error::{InstallError, Result};
-use crate::host::{self, k3s_minor_patch};
-use crate::state::Release;
+use crate::node::host::{self, k3s_minor_patch};
+use crate::node::state::Release;
 use rin_bundle::Arch;
 use rin_bundle::index::Index;
 use std::collections::BTreeMap;
@@ -78,7 +78,7 @@ pub fn disk_needs(index: &Index, f: &Facts<'_>) -> Vec<Need> {
         std::fs::metadata(f.root.join(dest)).is_ok_and(|m| m.len() == bytes)
     };
     let k3s = host::k3s_entries(index, f.arch);
-    let staged: u64 = crate::stage::node_paths(index, f.arch)
+    let staged: u64 = crate::node::stage::node_paths(index, f.arch)
         .iter()
         .map(|p| size(p))
         .sum();
@@ -105,8 +105,8 @@ pub fn disk_needs(index: &Index, f: &Facts<'_>) -> Vec<Need> {
         }
     }
     if f.in_cluster_registry
-        && let Ok(image) = crate::site_registry::pick_image(index, f.registry_image)
-        && let Some(p) = crate::site_registry::platform_manifest(image, f.arch)
+        && let Ok(image) = crate::node::site_registry::pick_image(index, f.registry_image)
+        && let Some(p) = crate::node::site_registry::platform_manifest(image, f.arch)
     {
         archives += p.size;
     }
@@ -159,7 +159,7 @@ pub fn check(index: &Index, f: &Facts<'_>) -> Result<()> {
     }
     if let Some(why) = f
         .site_platforms
-        .and_then(|p| crate::seed::platforms_not_carried(index, p))
+        .and_then(|p| crate::node::seed::platforms_not_carried(index, p))
     {
         failures.push(format!("--platform: {why}"));
     }
@@ -196,11 +196,11 @@ pub fn check(index: &Index, f: &Facts<'_>) -> Result<()> {
         failures.push(msg);
     }
     if f.in_cluster_registry {
-        match crate::site_registry::pick_image(index, f.registry_image) {
+        match crate::node::site_registry::pick_image(index, f.registry_image) {
             Err(e) => failures.push(format!(
                 "{e}: add docker.io/library/registry:2 to the stack's images, or seed an existing registry with --registry HOST:PORT"
             )),
-            Ok(image) if crate::site_registry::platform_manifest(image, f.arch).is_none() => {
+            Ok(image) if crate::node::site_registry::platform_manifest(image, f.arch).is_none() => {
                 failures.push(format!(
                     "the registry image {} has no {} platform in the bundle: rebuild with `--arch {}`",
                     image.reference, f.arch.linux(), f.arch

@@ -3,8 +3,8 @@
 //! state directory. The next apply prunes what the last release had and the new one does not; a
 //! rollback re-applies a kept release. The last `keep` releases are kept (default 3).
 
+use crate::cluster::objects::ObjectRef;
 use crate::error::{InstallError, Result};
-use crate::objects::ObjectRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

@@ -9,8 +9,8 @@
 //! file for the chart, as `valuesContent`. The release is named after the chart and goes into
 //! the chart's `namespace:` from the stack (default: the chart's name), created if missing.
 
+use crate::cluster::objects::{Object, ObjectRef, Origin};
 use crate::error::{InstallError, Result};
-use crate::objects::{Object, ObjectRef, Origin};
 use rin_bundle::index::Chart;
 use serde_json::json;
 
@@ -117,7 +117,7 @@ pub fn helm_chart(chart: &Chart, feed: Feed<'_>, values: Option<&str>) -> Result
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::objects::Phase;
+    use crate::cluster::objects::Phase;
 
     fn chart(namespace: Option<&str>) -> Chart {
         Chart {

@@ -1,7 +1,7 @@
 //! Rollouts against the fake API server of `crate::testing`.
 
 use super::*;
-use crate::objects::Origin;
+use crate::cluster::objects::Origin;
 use crate::testing::{Fake, cluster};
 use std::time::Duration;
 
@@ -318,7 +318,7 @@ fn say_nothing() -> ((), impl Fn(String) + Sync) {
 #[tokio::test]
 async fn a_chart_counts_once_its_current_install_job_succeeded_and_its_release_workloads_are_ready()
 {
-    use crate::helmchart::{self, Feed};
+    use crate::cluster::helmchart::{self, Feed};
     let chart = cnpg_chart();
     let with_chart = |content: &[u8]| {
         let mut d = desired("1.0.0", "");
@@ -388,7 +388,7 @@ async fn a_chart_counts_once_its_current_install_job_succeeded_and_its_release_w
 
 #[tokio::test]
 async fn objects_of_a_kind_a_chart_brings_are_applied_once_the_chart_is_installed() {
-    use crate::helmchart::{self, Feed};
+    use crate::cluster::helmchart::{self, Feed};
     let chart = cnpg_chart();
     let (c, fake) = cluster(Fake {
         controllers: true,

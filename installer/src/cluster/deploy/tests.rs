@@ -1,7 +1,7 @@
 //! The Kubernetes layer against the fake API server of `crate::testing`.
 
 use super::*;
-use crate::objects::{self, Origin};
+use crate::cluster::objects::{self, Origin};
 use crate::testing::{Fake, cluster};
 
 const STACK: &str = r#"

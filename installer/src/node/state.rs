@@ -37,8 +37,8 @@ pub struct Release {
 /// A release's objects as applied, kept for rollback: `STATE/releases/<revision>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Kept {
-    pub record: crate::release::ReleaseRecord,
-    pub objects: Vec<crate::objects::Object>,
+    pub record: crate::cluster::release::ReleaseRecord,
+    pub objects: Vec<crate::cluster::objects::Object>,
 }
 
 /// An opened, locked state directory. The lock is released when this is dropped.
@@ -107,8 +107,8 @@ impl State {
     /// Keep the objects of release `record` for a later rollback (read back as [`Kept`]).
     pub fn keep_objects(
         &self,
-        record: &crate::release::ReleaseRecord,
-        objects: &[crate::objects::Object],
+        record: &crate::cluster::release::ReleaseRecord,
+        objects: &[crate::cluster::objects::Object],
     ) -> Result<()> {
         let bytes = serde_json::to_vec(&serde_json::json!({"record": record, "objects": objects}))
             .expect("a release serialises");
@@ -248,14 +248,14 @@ mod tests {
     fn a_release_s_objects_are_kept_for_rollback_and_forgotten_beyond_keep() {
         let t = tempfile::tempdir().unwrap();
         let s = State::open(t.path()).unwrap();
-        let objects = crate::objects::parse(
+        let objects = crate::cluster::objects::parse(
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: rin-system}\n",
             "manifests/a.yaml",
-            crate::objects::Origin::Stack,
+            crate::cluster::objects::Origin::Stack,
         )
         .unwrap();
         let kept = |revision| Kept {
-            record: crate::release::ReleaseRecord {
+            record: crate::cluster::release::ReleaseRecord {
                 revision,
                 stack: "demo".into(),
                 version: format!("1.{revision}.0"),

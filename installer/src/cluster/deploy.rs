@@ -5,8 +5,8 @@
 //! Kinds are found by discovery of their group and version (`kube::discovery::pinned_kind`), so
 //! any kind works, custom resources included, once its CRD is Established. Every wait is bounded.
 
+use crate::cluster::objects::{self, Generated, Object, ObjectRef, Phase};
 use crate::error::{InstallError, Result};
-use crate::objects::{self, Generated, Object, ObjectRef, Phase};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};

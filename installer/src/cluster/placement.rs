@@ -7,7 +7,7 @@
 //! expressions ANDed). Images the bundle does not carry leave the choice to the others; a pod
 //! none of whose images the bundle carries is left as it is.
 
-use crate::objects::{self, Object, Origin};
+use crate::cluster::objects::{self, Object, Origin};
 use oci_client::Reference;
 use rin_bundle::index::Index;
 use rin_bundle::{Arch, Platform};
@@ -144,7 +144,7 @@ pub fn place(objects: &mut [Object], carried: &Carried) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::objects::{self, Origin};
+    use crate::cluster::objects::{self, Origin};
     use rin_bundle::index::{Image, ImagePlatform};
 
     fn image(reference: &str, platforms: &[&str]) -> Image {

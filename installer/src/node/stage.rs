@@ -5,7 +5,7 @@
 //! whole bundle verified; until then it is `.NAME.partial` and a failure removes it.
 
 use crate::error::{InstallError, Result};
-use crate::seed::{Collect, Plan};
+use crate::node::seed::{Collect, Plan};
 use rin_bundle::Arch;
 use rin_bundle::index::{Entry, Index};
 use rin_bundle::{Opened, Progress, Sink};
@@ -117,7 +117,7 @@ impl Sink for Both<'_> {
 
 /// The bundle paths a node of `arch` may need on disk: its K3s files.
 pub fn node_paths(index: &Index, arch: &Arch) -> BTreeSet<String> {
-    crate::host::k3s_entries(index, arch)
+    crate::node::host::k3s_entries(index, arch)
         .all()
         .map(|e| e.path.clone())
         .collect()
@@ -168,7 +168,7 @@ pub fn first_pass(
             return Err(e.into());
         }
     };
-    rin_support::fs::rename_synced(&tmp, dir).map_err(crate::state::file_error)?;
+    rin_support::fs::rename_synced(&tmp, dir).map_err(crate::node::state::file_error)?;
     let plan = Plan::build(&index, verified.index_sha256, &collect.docs)?;
     let kept = take_kept(&mut collect);
     Ok(Staged {
@@ -257,7 +257,7 @@ pub fn extract_installer(
             use std::os::unix::fs::PermissionsExt;
             let staged = tmp.join(&path);
             fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).map_err(io(&staged))?;
-            rin_support::fs::rename_synced(&staged, dest).map_err(crate::state::file_error)
+            rin_support::fs::rename_synced(&staged, dest).map_err(crate::node::state::file_error)
         });
     let _ = fs::remove_dir_all(&tmp);
     done.map(|()| entry.size)

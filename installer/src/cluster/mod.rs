@@ -1,0 +1,14 @@
+//! The cluster step: the stack's objects (`stack`, `objects`, `placement`, `helmchart`) applied
+//! through kube (`deploy`), waited for (`rollout`, `health`), recorded (`release`), looked at and
+//! rolled back (`manage`); `connect` reaches the API.
+
+pub mod connect;
+pub mod deploy;
+pub mod health;
+pub mod helmchart;
+pub mod manage;
+pub mod objects;
+pub mod placement;
+pub mod release;
+pub mod rollout;
+pub mod stack;

@@ -1,0 +1,11 @@
+//! The node's steps: everything `apply` does on the machine itself, from the signed index alone
+//! or the verified bundle: `preflight` checks, `stage` (the first verified pass), `host` (K3s's
+//! files under the root), `site_registry` (the in-cluster registry's image archive and objects),
+//! `seed` (images and charts into the registry) and `state` (the lock, staging, release record).
+
+pub mod host;
+pub mod preflight;
+pub mod seed;
+pub mod site_registry;
+pub mod stage;
+pub mod state;
