@@ -8,7 +8,6 @@ pub mod fetched;
 pub mod lock;
 pub mod net;
 pub mod pack;
-pub mod report;
 pub mod spec;
 
 pub use error::{BuildError, Result};
@@ -16,5 +15,5 @@ pub use fetched::Fetched;
 pub use net::fetch::LockOutcome;
 pub use net::session::FetchOptions;
 pub use pack::{BuildOptions, Built, build, build_from};
-pub use report::{Event, Reporter};
+pub use rin_bundle::progress::{Event, Progress};
 pub use spec::Stack;

@@ -27,8 +27,8 @@ use crate::node::seed::{self, SeedOptions, Seeded};
 use crate::node::site_registry;
 use crate::node::stage::{self, Stage, Staged};
 use crate::node::state::{self, Release, State};
-use crate::report::Report;
 use rin_bundle::Arch;
+use rin_bundle::Progress;
 use rin_bundle::Trust;
 use rin_bundle::digest::sha256_hex;
 use rin_support::fs::AtomicFile;
@@ -171,7 +171,7 @@ pub fn apply(
     bundle: &Path,
     trust: &dyn Trust,
     opts: &ApplyOptions,
-    report: &dyn Report,
+    report: &dyn Progress,
 ) -> Result<Applied> {
     let real_root = opts.root == Path::new("/");
     if !real_root && !opts.no_start {
@@ -401,10 +401,9 @@ pub fn apply(
             let mut objs = objects::parse(&yaml, "the site registry", Origin::SiteRegistry)?;
             objects::order(&mut objs);
             let ro = opts.rollout();
-            let say = |s: String| report.say(&s);
             rt.block_on(async {
-                let inventory = c.apply(&objs, &ro.deploy, &say).await?;
-                rollout::wait_healthy(&c, &inventory, &Default::default(), &ro.deploy, &say).await
+                let inventory = c.apply(&objs, &ro.deploy, report).await?;
+                rollout::wait_healthy(&c, &inventory, &Default::default(), &ro.deploy, report).await
             })?;
             run_until(opts.timeout, report, "the site registry to answer", || {
                 registry_answers(node_port)
@@ -476,8 +475,7 @@ pub fn apply(
                 objects: objs,
                 installed: rin_bundle::index::format_created(rin_bundle::index::now_epoch()),
             };
-            let say = |s: String| report.say(&s);
-            let out = rt.block_on(rollout::roll_out(&c, desired, &opts.rollout(), &say))?;
+            let out = rt.block_on(rollout::roll_out(&c, desired, &opts.rollout(), report))?;
             if let Some(state) = &state {
                 state.keep_objects(&out.record, &out.objects)?;
                 state.forget_objects_except(&out.kept_revisions)?;
@@ -563,7 +561,7 @@ fn registry_archive(
 
 /// K3s's own installer, told not to download: it installs the service for the role and starts
 /// it (restarting K3s when it runs, so a changed registries.yaml takes effect).
-fn run_install_sh(script: &Path, role: &Role, report: &dyn Report) -> Result<()> {
+fn run_install_sh(script: &Path, role: &Role, report: &dyn Progress) -> Result<()> {
     report.say(&format!("running K3s's install.sh ({})", role.exec()));
     let out = std::process::Command::new("sh")
         .arg(script)
@@ -595,7 +593,7 @@ fn tail(s: &str) -> String {
 /// Retry `f` every two seconds until it succeeds or `timeout` passes.
 fn run_until(
     timeout: Duration,
-    report: &dyn Report,
+    report: &dyn Progress,
     what: &str,
     mut f: impl FnMut() -> std::result::Result<(), String>,
 ) -> Result<()> {

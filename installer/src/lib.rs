@@ -7,7 +7,6 @@ pub mod apply;
 pub mod cluster;
 pub mod error;
 pub mod node;
-pub mod report;
 #[cfg(test)]
 mod testing;
 

@@ -9,3 +9,13 @@ pub(crate) fn cluster(fake: Fake) -> (Cluster, Arc<Mutex<Fake>>) {
     let (client, fake) = client(fake);
     (Cluster::new(client), fake)
 }
+
+/// The lines a test's code said, kept in order.
+#[derive(Clone, Default)]
+pub(crate) struct Lines(pub Arc<Mutex<Vec<String>>>);
+
+impl rin_bundle::Progress for Lines {
+    fn say(&self, line: &str) {
+        self.0.lock().unwrap().push(line.to_string());
+    }
+}

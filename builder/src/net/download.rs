@@ -7,10 +7,10 @@
 
 use crate::cache::Cache;
 use crate::error::{BuildError, Result};
-use crate::report::{Event, Reporter};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use rin_bundle::progress::{Event, Progress};
 use rin_support::retry::{GaveUp, Policy, Retry};
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, OpenOptions};
@@ -51,14 +51,14 @@ impl From<BuildError> for Failure {
 
 /// Retries, backoff and the reporter, shared by every fetch of a run.
 pub struct Downloader {
-    pub reporter: Arc<dyn Reporter>,
+    pub reporter: Arc<dyn Progress>,
     /// Attempts per request; the pause starts at 500 ms and doubles up to 30 s.
     pub policy: Policy,
     ids: AtomicU64,
 }
 
 impl Downloader {
-    pub fn new(reporter: Arc<dyn Reporter>) -> Self {
+    pub fn new(reporter: Arc<dyn Progress>) -> Self {
         Downloader {
             reporter,
             policy: Policy {
@@ -335,7 +335,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     struct Nothing;
-    impl Reporter for Nothing {
+    impl Progress for Nothing {
         fn event(&self, _: &Event<'_>) {}
     }
 

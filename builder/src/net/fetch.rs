@@ -9,10 +9,10 @@ use crate::lock::{self, Lock};
 use crate::net::registry::{self, parse_reference};
 use crate::net::session::{FetchOptions, Session, session};
 use crate::net::{charts, k3s};
-use crate::report::{Event, Reporter};
 use crate::spec::Stack;
 use rin_bundle::Arch;
 use rin_bundle::oci::Descriptor;
+use rin_bundle::progress::{Event, Progress};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -90,7 +90,7 @@ pub async fn lock(
     stack: &Stack,
     arches: &[Arch],
     opts: &FetchOptions,
-    reporter: Arc<dyn Reporter>,
+    reporter: Arc<dyn Progress>,
 ) -> Result<LockOutcome> {
     let path = opts.lock_path(stack);
     let old = Lock::load(&path)?.unwrap_or_default();
@@ -113,7 +113,7 @@ pub async fn fetch(
     stack: &Stack,
     arches: &[Arch],
     opts: &FetchOptions,
-    reporter: Arc<dyn Reporter>,
+    reporter: Arc<dyn Progress>,
 ) -> Result<(Fetched, Option<LockOutcome>)> {
     let (fetched, lock, downloads) = prepare(stack, arches, opts, reporter).await?;
     if let Some(d) = downloads {
@@ -130,7 +130,7 @@ pub async fn prepare(
     stack: &Stack,
     arches: &[Arch],
     opts: &FetchOptions,
-    reporter: Arc<dyn Reporter>,
+    reporter: Arc<dyn Progress>,
 ) -> Result<(Fetched, Option<LockOutcome>, Option<Downloads>)> {
     if !needs_network(stack) {
         return Ok((Fetched::default(), None, None));

@@ -6,8 +6,8 @@ use crate::error::Result;
 use crate::net::download::Downloader;
 use crate::net::http;
 use crate::net::registry::{self, Registries, RegistryOptions, parse_reference};
-use crate::report::Reporter;
 use crate::spec::Stack;
+use rin_bundle::Progress;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -58,7 +58,7 @@ pub struct Session {
 pub(crate) async fn session(
     stack: &Stack,
     opts: &FetchOptions,
-    reporter: Arc<dyn Reporter>,
+    reporter: Arc<dyn Progress>,
 ) -> Result<Session> {
     let cache = Cache::open(&opts.cache)?;
     let mut net = Downloader::new(reporter);

@@ -2,7 +2,7 @@
 
 use crate::cluster::deploy::{Cluster, DeployOptions};
 use crate::error::Result;
-use crate::report::Report;
+use rin_bundle::Progress;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ pub fn connect(
     kubeconfig: &Path,
     timeout: Duration,
     rt: &tokio::runtime::Runtime,
-    report: &dyn Report,
+    report: &dyn Progress,
 ) -> Result<(Cluster, String)> {
     report.say(&format!(
         "waiting for the Kubernetes API ({}, up to {}s)",

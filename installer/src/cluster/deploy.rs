@@ -11,6 +11,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Client, Config};
+use rin_bundle::Progress;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
@@ -181,7 +182,7 @@ impl Cluster {
         &self,
         objects: &[Object],
         opts: &DeployOptions,
-        say: &(dyn Fn(String) + Sync),
+        report: &dyn Progress,
     ) -> Result<Vec<ObjectRef>> {
         let mut params = PatchParams::apply(FIELD_MANAGER);
         if opts.force_conflicts {
@@ -192,7 +193,7 @@ impl Cluster {
         let mut phase = None;
         for o in objects {
             if phase == Some(Phase::Crds) && o.phase() != Phase::Crds {
-                self.wait_established(&crds, opts, say).await?;
+                self.wait_established(&crds, opts, report).await?;
             }
             phase = Some(o.phase());
             let (api, settled) = self.api_for_waiting(&o.reference, opts).await?;
@@ -204,7 +205,7 @@ impl Cluster {
                 };
             }
             if let Some(how) = o.generated() {
-                self.create_missing(&api, &settled, value, &how, &o.source, say)
+                self.create_missing(&api, &settled, value, &how, &o.source, report)
                     .await?;
                 inventory.push(settled);
                 continue;
@@ -218,7 +219,7 @@ impl Cluster {
             inventory.push(settled);
         }
         if phase == Some(Phase::Crds) {
-            self.wait_established(&crds, opts, say).await?;
+            self.wait_established(&crds, opts, report).await?;
         }
         Ok(inventory)
     }
@@ -233,7 +234,7 @@ impl Cluster {
         mut value: Value,
         how: &Generated,
         source: &str,
-        say: &(dyn Fn(String) + Sync),
+        report: &dyn Progress,
     ) -> Result<()> {
         let cluster_error = |e: kube::Error| InstallError::Cluster {
             what: settled.to_string(),
@@ -288,7 +289,7 @@ impl Cluster {
         };
         match api.create(&params, &object).await {
             Ok(_) => {
-                say(format!("created {settled} ({how})"));
+                report.say(&format!("created {settled} ({how})"));
                 Ok(())
             }
             // Made by someone else since the look above: theirs stays.
@@ -303,7 +304,7 @@ impl Cluster {
         &self,
         names: &[String],
         opts: &DeployOptions,
-        say: &(dyn Fn(String) + Sync),
+        report: &dyn Progress,
     ) -> Result<()> {
         let ar = ApiResource::erase::<
             k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -311,7 +312,7 @@ impl Cluster {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
         let started = Instant::now();
         for name in names {
-            say(format!(
+            report.say(&format!(
                 "waiting for CustomResourceDefinition {name} to be Established"
             ));
             loop {
@@ -405,7 +406,9 @@ impl Cluster {
     /// Apply one object built here (a release record), not from a manifest.
     pub async fn apply_one(&self, value: &Value, opts: &DeployOptions) -> Result<ObjectRef> {
         let o = Object::from_value(value.clone(), "rininstall", objects::Origin::Stack)?;
-        let mut refs = self.apply(std::slice::from_ref(&o), opts, &|_| {}).await?;
+        let mut refs = self
+            .apply(std::slice::from_ref(&o), opts, &rin_bundle::Silent)
+            .await?;
         refs.pop().ok_or_else(|| InstallError::Cluster {
             what: "an object".into(),
             reason: "nothing was applied".into(),

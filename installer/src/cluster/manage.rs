@@ -10,7 +10,7 @@ use crate::cluster::release::ReleaseRecord;
 use crate::cluster::rollout::{self, Desired, RolledOut, RolloutOptions};
 use crate::error::{InstallError, Result};
 use crate::node::state::{self, Release, State};
-use crate::report::Report;
+use rin_bundle::Progress;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -80,7 +80,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// The installed release and its health. A cluster that does not answer is reported, not an
 /// error: the node's record is still shown.
-pub fn status(t: &Target, report: &dyn Report) -> Result<Status> {
+pub fn status(t: &Target, report: &dyn Progress) -> Result<Status> {
     let node = state::read_release(&t.state_dir)?;
     let rt = runtime()?;
     let mut out = Status {
@@ -163,7 +163,10 @@ pub struct RollbackOptions {
 
 /// Re-apply a kept release: its objects as the state directory kept them; its images are those
 /// the site registry was seeded with for it (the registry keeps every image it was given).
-pub fn rollback(opts: &RollbackOptions, report: &dyn Report) -> Result<(ReleaseRecord, RolledOut)> {
+pub fn rollback(
+    opts: &RollbackOptions,
+    report: &dyn Progress,
+) -> Result<(ReleaseRecord, RolledOut)> {
     let state = State::open(&opts.target.state_dir)?;
     let Some(installed) = state.release()? else {
         return Err(InstallError::Step {
@@ -202,8 +205,7 @@ pub fn rollback(opts: &RollbackOptions, report: &dyn Report) -> Result<(ReleaseR
         prune_volumes: opts.prune_volumes,
         keep: opts.keep,
     };
-    let say = |s: String| report.say(&s);
-    let out = rt.block_on(rollout::roll_out(&cluster, desired, &ro, &say))?;
+    let out = rt.block_on(rollout::roll_out(&cluster, desired, &ro, report))?;
     state.keep_objects(&out.record, &out.objects)?;
     state.forget_objects_except(&out.kept_revisions)?;
     state.record(&Release {

@@ -11,6 +11,7 @@ use crate::cluster::health::{self, Health};
 use crate::cluster::objects::{self, Object, ObjectRef, Phase};
 use crate::cluster::release::{self, ReleaseRecord};
 use crate::error::{InstallError, Result};
+use rin_bundle::Progress;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
@@ -59,8 +60,6 @@ pub struct RolledOut {
     pub recorded: bool,
 }
 
-type Say<'a> = &'a (dyn Fn(String) + Sync);
-
 fn obj_ref(api_version: &str, kind: &str, namespace: &str, name: &str) -> ObjectRef {
     ObjectRef {
         api_version: api_version.into(),
@@ -96,12 +95,12 @@ pub async fn roll_out(
     cluster: &Cluster,
     desired: Desired,
     opts: &RolloutOptions,
-    say: Say<'_>,
+    report: &dyn Progress,
 ) -> Result<RolledOut> {
     let objects = plan(desired.objects)?;
     let records = releases(cluster, &desired.stack).await?;
     let stale = stale_chart_jobs(cluster, &objects).await?;
-    say(format!("applying {} objects", objects.len()));
+    report.say(&format!("applying {} objects", objects.len()));
     // Operators (charts among them) install the CRDs that later objects may be of: they are
     // waited for before the rest is applied.
     let split = objects
@@ -109,7 +108,7 @@ pub async fn roll_out(
         .position(|o| o.phase() == Phase::Workloads)
         .unwrap_or(objects.len());
     let (first, rest) = objects.split_at(split);
-    let mut inventory = cluster.apply(first, &opts.deploy, say).await?;
+    let mut inventory = cluster.apply(first, &opts.deploy, report).await?;
     let operators: Vec<ObjectRef> = first
         .iter()
         .zip(&inventory)
@@ -117,13 +116,13 @@ pub async fn roll_out(
         .map(|(_, r)| r.clone())
         .collect();
     if !rest.is_empty() && !operators.is_empty() {
-        say(format!(
+        report.say(&format!(
             "waiting for {} operator object(s) before the rest",
             operators.len()
         ));
-        wait_healthy(cluster, &operators, &stale, &opts.deploy, say).await?;
+        wait_healthy(cluster, &operators, &stale, &opts.deploy, report).await?;
     }
-    inventory.extend(cluster.apply(rest, &opts.deploy, say).await?);
+    inventory.extend(cluster.apply(rest, &opts.deploy, report).await?);
     // A generated Secret belongs to the site once made: not in the inventory, never pruned.
     let inventory: Vec<ObjectRef> = objects
         .iter()
@@ -131,11 +130,11 @@ pub async fn roll_out(
         .filter(|(o, _)| o.generated().is_none())
         .map(|(_, r)| r)
         .collect();
-    wait_healthy(cluster, &inventory, &stale, &opts.deploy, say).await?;
+    wait_healthy(cluster, &inventory, &stale, &opts.deploy, report).await?;
 
     let previous = records.iter().max_by_key(|r| r.revision);
     let (pruned, kept) = match previous {
-        Some(p) => prune(cluster, &p.inventory, &inventory, opts, say).await?,
+        Some(p) => prune(cluster, &p.inventory, &inventory, opts, report).await?,
         None => Default::default(),
     };
     if let Some(p) = previous
@@ -214,7 +213,7 @@ async fn prune(
     old: &[ObjectRef],
     new: &[ObjectRef],
     opts: &RolloutOptions,
-    say: Say<'_>,
+    report: &dyn Progress,
 ) -> Result<(Vec<ObjectRef>, Vec<ObjectRef>)> {
     let keep: HashSet<_> = new.iter().map(ObjectRef::identity).collect();
     let mut with_claims = BTreeSet::new();
@@ -234,10 +233,10 @@ async fn prune(
     }
     let set = objects::prune_set(old, new, &|ns| with_claims.contains(ns), opts.prune_volumes);
     for r in &set.delete {
-        say(format!("pruning {r}: the new release no longer has it"));
+        report.say(&format!("pruning {r}: the new release no longer has it"));
     }
     for r in &set.kept {
-        say(format!(
+        report.say(&format!(
             "keeping {r}: the new release no longer has it, but it holds data (--prune-volumes deletes it)"
         ));
     }
@@ -339,13 +338,13 @@ fn tracked(r: &ObjectRef) -> bool {
 
 /// Wait until every workload, Job, claim and chart of `inventory` is healthy, at most
 /// `opts.timeout`; a chart counts once its install Job succeeded and then the workloads of its
-/// release are waited for too. Progress goes to `say` whenever it changes.
+/// release are waited for too. Progress goes to `report` whenever it changes.
 pub async fn wait_healthy(
     cluster: &Cluster,
     inventory: &[ObjectRef],
     stale_jobs: &HashSet<String>,
     opts: &DeployOptions,
-    say: Say<'_>,
+    report: &dyn Progress,
 ) -> Result<()> {
     let started = Instant::now();
     let mut waiting: Vec<Waited> = inventory
@@ -376,7 +375,7 @@ pub async fn wait_healthy(
         }
         still.extend(found);
         if still.is_empty() {
-            say("every object is healthy".into());
+            report.say("every object is healthy");
             return Ok(());
         }
         let line = format!(
@@ -393,7 +392,7 @@ pub async fn wait_healthy(
                 .join(", ")
         );
         if line != last_line {
-            say(line.clone());
+            report.say(&line);
             last_line = line;
         }
         if started.elapsed() >= opts.timeout {

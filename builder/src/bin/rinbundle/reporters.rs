@@ -2,7 +2,7 @@
 //! fetch, then one for packing), JSON lines on stderr (`--progress json`), or nothing.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
-use rin_builder::{Event, Reporter};
+use rin_builder::Event;
 use rin_bundle::Progress;
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -34,7 +34,7 @@ pub enum Display {
     None,
 }
 
-impl Reporter for Display {
+impl Progress for Display {
     fn event(&self, e: &Event<'_>) {
         match self {
             Display::Bars(b) => b.event(e),
@@ -42,9 +42,6 @@ impl Reporter for Display {
             Display::None => {}
         }
     }
-}
-
-impl Progress for Display {
     fn begin(&self, phase: &str, total: u64) {
         match self {
             Display::Bars(b) => b.begin(phase, total),

@@ -3,7 +3,6 @@
 
 use rin_bundle::Progress;
 use rin_cli::Bars;
-use rin_installer::report::Report;
 use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -56,9 +55,6 @@ impl Progress for Display {
             Display::None => {}
         }
     }
-}
-
-impl Report for Display {
     fn step(&self, n: usize, of: usize, name: &str) {
         match self {
             Display::Bars(_) => eprintln!("[{n}/{of}] {name}"),

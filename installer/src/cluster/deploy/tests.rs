@@ -62,11 +62,9 @@ async fn objects_are_applied_in_order_and_custom_kinds_only_after_their_crd_is_e
         crd_ready_after: Some(3),
         ..Default::default()
     });
-    let said = std::sync::Mutex::new(Vec::new());
-    let inventory = c
-        .apply(&ordered(), &fast(), &|s| said.lock().unwrap().push(s))
-        .await
-        .unwrap();
+    let lines = crate::testing::Lines::default();
+    let said = lines.0.clone();
+    let inventory = c.apply(&ordered(), &fast(), &lines).await.unwrap();
     let f = fake.lock().unwrap();
     assert_eq!(
         patches(&f),
@@ -105,7 +103,7 @@ async fn objects_are_applied_in_order_and_custom_kinds_only_after_their_crd_is_e
 async fn a_crd_that_never_establishes_stops_the_apply_with_its_conditions() {
     let (c, fake) = cluster(Fake::default());
     let e = c
-        .apply(&ordered(), &fast(), &|_| {})
+        .apply(&ordered(), &fast(), &rin_bundle::Silent)
         .await
         .unwrap_err()
         .to_string();
@@ -126,7 +124,10 @@ async fn a_field_conflict_names_the_object_and_field_and_force_takes_it_over() {
         conflict_on: Some("api".into()),
         ..Default::default()
     });
-    let e = c.apply(&ordered(), &fast(), &|_| {}).await.unwrap_err();
+    let e = c
+        .apply(&ordered(), &fast(), &rin_bundle::Silent)
+        .await
+        .unwrap_err();
     assert!(matches!(e, InstallError::Conflict { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
@@ -148,7 +149,9 @@ async fn a_field_conflict_names_the_object_and_field_and_force_takes_it_over() {
         force_conflicts: true,
         ..fast()
     };
-    c.apply(&ordered(), &forced, &|_| {}).await.unwrap();
+    c.apply(&ordered(), &forced, &rin_bundle::Silent)
+        .await
+        .unwrap();
     let f = fake.lock().unwrap();
     assert!(f.log.iter().any(|l| {
         l.starts_with("PATCH /apis/apps/v1/namespaces/rin-system/deployments/api?")
@@ -165,7 +168,11 @@ async fn a_kind_the_cluster_does_not_serve_is_explained() {
         Origin::Stack,
     )
     .unwrap();
-    let e = c.apply(&o, &fast(), &|_| {}).await.unwrap_err().to_string();
+    let e = c
+        .apply(&o, &fast(), &rin_bundle::Silent)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("Cluster.postgresql.cnpg.io rin-data/pg")
             && e.contains("does not serve postgresql.cnpg.io/v1"),
@@ -179,7 +186,10 @@ async fn pruning_deletes_in_order_and_an_object_already_gone_is_fine() {
         crd_ready_after: Some(0),
         ..Default::default()
     });
-    let old = c.apply(&ordered(), &fast(), &|_| {}).await.unwrap();
+    let old = c
+        .apply(&ordered(), &fast(), &rin_bundle::Silent)
+        .await
+        .unwrap();
     let prune = objects::prune_set(&old, &old[..2], &|_| false, false);
     c.delete(&prune.delete).await.unwrap();
     // Again: everything is already gone.

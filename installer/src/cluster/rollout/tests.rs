@@ -73,10 +73,9 @@ fn deployment_status(ready: u64) -> Value {
     json!({"replicas": 2, "updatedReplicas": 2, "readyReplicas": ready, "availableReplicas": ready})
 }
 
-fn said() -> (Arc<Mutex<Vec<String>>>, impl Fn(String) + Sync) {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let l = lines.clone();
-    (lines, move |s| l.lock().unwrap().push(s))
+fn said() -> (Arc<Mutex<Vec<String>>>, crate::testing::Lines) {
+    let lines = crate::testing::Lines::default();
+    (lines.0.clone(), lines)
 }
 
 use std::sync::{Arc, Mutex};
@@ -311,8 +310,8 @@ fn cnpg_chart() -> rin_bundle::index::Chart {
     }
 }
 
-fn say_nothing() -> ((), impl Fn(String) + Sync) {
-    ((), |_| {})
+fn say_nothing() -> ((), rin_bundle::Silent) {
+    ((), rin_bundle::Silent)
 }
 
 #[tokio::test]
@@ -549,7 +548,7 @@ metadata:
   namespace: default
   annotations: {rin.dev/copy-from: rin-data/db-app}
 "#;
-    let err = roll_out(&c, desired("1.0.0", yaml), &fast(500), &|_| {})
+    let err = roll_out(&c, desired("1.0.0", yaml), &fast(500), &rin_bundle::Silent)
         .await
         .unwrap_err()
         .to_string();
