@@ -2,6 +2,7 @@
 //! images, charts and K3s releases into a content-addressed cache) and the packing half (`pack`:
 //! everything into a signed, deterministic bundle with `rin-bundle`'s writer).
 
+pub mod build;
 pub mod cache;
 pub mod error;
 pub mod fetched;
@@ -10,6 +11,7 @@ pub mod net;
 pub mod pack;
 pub mod spec;
 
+pub use build::BuildFailure;
 pub use error::{BuildError, Result};
 pub use fetched::Fetched;
 pub use net::fetch::LockOutcome;

@@ -50,6 +50,17 @@ pub enum Event<'a> {
     },
 }
 
+impl<'a> From<rin_support::retry::Retry<'a>> for Event<'a> {
+    fn from(r: rin_support::retry::Retry<'a>) -> Self {
+        Event::Retry {
+            what: r.what,
+            attempt: r.attempt,
+            delay_ms: r.delay.as_millis() as u64,
+            error: r.error,
+        }
+    }
+}
+
 /// Reports nothing.
 pub struct Silent;
 

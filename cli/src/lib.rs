@@ -140,6 +140,75 @@ impl Progress for Bars {
             bar.finish_and_clear();
         }
     }
+
+    /// A retry is a line above the bar (unless quiet).
+    fn event(&self, e: &rin_bundle::progress::Event<'_>) {
+        if let rin_bundle::progress::Event::Retry {
+            what,
+            attempt,
+            delay_ms,
+            error,
+        } = e
+            && !self.quiet
+        {
+            let line = retry_line(what, *attempt, *delay_ms, error);
+            match self.bar.lock().ok().and_then(|b| b.clone()) {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+    }
+}
+
+/// What a binary draws progress with: bars (and lines) on a terminal, JSON lines on stderr, or
+/// nothing. Every `Progress` call goes to the one chosen.
+pub enum Display<B, J> {
+    Bars(B),
+    Json(J),
+    None,
+}
+
+impl<B: Progress, J: Progress> Display<B, J> {
+    fn chosen(&self) -> Option<&dyn Progress> {
+        match self {
+            Display::Bars(b) => Some(b),
+            Display::Json(j) => Some(j),
+            Display::None => None,
+        }
+    }
+}
+
+impl<B: Progress, J: Progress> Progress for Display<B, J> {
+    fn begin(&self, phase: &str, total: u64) {
+        if let Some(p) = self.chosen() {
+            p.begin(phase, total);
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(p) = self.chosen() {
+            p.advance(bytes);
+        }
+    }
+    fn end(&self) {
+        if let Some(p) = self.chosen() {
+            p.end();
+        }
+    }
+    fn step(&self, n: usize, of: usize, name: &str) {
+        if let Some(p) = self.chosen() {
+            p.step(n, of, name);
+        }
+    }
+    fn say(&self, line: &str) {
+        if let Some(p) = self.chosen() {
+            p.say(line);
+        }
+    }
+    fn event(&self, e: &rin_bundle::progress::Event<'_>) {
+        if let Some(p) = self.chosen() {
+            p.event(e);
+        }
+    }
 }
 
 /// The trust policy on the command line.
@@ -297,3 +366,11 @@ pub fn verify_command(
 }
 
 pub use rin_support::{human_bytes, is_loopback};
+
+/// How both binaries tell the operator a request is tried again.
+pub fn retry_line(what: &str, attempt: u32, delay_ms: u64, error: &str) -> String {
+    format!(
+        "retrying {what} in {:.1}s (attempt {attempt} failed: {error})",
+        delay_ms as f64 / 1000.0
+    )
+}

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cluster;
 pub mod error;
 pub mod node;
+pub mod release;
 #[cfg(test)]
 mod testing;
 

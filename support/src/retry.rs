@@ -3,7 +3,9 @@
 //! ceiling, each retry reported; or fatal (refused credentials, not found, wrong content),
 //! which ends the request at once. Each caller sorts its own client's errors into the two.
 
+#[cfg(feature = "tokio")]
 use std::fmt::Display;
+#[cfg(feature = "tokio")]
 use std::future::Future;
 use std::time::Duration;
 
@@ -53,6 +55,7 @@ impl Policy {
         (self.backoff * 2u32.pow(doublings)).min(self.max_delay)
     }
 
+    #[cfg(feature = "tokio")]
     /// After transient failure number `attempt`: false when that was the last attempt; else the
     /// retry is reported, the pause is waited out, and true.
     pub async fn pause(
@@ -76,6 +79,7 @@ impl Policy {
         true
     }
 
+    #[cfg(feature = "tokio")]
     /// Run `op` until it succeeds, fails fatally, or has failed `attempts` times; each retry is
     /// passed to `report` before its pause.
     pub async fn run<V, E, T, F, Fut>(
@@ -125,6 +129,7 @@ mod tests {
         assert_eq!((ms(1), ms(2), ms(3), ms(40)), (1, 2, 3, 3));
     }
 
+    #[cfg(feature = "tokio")]
     #[tokio::test]
     async fn transient_failures_are_retried_and_reported_fatal_ones_are_not() {
         let seen = Mutex::new(Vec::new());

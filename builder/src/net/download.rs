@@ -80,12 +80,7 @@ impl Downloader {
 
     /// A retry as a reporter event.
     fn report(&self, r: Retry<'_>) {
-        self.event(Event::Retry {
-            what: r.what,
-            attempt: r.attempt,
-            delay_ms: r.delay.as_millis() as u64,
-            error: r.error,
-        });
+        self.event(r.into());
     }
 
     /// Run `op` under the policy: until it succeeds, fails for good, or runs out of attempts.

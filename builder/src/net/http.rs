@@ -5,7 +5,8 @@
 use crate::cache::Cache;
 use crate::error::{BuildError, Result};
 use crate::net::download::{Body, Downloader, Failure};
-use crate::net::registry::{RegistryOptions, is_loopback, source_chain};
+use crate::net::failure::{is_certificate_error, source_chain};
+use crate::net::registry::{RegistryOptions, is_loopback};
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;
 use reqwest::header::RANGE;
@@ -100,7 +101,7 @@ fn status_failure(url: &str, status: StatusCode) -> Failure {
 
 fn transport(e: reqwest::Error) -> Failure {
     let text = format!("{e}: {}", source_chain(&e));
-    if crate::net::registry::is_certificate_error(&text) {
+    if is_certificate_error(&text) {
         Failure::Fatal(BuildError::Fetch {
             what: e.url().map(|u| u.to_string()).unwrap_or_default(),
             reason: format!("{text} (pass the server's CA with --ca-file)"),

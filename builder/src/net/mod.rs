@@ -5,6 +5,7 @@
 
 pub mod charts;
 pub mod download;
+pub mod failure;
 pub mod fetch;
 pub mod http;
 pub mod k3s;

@@ -8,9 +8,9 @@ use crate::cache::Cache;
 use crate::error::{BuildError, Result};
 use crate::fetched::Arrivals;
 use crate::lock::LockedImage;
-use crate::net::download::{Body, Downloaded, Downloader, Failure};
+use crate::net::download::{Body, Downloaded, Downloader};
+use crate::net::failure::{classify, is_certificate_error, source_chain};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -482,95 +482,6 @@ pub fn oci_host(repo: &str) -> Option<String> {
     Some(rest.split('/').next().unwrap_or_default().to_string())
 }
 
-/// Sort an oci-client error into "try again" and "final".
-fn classify(what: &str, e: OciDistributionError) -> Failure {
-    use OciDistributionError as E;
-    match e {
-        E::RequestError(e) => {
-            let text = format!("{e}: {}", source_chain(&e));
-            if is_certificate_error(&text) {
-                Failure::Fatal(BuildError::Fetch {
-                    what: what.into(),
-                    reason: format!("{text} (pass the registry's CA with --ca-file)"),
-                })
-            } else {
-                Failure::Transient(text)
-            }
-        }
-        E::IoError(e) => Failure::Transient(e.to_string()),
-        E::ServerError { code, message, .. } if code >= 500 || code == 429 || code == 408 => {
-            Failure::Transient(format!("HTTP {code}: {}", message.trim()))
-        }
-        E::ServerError { code: 404, .. } | E::ImageManifestNotFoundError(_) => {
-            Failure::Fatal(BuildError::NotFound {
-                what: what.into(),
-                reason: e.to_string(),
-            })
-        }
-        E::RegistryError { ref envelope, .. } => {
-            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|x| &x.code).collect();
-            if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::Toomanyrequests))
-            {
-                Failure::Transient(e.to_string())
-            } else if codes.iter().any(|c| {
-                matches!(
-                    c,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::BlobUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound
-                )
-            }) {
-                Failure::Fatal(BuildError::NotFound {
-                    what: what.into(),
-                    reason: e.to_string(),
-                })
-            } else if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-            {
-                Failure::Fatal(BuildError::Auth {
-                    what: what.into(),
-                    reason: e.to_string(),
-                })
-            } else {
-                Failure::Fatal(BuildError::Fetch {
-                    what: what.into(),
-                    reason: e.to_string(),
-                })
-            }
-        }
-        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => {
-            Failure::Fatal(BuildError::Auth {
-                what: what.into(),
-                reason: e.to_string(),
-            })
-        }
-        E::DigestError(_) => Failure::Fatal(BuildError::Mismatch {
-            what: what.into(),
-            expected: "the digest asked for".into(),
-            actual: e.to_string(),
-        }),
-        other => Failure::Fatal(BuildError::Fetch {
-            what: what.into(),
-            reason: other.to_string(),
-        }),
-    }
-}
-
-/// The causes below an error, joined (reqwest hides the useful part, e.g. "connection refused").
-pub fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    parts.join(": ")
-}
-
 /// Does `host` speak HTTPS? Any HTTP answer counts, and so does a TLS handshake that fails on
 /// the certificate (the pull then reports it, rather than silently trying plain HTTP).
 async fn answers_https(http: &reqwest::Client, host: &str) -> bool {
@@ -583,12 +494,6 @@ async fn answers_https(http: &reqwest::Client, host: &str) -> bool {
         Ok(_) => true,
         Err(e) => is_certificate_error(&format!("{e}: {}", source_chain(&e))),
     }
-}
-
-/// A TLS failure about the certificate: retrying does not help.
-pub fn is_certificate_error(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    t.contains("certificate") || t.contains("unknownissuer")
 }
 
 /// Credentials for a registry from the Docker config (`$DOCKER_CONFIG/config.json` or
@@ -621,17 +526,4 @@ fn credentials(host: &str) -> Result<RegistryAuth> {
         }
     }
     Ok(RegistryAuth::Anonymous)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn certificate_errors_are_recognised() {
-        assert!(is_certificate_error(
-            "invalid peer certificate: UnknownIssuer"
-        ));
-        assert!(!is_certificate_error("connection refused"));
-    }
 }

@@ -3,6 +3,7 @@
 //! blobs, and this module plans the bundle (`plan`) and writes it (`build_from`).
 
 pub mod collect;
+pub mod files;
 pub mod scan;
 
 use crate::error::{BuildError, Result};
@@ -212,7 +213,7 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
     let manifests_dir = stack.resolve(&spec.manifests);
     if manifests_dir.is_dir() {
         let mut all = Vec::new();
-        collect::tree(&manifests_dir, "manifests", &mut all)?;
+        files::tree(&manifests_dir, "manifests", &mut all)?;
         files.extend(all.into_iter().filter(|f| {
             let rel = f
                 .entry
@@ -229,18 +230,16 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if p.is_dir() {
-            collect::tree(&p, &format!("files/{name}"), &mut files)?;
+            files::tree(&p, &format!("files/{name}"), &mut files)?;
         } else {
             files.push(FileEntry::regular(format!("files/{name}"), p)?);
         }
     }
     if let Some(k) = &spec.k3s {
         match (&k.files, &fetched.k3s) {
-            (Some(dir), _) => files.extend(collect::k3s_files(
-                &stack.resolve(dir),
-                &k.version,
-                &arches,
-            )?),
+            (Some(dir), _) => {
+                files.extend(files::k3s_files(&stack.resolve(dir), &k.version, &arches)?)
+            }
             (None, Some(fetched)) => files.extend(fetched.iter().cloned()),
             (None, None) => {
                 return Err(BuildError::K3s {
@@ -252,7 +251,7 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
     }
     if let Some(dir) = &opts.installers {
         for arch in &arches {
-            files.push(collect::installer(dir, arch)?);
+            files.push(files::installer(dir, arch)?);
         }
     }
     let uses = image_uses(

@@ -16,7 +16,7 @@ pub fn k3s_kubeconfig(root: &Path) -> PathBuf {
 pub fn connect(
     kubeconfig: &Path,
     timeout: Duration,
-    rt: &tokio::runtime::Runtime,
+    rt: &tokio::runtime::Handle,
     report: &dyn Progress,
 ) -> Result<(Cluster, String)> {
     report.say(&format!(

@@ -6,14 +6,15 @@
 use crate::cluster::connect::connect;
 use crate::cluster::deploy::DeployOptions;
 use crate::cluster::health::Health;
-use crate::cluster::release::ReleaseRecord;
 use crate::cluster::rollout::{self, Desired, RolledOut, RolloutOptions};
 use crate::error::{InstallError, Result};
-use crate::node::state::{self, Release, State};
+use crate::node::state::{self, State};
+use crate::release::Release;
 use rin_bundle::Progress;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::runtime::Handle;
 
 /// Where the installation is and how to reach its cluster.
 #[derive(Debug, Clone)]
@@ -71,18 +72,10 @@ pub struct ObjectHealth {
     pub reason: Option<String>,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Runtime::new().map_err(|e| InstallError::Step {
-        what: "starting the async runtime".into(),
-        reason: e.to_string(),
-    })
-}
-
 /// The installed release and its health. A cluster that does not answer is reported, not an
 /// error: the node's record is still shown.
-pub fn status(t: &Target, report: &dyn Progress) -> Result<Status> {
+pub fn status(t: &Target, rt: &Handle, report: &dyn Progress) -> Result<Status> {
     let node = state::read_release(&t.state_dir)?;
-    let rt = runtime()?;
     let mut out = Status {
         node,
         cluster: None,
@@ -95,7 +88,7 @@ pub fn status(t: &Target, report: &dyn Progress) -> Result<Status> {
         ));
         return Ok(out);
     };
-    let (cluster, kubernetes) = match connect(&t.kubeconfig, t.timeout, &rt, report) {
+    let (cluster, kubernetes) = match connect(&t.kubeconfig, t.timeout, rt, report) {
         Ok(c) => c,
         Err(e) => {
             out.cluster_error = Some(e.to_string());
@@ -104,9 +97,9 @@ pub fn status(t: &Target, report: &dyn Progress) -> Result<Status> {
     };
     let looked = rt.block_on(async {
         let mut records = rollout::releases(&cluster, &stack).await?;
-        records.sort_by_key(|r| std::cmp::Reverse(r.revision));
+        records.sort_by_key(|r| std::cmp::Reverse(r.revision()));
         let health = match records.first() {
-            Some(r) => rollout::health_of(&cluster, &r.inventory).await?,
+            Some(r) => crate::cluster::wait::health_of(&cluster, &r.inventory).await?,
             None => Vec::new(),
         };
         Ok::<_, InstallError>((records, health))
@@ -120,9 +113,9 @@ pub fn status(t: &Target, report: &dyn Progress) -> Result<Status> {
                 releases: records
                     .iter()
                     .map(|r| ReleaseLine {
-                        revision: r.revision,
+                        revision: r.revision(),
                         version: r.version.clone(),
-                        bundle: r.bundle.clone(),
+                        bundle: r.index_sha256.clone(),
                         installed: r.installed.clone(),
                     })
                     .collect(),
@@ -165,8 +158,9 @@ pub struct RollbackOptions {
 /// the site registry was seeded with for it (the registry keeps every image it was given).
 pub fn rollback(
     opts: &RollbackOptions,
+    rt: &Handle,
     report: &dyn Progress,
-) -> Result<(ReleaseRecord, RolledOut)> {
+) -> Result<(Release, RolledOut)> {
     let state = State::open(&opts.target.state_dir)?;
     let Some(installed) = state.release()? else {
         return Err(InstallError::Step {
@@ -177,24 +171,29 @@ pub fn rollback(
             ),
         });
     };
-    let rt = runtime()?;
-    let (cluster, _) = connect(&opts.target.kubeconfig, opts.target.timeout, &rt, report)?;
+    let (cluster, _) = connect(&opts.target.kubeconfig, opts.target.timeout, rt, report)?;
     let records = rt.block_on(rollout::releases(&cluster, &installed.stack))?;
-    let target = crate::cluster::release::rollback_target(&records, opts.to.as_deref())?.clone();
-    let kept = state.kept_objects(target.revision)?;
+    let target = crate::release::rollback_target(&records, opts.to.as_deref())?.clone();
+    let kept = state.kept_objects(target.revision())?;
     report.say(&format!(
         "rolling back {} to {} (revision {}, installed {})",
-        installed.stack, target.version, target.revision, target.installed
+        installed.stack,
+        target.version,
+        target.revision(),
+        target.installed
     ));
     let desired = Desired {
-        stack: target.stack.clone(),
-        version: target.version.clone(),
-        // K3s itself is not rolled back.
-        k3s: installed.k3s.clone(),
-        bundle: target.bundle.clone(),
-        images: target.images.clone(),
+        release: Release {
+            stack: target.stack.clone(),
+            version: target.version.clone(),
+            // K3s itself is not rolled back.
+            k3s: installed.k3s.clone(),
+            index_sha256: target.index_sha256.clone(),
+            images: target.images.clone(),
+            installed: rin_bundle::index::format_created(rin_bundle::index::now_epoch()),
+            ..Default::default()
+        },
         objects: kept.objects,
-        installed: rin_bundle::index::format_created(rin_bundle::index::now_epoch()),
     };
     let ro = RolloutOptions {
         deploy: DeployOptions {
@@ -212,9 +211,10 @@ pub fn rollback(
         stack: target.stack.clone(),
         version: target.version.clone(),
         k3s: installed.k3s,
-        index_sha256: target.bundle.clone(),
+        index_sha256: target.index_sha256.clone(),
         installed: out.record.installed.clone(),
-        revision: Some(out.record.revision),
+        revision: out.record.revision,
+        ..Default::default()
     })?;
     Ok((target, out))
 }

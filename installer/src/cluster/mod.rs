@@ -1,5 +1,5 @@
 //! The cluster step: the stack's objects (`stack`, `objects`, `placement`, `helmchart`) applied
-//! through kube (`deploy`), waited for (`rollout`, `health`), recorded (`release`), looked at and
+//! through kube (`deploy`), waited for (`rollout`, `wait`, `health`), recorded (`crate::release`), looked at and
 //! rolled back (`manage`); `connect` reaches the API.
 
 pub mod connect;
@@ -9,6 +9,6 @@ pub mod helmchart;
 pub mod manage;
 pub mod objects;
 pub mod placement;
-pub mod release;
 pub mod rollout;
 pub mod stack;
+pub mod wait;

@@ -10,9 +10,10 @@ use rin_bundle::index::Index;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// What preflight looks at besides the index.
+/// This node as preflight sees it (its root, architecture, installed release, free space) and
+/// what the run asks of it: everything checked besides the index.
 #[derive(Debug, Clone)]
-pub struct Facts<'a> {
+pub struct Node<'a> {
     pub root: &'a Path,
     /// True when `root` is `/`: the real node, where root privileges are needed.
     pub real_root: bool,
@@ -64,7 +65,7 @@ pub fn with_headroom(bytes: u64) -> u64 {
 
 /// How much the node's own steps need, where. Containerd's import of an archive is counted as
 /// three times the archive (its compressed layers plus the unpacked snapshots).
-pub fn disk_needs(index: &Index, f: &Facts<'_>) -> Vec<Need> {
+pub fn disk_needs(index: &Index, f: &Node<'_>) -> Vec<Need> {
     let mut needs = Vec::new();
     let size = |p: &str| {
         index
@@ -142,7 +143,7 @@ pub fn disk_needs(index: &Index, f: &Facts<'_>) -> Vec<Need> {
 }
 
 /// Run every check; all failures together, or Ok.
-pub fn check(index: &Index, f: &Facts<'_>) -> Result<()> {
+pub fn check(index: &Index, f: &Node<'_>) -> Result<()> {
     let mut failures = Vec::new();
     if f.real_root && !f.euid_is_root {
         failures.push(
@@ -348,6 +349,7 @@ mod tests {
             index_sha256: String::new(),
             installed: String::new(),
             revision: None,
+            ..Default::default()
         }
     }
 

@@ -87,10 +87,10 @@ impl Sink for Stage {
     }
 }
 
-/// Two sinks fed by one pass.
-struct Both<'a>(&'a mut dyn Sink, &'a mut dyn Sink, [bool; 2]);
+/// One pass feeding two sinks, as `tee` feeds two outputs; each entry goes to those that want it.
+struct Tee<'a>(&'a mut dyn Sink, &'a mut dyn Sink, [bool; 2]);
 
-impl Sink for Both<'_> {
+impl Sink for Tee<'_> {
     fn begin(&mut self, entry: &Entry) -> rin_bundle::Result<bool> {
         self.2 = [self.0.begin(entry)?, self.1.begin(entry)?];
         Ok(self.2[0] || self.2[1])
@@ -160,7 +160,7 @@ pub fn first_pass(
     }
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let mut stage = Stage::new(&tmp, wanted);
-    let verified = opened.verify_into(&mut Both(&mut collect, &mut stage, [false; 2]), progress);
+    let verified = opened.verify_into(&mut Tee(&mut collect, &mut stage, [false; 2]), progress);
     let verified = match verified {
         Ok(v) => v,
         Err(e) => {

@@ -11,33 +11,17 @@
 //! ```
 
 use crate::error::{InstallError, Result};
+pub use crate::release::Release;
 use rin_support::fs::FileError;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// What the node has installed: enough to refuse a silent downgrade and check K3s skew.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Release {
-    pub stack: String,
-    pub version: String,
-    /// The K3s version the bundle carried (absent when it carried none).
-    #[serde(default)]
-    pub k3s: Option<String>,
-    /// sha256 of the bundle's signed index: the bundle's identity.
-    pub index_sha256: String,
-    /// When the apply finished (RFC 3339, UTC).
-    pub installed: String,
-    /// The cluster's release revision, when this node deployed the stack.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<u64>,
-}
-
 /// A release's objects as applied, kept for rollback: `STATE/releases/<revision>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Kept {
-    pub record: crate::cluster::release::ReleaseRecord,
+    pub record: Release,
     pub objects: Vec<crate::cluster::objects::Object>,
 }
 
@@ -107,12 +91,12 @@ impl State {
     /// Keep the objects of release `record` for a later rollback (read back as [`Kept`]).
     pub fn keep_objects(
         &self,
-        record: &crate::cluster::release::ReleaseRecord,
+        record: &crate::release::Release,
         objects: &[crate::cluster::objects::Object],
     ) -> Result<()> {
         let bytes = serde_json::to_vec(&serde_json::json!({"record": record, "objects": objects}))
             .expect("a release serialises");
-        write_atomic(&self.releases_file(record.revision), &bytes, 0o600)
+        write_atomic(&self.releases_file(record.revision()), &bytes, 0o600)
     }
 
     /// The objects of release `revision`, as kept.
@@ -238,6 +222,7 @@ mod tests {
             index_sha256: "ab".repeat(32),
             installed: "2026-11-22T10:00:00Z".into(),
             revision: Some(2),
+            ..Default::default()
         };
         s.record(&r).unwrap();
         assert_eq!(s.release().unwrap(), Some(r));
@@ -255,12 +240,12 @@ mod tests {
         )
         .unwrap();
         let kept = |revision| Kept {
-            record: crate::cluster::release::ReleaseRecord {
-                revision,
+            record: crate::release::Release {
+                revision: Some(revision),
                 stack: "demo".into(),
                 version: format!("1.{revision}.0"),
                 k3s: None,
-                bundle: "ab".into(),
+                index_sha256: "ab".into(),
                 images: Default::default(),
                 inventory: vec![objects[0].reference.clone()],
                 installed: "2026-11-22T10:00:00Z".into(),

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use rin_builder::net::registry::RegistryOptions;
-use rin_builder::{BuildError, BuildOptions, FetchOptions, Stack};
+use rin_builder::{BuildError, BuildFailure, BuildOptions, FetchOptions, Stack};
 use rin_bundle::Arch;
 
 mod reporters;
@@ -341,28 +341,7 @@ fn build(
     let display = reporters::reporter(mode);
     let mut fetch_opts = args.fetch.options()?;
     fetch_opts.locked = args.locked;
-    // The lock, image documents, charts and K3s files first; then the image blobs download
-    // while the bundle is written, the writer following right behind them.
     let rt = runtime()?;
-    let (mut fetched, lock, downloads) = rt
-        .block_on(rin_builder::net::fetch::prepare(
-            &stack,
-            &arches,
-            &fetch_opts,
-            display.clone(),
-        ))
-        .with_context(|| format!("cannot fetch what {} needs", stack_dir.display()))?;
-    let downloading = downloads.map(|d| {
-        let arrivals = d.arrivals();
-        fetched.arrivals = Some(arrivals.clone());
-        rt.spawn(d.run(arrivals))
-    });
-    if let Some(l) = &lock
-        && !quiet
-        && l.written
-    {
-        report_lock(l);
-    }
     let opts = BuildOptions {
         arches,
         keys,
@@ -375,22 +354,26 @@ fn build(
         without: args.without.clone(),
         checksum: args.sha256,
     };
-    let built = rin_builder::build_from(&stack, &opts, &fetched, display.as_ref());
-    if let Some(handle) = downloading {
-        if built.is_err() {
-            handle.abort();
-        }
-        // A failed download explains a failed write better than the write's own error.
-        match rt.block_on(handle) {
-            Ok(Err(e)) => {
-                return Err(anyhow::Error::new(e))
-                    .with_context(|| format!("cannot fetch what {} needs", stack_dir.display()));
+    let built = rin_builder::build::build(
+        &stack,
+        &opts,
+        &fetch_opts,
+        rt.handle(),
+        display.clone(),
+        &|l| {
+            if !quiet && l.written {
+                report_lock(l);
             }
-            Err(e) if !e.is_cancelled() => anyhow::bail!("the download task failed: {e}"),
-            _ => {}
+        },
+    )
+    .map_err(|e| match e {
+        BuildFailure::Fetch(e) => anyhow::Error::new(e)
+            .context(format!("cannot fetch what {} needs", stack_dir.display())),
+        BuildFailure::Pack(e) => {
+            anyhow::Error::new(e).context(format!("cannot build {}", stack_dir.display()))
         }
-    }
-    let built = built.with_context(|| format!("cannot build {}", stack_dir.display()))?;
+        BuildFailure::Task(why) => anyhow::anyhow!(why),
+    })?;
     if !quiet {
         println!(
             "built {} {} for {}: {} images, {} charts, {} entries",

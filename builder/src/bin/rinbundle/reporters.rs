@@ -28,42 +28,7 @@ pub fn reporter(mode: Mode) -> std::sync::Arc<Display> {
     })
 }
 
-pub enum Display {
-    Bars(Bars),
-    Json(Json),
-    None,
-}
-
-impl Progress for Display {
-    fn event(&self, e: &Event<'_>) {
-        match self {
-            Display::Bars(b) => b.event(e),
-            Display::Json(j) => j.event(e),
-            Display::None => {}
-        }
-    }
-    fn begin(&self, phase: &str, total: u64) {
-        match self {
-            Display::Bars(b) => b.begin(phase, total),
-            Display::Json(j) => j.begin(phase, total),
-            Display::None => {}
-        }
-    }
-    fn advance(&self, bytes: u64) {
-        match self {
-            Display::Bars(b) => b.advance(bytes),
-            Display::Json(j) => j.advance(bytes),
-            Display::None => {}
-        }
-    }
-    fn end(&self) {
-        match self {
-            Display::Bars(b) => b.end(),
-            Display::Json(j) => j.end(),
-            Display::None => {}
-        }
-    }
-}
+pub type Display = rin_cli::Display<Bars, Json>;
 
 /// A bar per download and one for the whole fetch (id 0), then the packing bar, all in one
 /// `MultiProgress`.
@@ -94,7 +59,9 @@ impl Bars {
             bars.insert(id, bar);
         }
     }
+}
 
+impl Progress for Bars {
     fn event(&self, e: &Event<'_>) {
         match e {
             Event::Step { name } if *name == "fetch" => self.add(0, 0, "fetch".into()),
@@ -121,10 +88,9 @@ impl Bars {
                 delay_ms,
                 error,
             } => {
-                let _ = self.multi.println(format!(
-                    "retrying {what} in {:.1}s (attempt {attempt} failed: {error})",
-                    *delay_ms as f64 / 1000.0
-                ));
+                let _ = self
+                    .multi
+                    .println(rin_cli::retry_line(what, *attempt, *delay_ms, error));
             }
         }
     }
@@ -173,19 +139,6 @@ impl Json {
         let _ = writeln!(err, "{v}");
     }
 
-    fn event(&self, e: &Event<'_>) {
-        if let Event::Progress { id, bytes } = e {
-            self.progress(*id, *bytes, false);
-            return;
-        }
-        if let Event::Done { id, .. } = e {
-            self.progress(*id, 0, true);
-        }
-        if let Ok(v) = serde_json::to_value(e) {
-            Self::emit(&v);
-        }
-    }
-
     /// Add `bytes` to download `id`; send them when due (or `flush`).
     fn progress(&self, id: u64, bytes: u64, flush: bool) {
         let Ok(mut p) = self.pending.lock() else {
@@ -200,6 +153,21 @@ impl Json {
         }
         if flush {
             p.remove(&id);
+        }
+    }
+}
+
+impl Progress for Json {
+    fn event(&self, e: &Event<'_>) {
+        if let Event::Progress { id, bytes } = e {
+            self.progress(*id, *bytes, false);
+            return;
+        }
+        if let Event::Done { id, .. } = e {
+            self.progress(*id, 0, true);
+        }
+        if let Ok(v) = serde_json::to_value(e) {
+            Self::emit(&v);
         }
     }
 

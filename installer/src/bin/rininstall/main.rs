@@ -8,7 +8,7 @@ use rin_installer::InstallError;
 use rin_installer::apply::{self, ApplyOptions, RegistryMode};
 use rin_installer::cluster::manage::{self, Target};
 use rin_installer::node::host::Role;
-use rin_installer::node::seed::{self, SeedOptions};
+use rin_installer::node::seed::{self, SeedFailure, SeedOptions};
 use rin_installer::node::site_registry;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -155,7 +155,7 @@ struct DeployArgs {
     #[arg(long)]
     prune_volumes: bool,
     /// Releases kept for rollback.
-    #[arg(long, value_name = "N", default_value_t = rin_installer::cluster::release::DEFAULT_KEEP)]
+    #[arg(long, value_name = "N", default_value_t = rin_installer::release::DEFAULT_KEEP)]
     keep: usize,
     /// Bound of each wait, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
@@ -234,37 +234,15 @@ fn seed_command(args: &SeedArgs, quiet: bool) -> anyhow::Result<()> {
     let opts = args.reg.options(&args.registry)?;
     let file = args.file.as_path();
     let bars = Bars::new(quiet);
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    // A registry that already holds everything is checked against the signed index alone.
-    let opened = rin_bundle::open(file, &policy)
-        .map_err(|e| anyhow_of(e.into()))
-        .with_context(|| format!("bundle {} refused", file.display()))?;
-    let index_sha256 = rin_bundle::digest::sha256_hex(&opened.index_bytes);
-    if let Some(why) = opts
-        .platforms
-        .as_ref()
-        .and_then(|p| seed::platforms_not_carried(&opened.index, p))
-    {
-        anyhow::bail!("--platform: {why}");
-    }
-    let known = seed::plan_from_registry(&opened.index, &index_sha256, &opts, rt.handle())
-        .map_err(anyhow_of)?;
-    let complete = match &known {
-        Some(plan) => {
-            seed::missing_blobs(plan, &opts, rt.handle())
-                .map_err(anyhow_of)?
-                .0
-                == 0
+    let rt = runtime()?;
+    let run = seed::seed_file(file, &policy, &opts, rt.handle(), &bars).map_err(|e| match e {
+        SeedFailure::Refused(e) => {
+            anyhow_of(e).context(format!("bundle {} refused", file.display()))
         }
-        None => false,
-    };
-    let plan = match known {
-        Some(plan) if complete => plan,
-        _ => seed::plan(file, &policy, &bars)
-            .map_err(anyhow_of)
-            .with_context(|| format!("bundle {} refused", file.display()))?,
-    };
-    let done = seed::seed(file, &policy, &plan, &opts, rt.handle(), &bars).map_err(anyhow_of)?;
+        SeedFailure::Platforms(why) => anyhow::anyhow!("--platform: {why}"),
+        SeedFailure::Seeding(e) => anyhow_of(e),
+    })?;
+    let (done, complete) = (run.seeded, run.from_index_alone);
     if !quiet {
         println!("seeded {}: {}", args.registry, seeded_line(&done));
         if complete {
@@ -406,13 +384,14 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
         prune_volumes: args.deploy.prune_volumes,
         keep: args.deploy.keep,
     };
-    let display = report::Display::new(if quiet {
+    let display = report::display(if quiet {
         report::Mode::None
     } else {
         args.progress
     });
     let file = args.file.as_path();
-    let done = apply::apply(file, &policy, &opts, &display).map_err(anyhow_of)?;
+    let rt = runtime()?;
+    let done = apply::apply(file, &policy, &opts, rt.handle(), &display).map_err(anyhow_of)?;
     let verb = if opts.dry_run { "would write" } else { "wrote" };
     for w in &done.written {
         println!("{verb} {}", opts.root.join(w).display());
@@ -463,7 +442,7 @@ fn print_rolled_out(out: &rin_installer::cluster::rollout::RolledOut) {
         out.record.stack,
         out.record.version,
         out.record.inventory.len(),
-        out.record.revision,
+        out.record.revision(),
         if out.recorded { "" } else { ", unchanged" },
         out.kept_revisions
             .iter()
@@ -474,12 +453,14 @@ fn print_rolled_out(out: &rin_installer::cluster::rollout::RolledOut) {
 }
 
 fn status_command(args: &StatusArgs, quiet: bool) -> anyhow::Result<()> {
-    let display = report::Display::new(if quiet || args.json {
+    let display = report::display(if quiet || args.json {
         report::Mode::None
     } else {
         report::Mode::Bars
     });
-    let s = manage::status(&args.at.target(args.timeout), &display).map_err(anyhow_of)?;
+    let rt = runtime()?;
+    let s =
+        manage::status(&args.at.target(args.timeout), rt.handle(), &display).map_err(anyhow_of)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
@@ -535,7 +516,7 @@ fn status_command(args: &StatusArgs, quiet: bool) -> anyhow::Result<()> {
 }
 
 fn rollback_command(args: &RollbackArgs, quiet: bool) -> anyhow::Result<()> {
-    let display = report::Display::new(if quiet {
+    let display = report::display(if quiet {
         report::Mode::None
     } else {
         args.progress
@@ -547,16 +528,23 @@ fn rollback_command(args: &RollbackArgs, quiet: bool) -> anyhow::Result<()> {
         prune_volumes: args.deploy.prune_volumes,
         keep: args.deploy.keep,
     };
-    let (target, out) = manage::rollback(&opts, &display).map_err(anyhow_of)?;
+    let rt = runtime()?;
+    let (target, out) = manage::rollback(&opts, rt.handle(), &display).map_err(anyhow_of)?;
     println!(
         "rolled back to {} (the release of revision {})",
-        target.version, target.revision
+        target.version,
+        target.revision()
     );
     print_rolled_out(&out);
     Ok(())
 }
 
 /// A verification failure keeps its own type in the chain (the renderer finds refusals by it).
+/// The one async runtime of the process (the registry, the cluster).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
 fn anyhow_of(e: InstallError) -> anyhow::Error {
     match e {
         InstallError::Verify(b) => b.into(),

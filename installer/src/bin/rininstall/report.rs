@@ -1,7 +1,7 @@
 //! How `rininstall apply` shows progress: step lines and byte bars on a terminal, JSON lines on
 //! stderr (`--progress json`), or nothing.
 
-use rin_bundle::Progress;
+use rin_bundle::progress::{Event, Progress};
 use rin_cli::Bars;
 use std::io::Write as _;
 use std::sync::Mutex;
@@ -17,58 +17,45 @@ pub enum Mode {
     None,
 }
 
-pub enum Display {
-    Bars(Bars),
-    Json(Json),
-    None,
-}
+pub type Display = rin_cli::Display<Lines, Json>;
 
-impl Display {
-    pub fn new(mode: Mode) -> Self {
-        match mode {
-            Mode::Bars => Display::Bars(Bars::new(false)),
-            Mode::Json => Display::Json(Json::default()),
-            Mode::None => Display::None,
-        }
+pub fn display(mode: Mode) -> Display {
+    match mode {
+        Mode::Bars => Display::Bars(Lines(Bars::new(false))),
+        Mode::Json => Display::Json(Json::default()),
+        Mode::None => Display::None,
     }
 }
 
-impl Progress for Display {
+/// Step lines and notes on stderr, byte bars (when stderr is a terminal).
+pub struct Lines(Bars);
+
+impl Progress for Lines {
     fn begin(&self, phase: &str, total: u64) {
-        match self {
-            Display::Bars(b) => b.begin(phase, total),
-            Display::Json(j) => j.begin(phase, total),
-            Display::None => {}
-        }
+        self.0.begin(phase, total);
     }
     fn advance(&self, bytes: u64) {
-        match self {
-            Display::Bars(b) => b.advance(bytes),
-            Display::Json(j) => j.advance(bytes),
-            Display::None => {}
-        }
+        self.0.advance(bytes);
     }
     fn end(&self) {
-        match self {
-            Display::Bars(b) => b.end(),
-            Display::Json(j) => j.end(),
-            Display::None => {}
-        }
+        self.0.end();
     }
     fn step(&self, n: usize, of: usize, name: &str) {
-        match self {
-            Display::Bars(_) => eprintln!("[{n}/{of}] {name}"),
-            Display::Json(_) => {
-                Json::emit(&serde_json::json!({"event": "step", "n": n, "of": of, "name": name}))
-            }
-            Display::None => {}
-        }
+        eprintln!("[{n}/{of}] {name}");
     }
     fn say(&self, line: &str) {
-        match self {
-            Display::Bars(_) => eprintln!("      {line}"),
-            Display::Json(_) => Json::emit(&serde_json::json!({"event": "note", "text": line})),
-            Display::None => {}
+        eprintln!("      {line}");
+    }
+    /// Seeding reports its retries.
+    fn event(&self, e: &Event<'_>) {
+        if let Event::Retry {
+            what,
+            attempt,
+            delay_ms,
+            error,
+        } = e
+        {
+            self.say(&rin_cli::retry_line(what, *attempt, *delay_ms, error));
         }
     }
 }
@@ -96,7 +83,9 @@ impl Json {
             *p = (0, Some(Instant::now()));
         }
     }
+}
 
+impl Progress for Json {
     fn begin(&self, phase: &str, total: u64) {
         Self::emit(&serde_json::json!({"event": "pass", "name": phase, "total": total}));
     }
@@ -111,5 +100,16 @@ impl Json {
     fn end(&self) {
         self.flush(true);
         Self::emit(&serde_json::json!({"event": "pass_done"}));
+    }
+    fn step(&self, n: usize, of: usize, name: &str) {
+        Self::emit(&serde_json::json!({"event": "step", "n": n, "of": of, "name": name}));
+    }
+    fn say(&self, line: &str) {
+        Self::emit(&serde_json::json!({"event": "note", "text": line}));
+    }
+    fn event(&self, e: &Event<'_>) {
+        if matches!(e, Event::Retry { .. }) {
+            Self::emit(&serde_json::json!(e));
+        }
     }
 }

@@ -3,6 +3,8 @@
 use super::*;
 use crate::cluster::objects::Origin;
 use crate::testing::{Fake, cluster};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn fast(timeout_ms: u64) -> RolloutOptions {
@@ -19,13 +21,16 @@ fn fast(timeout_ms: u64) -> RolloutOptions {
 
 fn desired(version: &str, yaml: &str) -> Desired {
     Desired {
-        stack: "demo".into(),
-        version: version.into(),
-        k3s: Some("v1.31.4+k3s1".into()),
-        bundle: format!("bundle-{version}"),
-        images: BTreeMap::from([("ghcr.io/rin/api:1.0".to_string(), "sha256:aa".to_string())]),
+        release: Release {
+            stack: "demo".into(),
+            version: version.into(),
+            k3s: Some("v1.31.4+k3s1".into()),
+            index_sha256: format!("bundle-{version}"),
+            images: BTreeMap::from([("ghcr.io/rin/api:1.0".to_string(), "sha256:aa".to_string())]),
+            installed: "2026-11-23T10:00:00Z".into(),
+            ..Default::default()
+        },
         objects: objects::parse(yaml, "manifests/stack.yaml", Origin::Stack).unwrap(),
-        installed: "2026-11-23T10:00:00Z".into(),
     }
 }
 
@@ -107,7 +112,7 @@ async fn a_release_is_waited_for_then_recorded_and_the_next_prunes_what_it_dropp
     )
     .await
     .unwrap();
-    assert_eq!(out.record.revision, 1);
+    assert_eq!(out.record.revision(), 1);
     assert!(out.pruned.is_empty());
     // The stack's own rin-system Namespace kept what the stack gave it: the records' namespace
     // exists already and is not applied again bare.
@@ -130,7 +135,7 @@ async fn a_release_is_waited_for_then_recorded_and_the_next_prunes_what_it_dropp
     {
         let f = fake.lock().unwrap();
         let cm = &f.objects["/api/v1/namespaces/rin-system/configmaps/rin-release-demo-1"];
-        let stored = ReleaseRecord::from_config_map(cm).unwrap();
+        let stored = Release::from_config_map(cm).unwrap();
         assert_eq!(stored, out.record);
         assert_eq!(stored.inventory.len(), 5);
         // Until every object was ready, nothing was recorded: the record came after the
@@ -152,7 +157,7 @@ async fn a_release_is_waited_for_then_recorded_and_the_next_prunes_what_it_dropp
     .await
     .unwrap();
     assert!(!again.recorded);
-    assert_eq!(again.record.revision, 1);
+    assert_eq!(again.record.revision(), 1);
     assert_eq!(
         fake.lock()
             .unwrap()
@@ -178,7 +183,7 @@ async fn a_release_is_waited_for_then_recorded_and_the_next_prunes_what_it_dropp
     )
     .await
     .unwrap();
-    assert_eq!(next.record.revision, 2);
+    assert_eq!(next.record.revision(), 2);
     let names = |v: &[ObjectRef]| v.iter().map(|r| r.to_string()).collect::<Vec<_>>();
     assert_eq!(names(&next.pruned), ["ConfigMap rin-system/old-settings"]);
     assert_eq!(
@@ -189,7 +194,7 @@ async fn a_release_is_waited_for_then_recorded_and_the_next_prunes_what_it_dropp
     let kept = releases(&c, "demo").await.unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].version, "1.1.0");
-    assert_eq!(kept[0].revision, 2);
+    assert_eq!(kept[0].revision(), 2);
     let f = fake.lock().unwrap();
     assert!(
         !f.objects

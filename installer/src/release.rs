@@ -18,26 +18,40 @@ pub const DATA_KEY: &str = "release.json";
 /// Releases kept unless told otherwise.
 pub const DEFAULT_KEEP: usize = 3;
 
-/// One release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReleaseRecord {
-    /// Counts up from 1 on every apply of a stack, rollbacks included.
-    pub revision: u64,
+/// One release of a stack, wherever it is recorded: this node's `release.json` (its identity
+/// and, when this node deployed it, the cluster's revision), the cluster's record ConfigMap
+/// (also the images and the inventory), and what an apply or a rollback installs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
     pub stack: String,
     pub version: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The K3s version the bundle carried (absent when it carried none).
+    #[serde(default)]
     pub k3s: Option<String>,
-    /// The sha256 of the bundle's signed index.
-    pub bundle: String,
-    /// Image reference → the digest the site registry serves it under.
-    pub images: BTreeMap<String, String>,
-    /// Every object applied, namespaces settled.
-    pub inventory: Vec<ObjectRef>,
-    /// RFC 3339 UTC.
+    /// sha256 of the bundle's signed index: the bundle's identity. (Cluster records written
+    /// before this name call it `bundle`.)
+    #[serde(alias = "bundle")]
+    pub index_sha256: String,
+    /// When it was installed (RFC 3339, UTC).
     pub installed: String,
+    /// The cluster's revision: counts up from 1 on every apply of a stack, rollbacks included.
+    /// None in a node record when this node did not deploy the stack, and before a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// Image reference → the digest the site registry serves it under (cluster records).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+    /// Every object applied, namespaces settled (cluster records).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<ObjectRef>,
 }
 
-impl ReleaseRecord {
+impl Release {
+    /// The cluster's revision (0 when it has none).
+    pub fn revision(&self) -> u64 {
+        self.revision.unwrap_or(0)
+    }
+
     /// The ConfigMap's name: one per revision.
     pub fn name(&self) -> String {
         let stack: String = self
@@ -48,7 +62,7 @@ impl ReleaseRecord {
                 _ => '-',
             })
             .collect();
-        format!("rin-release-{stack}-{}", self.revision)
+        format!("rin-release-{stack}-{}", self.revision())
     }
 
     /// The record as a ConfigMap (applied server-side like every other object).
@@ -65,7 +79,7 @@ impl ReleaseRecord {
                 },
                 "annotations": {
                     "rin.dev/version": self.version,
-                    "rin.dev/revision": self.revision.to_string(),
+                    "rin.dev/revision": self.revision().to_string(),
                 },
             },
             "data": { DATA_KEY: serde_json::to_string_pretty(self).unwrap_or_default() },
@@ -73,7 +87,7 @@ impl ReleaseRecord {
     }
 
     /// The record a ConfigMap holds.
-    pub fn from_config_map(cm: &Value) -> Result<ReleaseRecord> {
+    pub fn from_config_map(cm: &Value) -> Result<Release> {
         let name = cm
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -91,25 +105,22 @@ impl ReleaseRecord {
 }
 
 /// The records to delete so that only the newest `keep` remain (never fewer than one).
-pub fn beyond_keep(records: &[ReleaseRecord], keep: usize) -> Vec<&ReleaseRecord> {
-    let mut sorted: Vec<&ReleaseRecord> = records.iter().collect();
-    sorted.sort_by_key(|r| std::cmp::Reverse(r.revision));
+pub fn beyond_keep(records: &[Release], keep: usize) -> Vec<&Release> {
+    let mut sorted: Vec<&Release> = records.iter().collect();
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.revision()));
     sorted.into_iter().skip(keep.max(1)).collect()
 }
 
 /// The next revision after `records`.
-pub fn next_revision(records: &[ReleaseRecord]) -> u64 {
-    records.iter().map(|r| r.revision).max().unwrap_or(0) + 1
+pub fn next_revision(records: &[Release]) -> u64 {
+    records.iter().map(|r| r.revision()).max().unwrap_or(0) + 1
 }
 
 /// The release a rollback goes to: with `to`, the newest kept release of that version; without,
 /// the newest release before the installed one (the highest revision) that differs from it.
-pub fn rollback_target<'a>(
-    records: &'a [ReleaseRecord],
-    to: Option<&str>,
-) -> Result<&'a ReleaseRecord> {
-    let mut sorted: Vec<&ReleaseRecord> = records.iter().collect();
-    sorted.sort_by_key(|r| std::cmp::Reverse(r.revision));
+pub fn rollback_target<'a>(records: &'a [Release], to: Option<&str>) -> Result<&'a Release> {
+    let mut sorted: Vec<&Release> = records.iter().collect();
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.revision()));
     let Some(current) = sorted.first() else {
         return Err(InstallError::Step {
             what: "rollback".into(),
@@ -120,7 +131,7 @@ pub fn rollback_target<'a>(
     let kept = || {
         sorted
             .iter()
-            .map(|r| format!("{} (revision {})", r.version, r.revision))
+            .map(|r| format!("{} (revision {})", r.version, r.revision()))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -129,7 +140,7 @@ pub fn rollback_target<'a>(
         None => sorted
             .iter()
             .skip(1)
-            .find(|r| r.bundle != current.bundle || r.version != current.version),
+            .find(|r| r.index_sha256 != current.index_sha256 || r.version != current.version),
     };
     found.copied().ok_or_else(|| InstallError::Step {
         what: "rollback".into(),
@@ -149,13 +160,13 @@ pub fn rollback_target<'a>(
 mod tests {
     use super::*;
 
-    fn rec(revision: u64, version: &str, bundle: &str) -> ReleaseRecord {
-        ReleaseRecord {
-            revision,
+    fn rec(revision: u64, version: &str, bundle: &str) -> Release {
+        Release {
+            revision: Some(revision),
             stack: "rin".into(),
             version: version.into(),
             k3s: Some("v1.31.4+k3s1".into()),
-            bundle: bundle.into(),
+            index_sha256: bundle.into(),
             images: BTreeMap::from([(
                 "docker.io/library/nginx:1.27".to_string(),
                 "sha256:ab".to_string(),
@@ -180,14 +191,36 @@ mod tests {
         // As the API server returns it: extra metadata does not matter.
         let mut served = cm.clone();
         served["metadata"]["uid"] = json!("u");
-        assert_eq!(ReleaseRecord::from_config_map(&served).unwrap(), r);
+        assert_eq!(Release::from_config_map(&served).unwrap(), r);
         served["data"] = json!({});
-        let e = ReleaseRecord::from_config_map(&served)
-            .unwrap_err()
-            .to_string();
+        let e = Release::from_config_map(&served).unwrap_err().to_string();
         assert!(
             e.contains("rin-release-rin-4") && e.contains("release.json"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn records_written_under_the_old_digest_name_still_read() {
+        let old = r#"{"revision": 2, "stack": "rin", "version": "1.1.0", "bundle": "ab",
+            "images": {}, "inventory": [], "installed": "2026-11-23T10:00:00Z"}"#;
+        let cm = json!({"metadata": {"name": "rin-release-rin-2"}, "data": {DATA_KEY: old}});
+        let r = Release::from_config_map(&cm).unwrap();
+        assert_eq!(
+            (r.revision(), r.index_sha256.as_str(), r.k3s.clone()),
+            (2, "ab", None)
+        );
+        // A node record carries no images or inventory, and says so by leaving them out.
+        let node = Release {
+            revision: None,
+            images: Default::default(),
+            inventory: vec![],
+            ..r
+        };
+        let text = serde_json::to_string(&node).unwrap();
+        assert_eq!(
+            text,
+            r#"{"stack":"rin","version":"1.1.0","k3s":null,"index_sha256":"ab","installed":"2026-11-23T10:00:00Z"}"#
         );
     }
 
@@ -199,9 +232,9 @@ mod tests {
             rec(2, "1.1.0", "b"),
             rec(4, "1.3.0", "d"),
         ];
-        let gone: Vec<u64> = beyond_keep(&all, 3).iter().map(|r| r.revision).collect();
+        let gone: Vec<u64> = beyond_keep(&all, 3).iter().map(|r| r.revision()).collect();
         assert_eq!(gone, [1]);
-        let gone: Vec<u64> = beyond_keep(&all, 0).iter().map(|r| r.revision).collect();
+        let gone: Vec<u64> = beyond_keep(&all, 0).iter().map(|r| r.revision()).collect();
         assert_eq!(gone, [3, 2, 1], "the installed release is always kept");
         assert_eq!(next_revision(&all), 5);
         assert_eq!(next_revision(&[]), 1);
@@ -215,8 +248,8 @@ mod tests {
             rec(2, "1.2.0", "b2"),
             rec(3, "1.2.0", "b2"),
         ];
-        assert_eq!(rollback_target(&all, None).unwrap().revision, 1);
-        assert_eq!(rollback_target(&all, Some("1.2.0")).unwrap().revision, 3);
+        assert_eq!(rollback_target(&all, None).unwrap().revision(), 1);
+        assert_eq!(rollback_target(&all, Some("1.2.0")).unwrap().revision(), 3);
         let e = rollback_target(&all, Some("0.9.0"))
             .unwrap_err()
             .to_string();
@@ -227,7 +260,7 @@ mod tests {
         // After a rollback (revision 4 = 1.1.0), the next rollback goes back to 1.2.0.
         let mut after = all.clone();
         after.push(rec(4, "1.1.0", "b1"));
-        assert_eq!(rollback_target(&after, None).unwrap().revision, 3);
+        assert_eq!(rollback_target(&after, None).unwrap().revision(), 3);
         let e = rollback_target(&all[..1], None).unwrap_err().to_string();
         assert!(e.contains("no earlier one"), "{e}");
         assert!(rollback_target(&[], None).is_err());

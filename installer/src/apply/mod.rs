@@ -1,0 +1,390 @@
+//! `rininstall apply`: the node's steps, in order, each idempotent.
+//!
+//! 1. **preflight**: every check, from the signed index alone (signatures checked first), before
+//!    anything changes;
+//! 2. **verify**: one streaming pass over the whole bundle, staging the K3s files that are not
+//!    already in place and keeping the seeding plan;
+//! 3. **K3s host files**: binary, image archives (the site registry's built here), `.cache.json`,
+//!    `registries.yaml`, `config.yaml`, and K3s's own `install.sh` (unless `--no-start`);
+//! 4. **site registry**: its manifests for the cluster step; with K3s started here, applied and
+//!    waited for;
+//! 5. **seed**: every image and chart into the site registry (the first server only);
+//! 6. **record**: the release, in the state directory.
+//!
+//! A re-run compares before it writes: files by sha256, blobs by asking the registry. After a
+//! crash or kill at any point the next run converges; the state directory's lock keeps two runs
+//! apart.
+
+mod deploy;
+mod files;
+mod registry;
+
+use crate::cluster::deploy::DeployOptions;
+use crate::cluster::rollout::RolledOut;
+use crate::cluster::rollout::RolloutOptions;
+use crate::cluster::{rollout, stack};
+use crate::error::{InstallError, Result};
+use crate::node::host;
+use crate::node::host::{Role, SiteRegistry};
+use crate::node::preflight::{self, Node};
+use crate::node::seed::{self, SeedOptions, Seeded};
+use crate::node::stage::{self, Staged};
+use crate::node::state::{self, Release, State};
+use rin_bundle::digest::sha256_hex;
+use rin_bundle::index::Index;
+use rin_bundle::{Arch, Opened, Progress, Trust};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+/// Where the images go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryMode {
+    /// The bundle's `registry:2` image run in the cluster, on this NodePort.
+    InCluster {
+        node_port: u16,
+        image: Option<String>,
+    },
+    /// An existing registry (`SeedOptions::registry`).
+    External,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    /// The node's architecture (`amd64`, `arm64`).
+    pub arch: Arch,
+    pub role: Role,
+    pub tls_san: Vec<String>,
+    pub registry: RegistryMode,
+    /// How to reach the registry to seed (for `InCluster`, its host is set from the NodePort).
+    pub seed: SeedOptions,
+    pub no_start: bool,
+    pub dry_run: bool,
+    pub allow_downgrade: bool,
+    /// Bound of each wait (the K3s API, the registry, the stack's health).
+    pub timeout: Duration,
+    /// The cluster to deploy to [default: K3s's `ROOT/etc/rancher/k3s/k3s.yaml`]. Given with
+    /// `--no-start`, the stack is deployed to that (running) cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Take over fields another field manager owns.
+    pub force_conflicts: bool,
+    /// Delete claims (and namespaces holding them) the new release no longer has.
+    pub prune_volumes: bool,
+    /// Releases kept for rollback.
+    pub keep: usize,
+}
+
+/// What apply did (or, in a dry run, would do).
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Host files written (or to write), relative to the root.
+    pub written: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub seeded: Option<Seeded>,
+    /// Blobs a dry run found missing in the registry, and their bytes (None: not asked).
+    pub to_push: Option<(usize, u64)>,
+    pub installed_service: bool,
+    pub release: Option<Release>,
+    /// A dry run's objects, in apply order (`Kind ns/name (from FILE)`).
+    pub plan: Vec<String>,
+    /// The cluster step's outcome, when it ran.
+    pub rolled_out: Option<RolledOut>,
+}
+
+const STEPS: usize = 7;
+
+impl ApplyOptions {
+    fn site(&self) -> Result<SiteRegistry> {
+        let ca_pem = if self.seed.ca_files.is_empty() {
+            None
+        } else {
+            let mut pem = Vec::new();
+            for f in &self.seed.ca_files {
+                let mut b = std::fs::read(f).map_err(|source| InstallError::Io {
+                    path: f.clone(),
+                    source,
+                })?;
+                if !b.ends_with(b"\n") {
+                    b.push(b'\n');
+                }
+                pem.extend(b);
+            }
+            Some(pem)
+        };
+        Ok(SiteRegistry {
+            host: self.seed.registry.clone(),
+            plain_http: self.seed.plain_http,
+            auth: self.seed.auth.clone(),
+            ca_pem,
+        })
+    }
+
+    fn seeds_here(&self) -> Option<&'static str> {
+        if !self.role.is_first() {
+            return Some("only the first server seeds the site registry");
+        }
+        if matches!(self.registry, RegistryMode::InCluster { .. })
+            && self.no_start
+            && self.kubeconfig.is_none()
+        {
+            return Some(
+                "the in-cluster registry runs once K3s starts: run apply again without --no-start",
+            );
+        }
+        None
+    }
+
+    /// Why the stack is not deployed from this node, if it is not.
+    fn deploys_here(&self) -> Option<&'static str> {
+        if !self.role.is_first() {
+            return Some("only the first server deploys the stack");
+        }
+        if self.no_start && self.kubeconfig.is_none() {
+            return Some(
+                "K3s is not started here (--no-start): give --kubeconfig to deploy to a running cluster",
+            );
+        }
+        None
+    }
+
+    fn kubeconfig_path(&self) -> PathBuf {
+        self.kubeconfig
+            .clone()
+            .unwrap_or_else(|| crate::cluster::connect::k3s_kubeconfig(&self.root))
+    }
+
+    fn rollout(&self) -> RolloutOptions {
+        RolloutOptions {
+            deploy: DeployOptions {
+                force_conflicts: self.force_conflicts,
+                timeout: self.timeout,
+                poll: Duration::from_secs(2),
+            },
+            prune_volumes: self.prune_volumes,
+            keep: self.keep,
+        }
+    }
+}
+
+/// What every step of one run shares.
+struct Run<'a> {
+    bundle: &'a Path,
+    trust: &'a dyn Trust,
+    /// The options, with the in-cluster registry's address filled in.
+    opts: ApplyOptions,
+    rt: &'a Handle,
+    report: &'a dyn Progress,
+    /// The state directory, locked for the run; None in a dry run.
+    state: Option<State>,
+    /// What this node recorded last.
+    installed: Option<Release>,
+    /// `--root` is `/`.
+    real_root: bool,
+    index: Index,
+    index_sha256: String,
+    /// The first server reads the stack's objects (to deploy them, or to show them).
+    plans: bool,
+    done: Applied,
+}
+
+/// Run the node's steps for `bundle`, then the cluster step. Call from a thread outside the
+/// runtime `rt` (it blocks on it).
+pub fn apply(
+    bundle: &Path,
+    trust: &dyn Trust,
+    opts: &ApplyOptions,
+    rt: &Handle,
+    report: &dyn Progress,
+) -> Result<Applied> {
+    let real_root = opts.root == Path::new("/");
+    if !real_root && !opts.no_start {
+        return Err(InstallError::Step {
+            what: "--root".into(),
+            reason: format!(
+                "K3s can only be started on the real root, not under {}: add --no-start",
+                opts.root.display()
+            ),
+        });
+    }
+    let mut opts = opts.clone();
+    if let RegistryMode::InCluster { node_port, .. } = opts.registry {
+        opts.seed.registry = format!("127.0.0.1:{node_port}");
+        opts.seed.plain_http = true;
+    }
+    // A dry run takes no lock and creates nothing.
+    let state = if opts.dry_run {
+        None
+    } else {
+        Some(State::open(&opts.state_dir)?)
+    };
+    let installed = state::read_release(&opts.state_dir)?;
+
+    report.step(1, STEPS, "preflight");
+    let opened = rin_bundle::open(bundle, trust)?;
+    // The first server deploys (or, in a dry run, shows what it would deploy).
+    let plans = opts.role.is_first() && (opts.dry_run || opts.deploys_here().is_none());
+    let mut run = Run {
+        bundle,
+        trust,
+        index: opened.index.clone(),
+        index_sha256: sha256_hex(&opened.index_bytes),
+        opts,
+        rt,
+        report,
+        state,
+        installed,
+        real_root,
+        plans,
+        done: Applied::default(),
+    };
+    run.preflight()?;
+    let files = run.host_files_needed()?;
+
+    report.step(2, STEPS, "verify");
+    let staged = run.verify(opened, &files)?;
+
+    report.step(3, STEPS, "K3s host files");
+    run.write_host_files(files, &staged)?;
+
+    report.step(4, STEPS, "site registry");
+    let site = run.site_registry(&staged)?;
+
+    report.step(5, STEPS, "seed");
+    run.seed(&staged)?;
+
+    report.step(6, STEPS, "deploy");
+    run.deploy(&staged, site)?;
+
+    report.step(7, STEPS, "record");
+    run.record()?;
+    Ok(run.done)
+}
+
+impl Run<'_> {
+    fn in_cluster(&self) -> bool {
+        matches!(self.opts.registry, RegistryMode::InCluster { .. })
+    }
+
+    /// The image `--registry-image` names for the in-cluster registry, if it names one.
+    fn registry_image(&self) -> Option<&str> {
+        match &self.opts.registry {
+            RegistryMode::InCluster { image, .. } => image.as_deref(),
+            RegistryMode::External => None,
+        }
+    }
+
+    /// Step 1: every check from the signed index alone.
+    fn preflight(&self) -> Result<()> {
+        let opts = &self.opts;
+        let bin = opts.root.join(host::K3S_BIN);
+        let found_k3s = if self.real_root
+            && self.installed.as_ref().is_none_or(|r| r.k3s.is_none())
+            && bin.exists()
+        {
+            preflight::k3s_version_of(&bin)
+        } else {
+            None
+        };
+        preflight::check(
+            &self.index,
+            &Node {
+                root: &opts.root,
+                real_root: self.real_root,
+                euid_is_root: rustix::process::geteuid().is_root(),
+                arch: &opts.arch,
+                state_dir: &opts.state_dir,
+                installed: self.installed.as_ref(),
+                found_k3s,
+                in_cluster_registry: self.in_cluster(),
+                first_server: opts.role.is_first(),
+                registry_image: self.registry_image(),
+                allow_downgrade: opts.allow_downgrade,
+                index_sha256: &self.index_sha256,
+                site_platforms: opts.seed.platforms.as_ref(),
+            },
+        )
+    }
+
+    /// Step 2: the first verified pass, staging the K3s files `files` needs and keeping what
+    /// the cluster step reads; the stack's objects are read (and refused when malformed) before
+    /// anything is touched.
+    fn verify(&self, opened: Opened, files: &files::HostFiles) -> Result<Staged> {
+        let keep = if self.plans {
+            stack::kept_entries(&self.index)
+        } else {
+            Default::default()
+        };
+        let staging_dir = self.state.as_ref().map(|s| s.staging(&self.index_sha256));
+        let staged = stage::first_pass(
+            opened,
+            files.wanted.clone(),
+            keep,
+            staging_dir.as_deref(),
+            self.report,
+        )?;
+        if self.plans {
+            rollout::plan(stack::objects(
+                &self.index,
+                &staged.kept,
+                None,
+                self.opts.seed.platforms.as_ref(),
+                true,
+            )?)?;
+        }
+        Ok(staged)
+    }
+
+    /// Step 5: every image and chart into the site registry (the first server only).
+    fn seed(&mut self, staged: &Staged) -> Result<()> {
+        let opts = &self.opts;
+        match opts.seeds_here() {
+            Some(why) => self.report.say(&format!("seeding skipped: {why}")),
+            None if opts.dry_run => {
+                self.done.to_push =
+                    seed::missing_blobs(&staged.plan, &opts.seed, self.rt, self.report).ok();
+            }
+            None => {
+                self.done.seeded = Some(seed::seed(
+                    self.bundle,
+                    self.trust,
+                    &staged.plan,
+                    &opts.seed,
+                    self.rt,
+                    self.report,
+                )?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 7: the release, in the state directory.
+    fn record(&mut self) -> Result<()> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        let index = &self.index;
+        let release = Release {
+            stack: index.stack.name.clone(),
+            version: index.stack.version.clone(),
+            k3s: index
+                .k3s
+                .as_ref()
+                .map(|k| k.version.clone())
+                .or_else(|| self.installed.as_ref().and_then(|r| r.k3s.clone())),
+            index_sha256: self.index_sha256.clone(),
+            installed: rin_bundle::index::format_created(rin_bundle::index::now_epoch()),
+            revision: self
+                .done
+                .rolled_out
+                .as_ref()
+                .and_then(|r| r.record.revision),
+            ..Default::default()
+        };
+        state.record(&release)?;
+        state.clear_staging(None)?;
+        self.done.release = Some(release);
+        Ok(())
+    }
+}

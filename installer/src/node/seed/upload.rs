@@ -1,0 +1,96 @@
+//! The second pass: a `Sink` that sends each missing blob while the verified bundle streams by,
+//! `jobs` uploads at a time, the bundle read at most 128 MiB ahead of them.
+
+use super::registry::{Registry, causes, explain};
+use bytes::Bytes;
+use rin_bundle::Sink;
+use rin_bundle::index::Entry;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+/// How far (MiB) the bundle is read ahead of the uploads.
+pub(super) const READ_AHEAD_MIB: usize = 128;
+
+/// Uploads the blobs it is told about while the bundle streams by, `jobs` at a time.
+pub(super) struct Upload<'a> {
+    pub(super) reg: &'a Registry<'a>,
+    pub(super) rt: Handle,
+    /// Blob path → (repository, digest) for blobs to send in this pass.
+    pub(super) send: HashMap<String, (String, String)>,
+    pub(super) jobs: usize,
+    /// Bytes read ahead of the uploads, in chunks of at most 1 MiB: the bundle decompresses far
+    /// faster than one upload goes, so the next blobs start while earlier ones still send.
+    pub(super) budget: Arc<tokio::sync::Semaphore>,
+    pub(super) cur: Option<mpsc::UnboundedSender<(Bytes, tokio::sync::OwnedSemaphorePermit)>>,
+    /// Uploads in flight, oldest first; each yields its size when the registry took the blob.
+    pub(super) running: Vec<tokio::task::JoinHandle<std::result::Result<u64, String>>>,
+    /// Sizes of the blobs the registry took.
+    pub(super) sent: Vec<u64>,
+    /// Why the last failed upload failed.
+    pub(super) failure: Option<String>,
+}
+
+impl Upload<'_> {
+    /// Wait for the oldest uploads until fewer than `limit` run.
+    pub(super) fn settle(&mut self, limit: usize) {
+        while self.running.len() >= limit.max(1) {
+            let h = self.running.remove(0);
+            // A failed upload leaves its blob missing: the next round sends it again.
+            match self.rt.block_on(h) {
+                Ok(Ok(size)) => self.sent.push(size),
+                Ok(Err(e)) => self.failure = Some(e),
+                Err(e) => self.failure = Some(e.to_string()),
+            }
+        }
+    }
+}
+
+impl Sink for Upload<'_> {
+    fn begin(&mut self, entry: &Entry) -> rin_bundle::Result<bool> {
+        let Some((repo, digest)) = self.send.get(&entry.path).cloned() else {
+            return Ok(false);
+        };
+        self.settle(self.jobs);
+        let (tx, rx) = mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
+        let client = self.reg.client.clone();
+        let target = self.reg.at(&repo, &digest);
+        let size = entry.size;
+        // A chunk's permit is returned as the chunk is handed to the connection.
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|(bytes, _permit)| (Ok(bytes), rx))
+        });
+        let task = self.rt.spawn(async move {
+            client
+                .push_blob_stream(&target, body, &digest, Some(size))
+                .await
+                .map(|_| size)
+                .map_err(|e| format!("uploading {digest}: {}", explain(&causes(&e))))
+        });
+        self.running.push(task);
+        self.cur = Some(tx);
+        Ok(true)
+    }
+
+    fn data(&mut self, chunk: &[u8]) -> rin_bundle::Result<()> {
+        let Some(tx) = &self.cur else {
+            return Ok(());
+        };
+        let permit = self
+            .rt
+            .block_on(self.budget.clone().acquire_owned())
+            .expect("the budget is never closed");
+        if tx.send((Bytes::copy_from_slice(chunk), permit)).is_err() {
+            // The upload failed; its blob is sent again in the next pass.
+            self.cur = None;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, _entry: &Entry) -> rin_bundle::Result<()> {
+        // Closing the channel ends the upload's body.
+        self.cur = None;
+        Ok(())
+    }
+}
