@@ -47,6 +47,16 @@ pub enum BundleError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("part list {path}: {reason}")]
+    Parts { path: PathBuf, reason: String },
+    #[error("part list {path}: its signatures were refused: {reason}")]
+    PartsUntrusted { path: PathBuf, reason: String },
+    #[error("{bad} of the {count} parts of {path} are missing or damaged")]
+    PartsBad {
+        path: PathBuf,
+        bad: usize,
+        count: usize,
+    },
     #[error("the bundle uses format {found:?}; this program reads {supported:?}")]
     UnsupportedFormat {
         found: String,
@@ -144,6 +154,15 @@ impl BundleError {
                 "this bundle was not written by rinbundle or was crafted; do not use it, and ask its builder for a bundle built with rinbundle build"
             }
             Unsigned => "ask the builder to sign it: rinbundle build --key NAME.key",
+            Parts { .. } => {
+                "copy NAME.parts again from the connected machine, or split the bundle again with rinbundle split"
+            }
+            PartsBad { .. } => {
+                "copy the parts named above again from the connected machine (their sha256 is in the part list), then run rininstall check again"
+            }
+            PartsUntrusted { .. } => {
+                "the part list must be signed by a key this site trusts: rinbundle split BUNDLE --key NAME.key"
+            }
             Untrusted { .. } => return None,
             UnsupportedFormat { .. } => "use a rininstall release that reads this format version",
             StagingExists { .. } => {

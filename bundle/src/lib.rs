@@ -9,6 +9,7 @@ pub mod index;
 pub mod json;
 pub mod k3s;
 pub mod oci;
+pub mod parts;
 pub mod platform;
 pub mod progress;
 pub mod reader;

@@ -17,9 +17,39 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.2} {}B", UNITS[unit])
 }
 
+/// A size as people write it: `4294967295`, `700M`, `2G`, `512KiB` (binary units; `B` and `iB`
+/// are optional).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: write bytes, or a number with K, M or G"))?;
+    let shift = match unit.trim().trim_end_matches('B').trim_end_matches('i') {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use K, M, G or T")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_read_in_binary_units() {
+        assert_eq!(parse_bytes("4294967295"), Ok(4294967295));
+        assert_eq!(parse_bytes("700M"), Ok(700 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert!(parse_bytes("ten").is_err() && parse_bytes("5X").is_err());
+    }
 
     #[test]
     fn the_same_text_as_the_progress_bars() {

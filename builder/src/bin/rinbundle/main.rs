@@ -65,6 +65,26 @@ enum Command {
     },
     /// Verify a bundle in one pass: signatures against the trusted keys, then every entry.
     Verify(VerifyArgs),
+    /// Cut a bundle into parts for removable media: FILE.part-001, FILE.part-002, ... of at most
+    /// SIZE bytes, and FILE.parts, the part list signed with the same keys as the bundle (each
+    /// part's size and sha256, the whole file's, the bundle's index sha256). The bundle is left
+    /// as it is.
+    Split {
+        file: PathBuf,
+        /// The largest part, in bytes or with K, M, G [default: 4294967295, FAT32's limit].
+        #[arg(long, value_name = "SIZE", value_parser = rin_support::units::parse_bytes)]
+        size: Option<u64>,
+        /// Private key to sign the part list with; repeat for several.
+        #[arg(
+            long = "key",
+            value_name = "FILE",
+            required_unless_present = "unsigned"
+        )]
+        keys: Vec<PathBuf>,
+        /// Leave the part list unsigned (installers refuse it).
+        #[arg(long, conflicts_with = "keys")]
+        unsigned: bool,
+    },
     /// Sign a file (release checksums) with a key: writes FILE.sig, the raw Ed25519 signature,
     /// which `openssl pkeyutl -verify -pubin -inkey KEY.pub -rawin -in FILE -sigfile FILE.sig`
     /// checks.
@@ -207,6 +227,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => lock(&stack, arches, &fetch, mode),
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Verify(args) => rin_cli::verify_command(&args, None, cli.quiet),
+        Command::Split {
+            file,
+            size,
+            keys,
+            unsigned: _,
+        } => {
+            let keys = keys
+                .iter()
+                .map(|k| rin_signing::load_signing_key(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let size = size.unwrap_or(rin_bundle::parts::FAT32_MAX);
+            let (path, list) =
+                rin_bundle::parts::split(&file, size, &|bytes| rin_signing::sign(bytes, &keys))
+                    .with_context(|| format!("cannot split {}", file.display()))?;
+            for p in &list.parts {
+                println!("{}  {}  {}", p.sha256, p.name, human_bytes(p.size));
+            }
+            println!(
+                "wrote {} parts and {} ({}, index sha256:{})",
+                list.parts.len(),
+                path.display(),
+                human_bytes(list.size),
+                list.index_sha256
+            );
+            Ok(())
+        }
         Command::SignFile { file, key } => {
             let signing = rin_signing::load_signing_key(&key)?;
             let bytes =

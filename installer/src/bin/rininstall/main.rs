@@ -49,6 +49,60 @@ enum Command {
     /// Verify a bundle and write the installer it carries for an architecture (the next
     /// version of rininstall, for this node or another).
     ExtractInstaller(ExtractArgs),
+    /// Check a split bundle's parts before a long apply: the part list's signatures, then every
+    /// part's size and sha256; one line per part (good, missing, damaged).
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The part list, NAME.parts (the parts are read from its directory).
+    parts: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+fn check_command(args: &CheckArgs) -> anyhow::Result<()> {
+    use rin_bundle::parts::{self, PartState};
+    let policy = args
+        .trust
+        .policy(Some(Path::new(rin_installer::DEFAULT_TRUSTED_KEYS)))?;
+    let (list, states) = parts::check(&args.parts, &policy)?;
+    let mut bad = 0;
+    for (p, state) in list.parts.iter().zip(&states) {
+        let line = match state {
+            PartState::Good => format!("good     {}", p.name),
+            PartState::Missing => {
+                format!("missing  {}: copy it from the connected machine", p.name)
+            }
+            PartState::WrongSize { size } => format!(
+                "damaged  {}: {size} bytes, the list says {}: copy it again",
+                p.name, p.size
+            ),
+            PartState::Damaged { sha256 } => format!(
+                "damaged  {}: sha256 {sha256}, the list says {}: copy it again",
+                p.name, p.sha256
+            ),
+        };
+        bad += usize::from(*state != PartState::Good);
+        println!("{line}");
+    }
+    if bad > 0 {
+        return Err(rin_bundle::BundleError::PartsBad {
+            path: args.parts.clone(),
+            bad,
+            count: states.len(),
+        }
+        .into());
+    }
+    println!(
+        "all {} parts of {} are good ({}, index sha256:{})",
+        states.len(),
+        list.bundle,
+        human_bytes(list.size),
+        list.index_sha256
+    );
+    Ok(())
 }
 
 #[derive(Args)]
@@ -565,6 +619,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status_command(args, cli.quiet),
         Command::Rollback(args) => rollback_command(args, cli.quiet),
         Command::ExtractInstaller(args) => extract_command(args, cli.quiet),
+        Command::Check(args) => check_command(args),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -1,0 +1,257 @@
+//! Split parts: a bundle cut into byte ranges for removable media (FAT32 holds no file of 4 GiB
+//! or more), with a signed part list naming each part's size and sha256, the whole file's, and
+//! the bundle's index sha256. docs/FORMAT.md section 8 is the contract.
+//!
+//! `NAME.parts` is canonical JSON `{"list": LIST, "signatures": SIGS}`: `LIST` is the part list
+//! and `SIGS` a `rinbundle.sig` document over `LIST`'s canonical JSON bytes, signed with the same
+//! keys and checked by the same rules as the index. Keys sort, so those bytes stand verbatim in
+//! the file.
+
+use crate::digest::sha256_hex;
+use crate::error::{BundleError, Result};
+use crate::json::canonical_json;
+use crate::reader::Trust;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The part list's `format`.
+pub const FORMAT: &str = "rinbundle-parts/v1";
+/// The largest file FAT32 holds: the default part size.
+pub const FAT32_MAX: u64 = (4 << 30) - 1;
+/// Largest part list read into memory.
+const MAX_LIST: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartList {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The bundle's file name (the parts are `NAME.part-001`, `NAME.part-002`, ...).
+    pub bundle: String,
+    /// sha256 of the bundle's signed index (`rinbundle.json`): which bundle the parts make.
+    pub index_sha256: String,
+    /// The whole file's size and sha256.
+    pub size: u64,
+    pub sha256: String,
+    /// In order.
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Part {
+    /// File name, in the same directory as the part list.
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartsFile {
+    list: PartList,
+    signatures: serde_json::Value,
+}
+
+/// The part list file of `bundle`: `NAME.parts` beside it.
+pub fn list_path(bundle: &Path) -> PathBuf {
+    with_suffix(bundle, ".parts")
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Cut `bundle` into parts of at most `size` bytes beside it (`NAME.part-001`, ...), each written
+/// whole or not at all, then write `NAME.parts` with `sign`'s signature document over the list.
+/// The bundle itself is read once and not changed.
+pub fn split(
+    bundle: &Path,
+    size: u64,
+    sign: &dyn Fn(&[u8]) -> Vec<u8>,
+) -> Result<(PathBuf, PartList)> {
+    if size == 0 {
+        return Err(BundleError::Parts {
+            path: bundle.to_path_buf(),
+            reason: "the part size must be at least one byte".into(),
+        });
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BundleError::Io { path, source }
+    };
+    let (index, _) = crate::reader::peek(bundle)?;
+    let name = bundle
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut src = File::open(bundle).map_err(io(bundle))?;
+    let total = src.metadata().map_err(io(bundle))?.len();
+    let mut whole = Sha256::new();
+    let mut parts = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = total;
+    while left > 0 || parts.is_empty() {
+        let part_name = format!("{name}.part-{:03}", parts.len() + 1);
+        let path = bundle.with_file_name(&part_name);
+        let mut out = rin_support::fs::AtomicFile::create(&path, 0o644).map_err(out_err)?;
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        while n < size.min(left) {
+            let want = (size.min(left) - n).min(buf.len() as u64) as usize;
+            let got = src.read(&mut buf[..want]).map_err(io(bundle))?;
+            if got == 0 {
+                return Err(BundleError::Parts {
+                    path: bundle.to_path_buf(),
+                    reason: "the file ended early: it changed while being split".into(),
+                });
+            }
+            h.update(&buf[..got]);
+            whole.update(&buf[..got]);
+            out.write_all(&buf[..got]).map_err(io(out.tmp()))?;
+            n += got as u64;
+        }
+        out.commit().map_err(out_err)?;
+        left -= n;
+        parts.push(Part {
+            name: part_name,
+            size: n,
+            sha256: hex::encode(h.finalize()),
+        });
+        if total == 0 {
+            break;
+        }
+    }
+    let list = PartList {
+        format: FORMAT.into(),
+        bundle: name,
+        index_sha256: sha256_hex(&index),
+        size: total,
+        sha256: hex::encode(whole.finalize()),
+        parts,
+    };
+    let signatures: serde_json::Value = serde_json::from_slice(&sign(&canonical_json(&list)))
+        .map_err(|e| BundleError::Parts {
+            path: bundle.to_path_buf(),
+            reason: format!("the signatures do not parse: {e}"),
+        })?;
+    let path = list_path(bundle);
+    rin_support::fs::write_atomic(
+        &path,
+        &canonical_json(&PartsFile {
+            list: list.clone(),
+            signatures,
+        }),
+        0o644,
+    )
+    .map_err(out_err)?;
+    Ok((path, list))
+}
+
+fn out_err(e: rin_support::fs::FileError) -> BundleError {
+    BundleError::Output {
+        path: e.path,
+        source: e.source,
+    }
+}
+
+/// Read `NAME.parts`, check its signatures with `trust` and only then parse the list: the list
+/// and the key ids that signed it.
+pub fn open_list(path: &Path, trust: &dyn Trust) -> Result<(PartList, Vec<String>)> {
+    let bad = |reason: String| BundleError::Parts {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(MAX_LIST + 1).read_to_end(&mut bytes))
+        .map_err(|source| BundleError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_LIST {
+        return Err(bad(format!("it is larger than {MAX_LIST} bytes")));
+    }
+    let raw: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("it is not JSON: {e}")))?;
+    if canonical_json(&raw) != bytes {
+        return Err(bad("it is not canonical JSON".into()));
+    }
+    let (Some(list), Some(sigs)) = (raw.get("list"), raw.get("signatures")) else {
+        return Err(bad("it lacks `list` or `signatures`".into()));
+    };
+    let signers = trust
+        .check(&canonical_json(list), &canonical_json(sigs))
+        .map_err(|e| BundleError::PartsUntrusted {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let file: PartsFile =
+        serde_json::from_value(raw.clone()).map_err(|e| bad(format!("its list: {e}")))?;
+    let list = file.list;
+    if list.format != FORMAT {
+        return Err(bad(format!("unknown format {:?}", list.format)));
+    }
+    for p in &list.parts {
+        if p.name.contains('/') || p.name.is_empty() || p.name.starts_with('.') {
+            return Err(bad(format!("part name {:?} is not a file name", p.name)));
+        }
+    }
+    if list.parts.iter().map(|p| p.size).sum::<u64>() != list.size {
+        return Err(bad("its parts do not add up to the bundle's size".into()));
+    }
+    Ok((list, signers))
+}
+
+/// What a part is, as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartState {
+    Good,
+    Missing,
+    /// Present, of another size.
+    WrongSize {
+        size: u64,
+    },
+    /// Present, of the right size, with other content.
+    Damaged {
+        sha256: String,
+    },
+}
+
+/// Every part of the list at `path` (signatures checked first), hashed: one state per part, in
+/// order.
+pub fn check(path: &Path, trust: &dyn Trust) -> Result<(PartList, Vec<PartState>)> {
+    let (list, _) = open_list(path, trust)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut states = Vec::new();
+    for p in &list.parts {
+        let file = dir.join(&p.name);
+        let state = match std::fs::metadata(&file) {
+            Err(_) => PartState::Missing,
+            Ok(m) if m.len() != p.size => PartState::WrongSize { size: m.len() },
+            Ok(_) => {
+                let f = File::open(&file).map_err(|source| BundleError::Io {
+                    path: file.clone(),
+                    source,
+                })?;
+                let (sha256, _) =
+                    crate::digest::sha256_reader(f).map_err(|source| BundleError::Io {
+                        path: file.clone(),
+                        source,
+                    })?;
+                if sha256 == p.sha256 {
+                    PartState::Good
+                } else {
+                    PartState::Damaged { sha256 }
+                }
+            }
+        };
+        states.push(state);
+    }
+    Ok((list, states))
+}
