@@ -51,6 +51,20 @@ pub enum BundleError {
     Parts { path: PathBuf, reason: String },
     #[error("part list {path}: its signatures were refused: {reason}")]
     PartsUntrusted { path: PathBuf, reason: String },
+    #[error("part {path} is missing")]
+    PartMissing { path: PathBuf },
+    #[error("part {path} is {size} bytes; the part list says {expected}")]
+    PartWrongSize {
+        path: PathBuf,
+        size: u64,
+        expected: u64,
+    },
+    #[error("part {path} is damaged: its sha256 is {actual}, the part list says {expected}")]
+    PartDamaged {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("{bad} of the {count} parts of {path} are missing or damaged")]
     PartsBad {
         path: PathBuf,
@@ -121,6 +135,19 @@ impl BundleError {
         )
     }
 
+    /// True when the error names a part of a split bundle (or its list).
+    pub fn is_about_a_part(&self) -> bool {
+        matches!(
+            self,
+            BundleError::Parts { .. }
+                | BundleError::PartsUntrusted { .. }
+                | BundleError::PartsBad { .. }
+                | BundleError::PartMissing { .. }
+                | BundleError::PartWrongSize { .. }
+                | BundleError::PartDamaged { .. }
+        )
+    }
+
     /// The next thing the operator can do about this error.
     pub fn hint(&self) -> Option<&'static str> {
         use BundleError::*;
@@ -156,6 +183,9 @@ impl BundleError {
             Unsigned => "ask the builder to sign it: rinbundle build --key NAME.key",
             Parts { .. } => {
                 "copy NAME.parts again from the connected machine, or split the bundle again with rinbundle split"
+            }
+            PartMissing { .. } | PartWrongSize { .. } | PartDamaged { .. } => {
+                "copy that part again from the connected machine (rininstall check NAME.parts names every bad part), then run the same command again"
             }
             PartsBad { .. } => {
                 "copy the parts named above again from the connected machine (their sha256 is in the part list), then run rininstall check again"

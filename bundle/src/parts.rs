@@ -255,3 +255,156 @@ pub fn check(path: &Path, trust: &dyn Trust) -> Result<(PartList, Vec<PartState>
     }
     Ok((list, states))
 }
+
+/// The first part of `list` that is not what it says (missing, of another size, or of other
+/// content), as the refusal that names it; None when every part is good.
+pub(crate) fn first_bad(list_path: &Path, list: &PartList) -> Option<BundleError> {
+    let dir = list_path.parent().unwrap_or(Path::new("."));
+    for p in &list.parts {
+        let path = dir.join(&p.name);
+        match std::fs::metadata(&path) {
+            Err(_) => return Some(BundleError::PartMissing { path }),
+            Ok(m) if m.len() != p.size => {
+                return Some(BundleError::PartWrongSize {
+                    path,
+                    size: m.len(),
+                    expected: p.size,
+                });
+            }
+            Ok(_) => {}
+        }
+        let actual = File::open(&path)
+            .and_then(crate::digest::sha256_reader)
+            .map(|(h, _)| h)
+            .unwrap_or_else(|e| format!("(unreadable: {e})"));
+        if actual != p.sha256 {
+            return Some(BundleError::PartDamaged {
+                path,
+                expected: p.sha256.clone(),
+                actual,
+            });
+        }
+    }
+    None
+}
+
+/// The part list a path names, when it names one: `NAME.parts` itself, or any `NAME.part-NNN`.
+pub fn list_of(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    if name.ends_with(".parts") {
+        return Some(path.to_path_buf());
+    }
+    let (stem, n) = name.rsplit_once(".part-")?;
+    (n.len() >= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| path.with_file_name(format!("{stem}.parts")))
+}
+
+/// The parts of the list at `path`, read in order as one stream: the list's signatures are
+/// checked with `trust`, then every part must be there with its listed size (checked now,
+/// before any long pass: the first one that is not is named); as the stream is read, each
+/// part is hashed and a damaged one fails the read, named.
+pub fn open_joined(path: &Path, trust: &dyn Trust) -> Result<(PartList, Box<dyn Read + Send>)> {
+    let (list, _) = open_list(path, trust)?;
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    for p in &list.parts {
+        let file = dir.join(&p.name);
+        match std::fs::metadata(&file) {
+            Err(_) => return Err(BundleError::PartMissing { path: file }),
+            Ok(m) if m.len() != p.size => {
+                return Err(BundleError::PartWrongSize {
+                    path: file,
+                    size: m.len(),
+                    expected: p.size,
+                });
+            }
+            Ok(_) => {}
+        }
+    }
+    let joined = Joined {
+        dir,
+        parts: list.parts.clone(),
+        next: 0,
+        cur: None,
+    };
+    Ok((list, Box::new(joined)))
+}
+
+/// The parts, one after the other, each hashed as it is read.
+struct Joined {
+    dir: PathBuf,
+    parts: Vec<Part>,
+    next: usize,
+    /// The part being read: its file, hash so far, bytes left, index.
+    cur: Option<(File, Sha256, u64, usize)>,
+}
+
+impl Read for Joined {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.cur.is_none() {
+                let Some(p) = self.parts.get(self.next) else {
+                    return Ok(0);
+                };
+                let f = File::open(self.dir.join(&p.name))?;
+                self.cur = Some((f, Sha256::new(), p.size, self.next));
+                self.next += 1;
+            }
+            let Some((f, h, left, i)) = self.cur.as_mut() else {
+                continue;
+            };
+            if *left == 0 {
+                let actual = hex::encode(std::mem::take(h).finalize());
+                let p = &self.parts[*i];
+                if actual != p.sha256 {
+                    return Err(std::io::Error::other(DamagedPart {
+                        path: self.dir.join(&p.name),
+                        expected: p.sha256.clone(),
+                        actual,
+                    }));
+                }
+                self.cur = None;
+                continue;
+            }
+            let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+            let n = f.read(&mut buf[..want])?;
+            if n == 0 {
+                // Shorter than when it was checked: it changed during the read.
+                let p = &self.parts[*i];
+                return Err(std::io::Error::other(DamagedPart {
+                    path: self.dir.join(&p.name),
+                    expected: p.sha256.clone(),
+                    actual: "(it ended early)".into(),
+                }));
+            }
+            h.update(&buf[..n]);
+            *left -= n as u64;
+            return Ok(n);
+        }
+    }
+}
+
+/// A part whose content is not what the list says, carried through the decompressor's reads.
+#[derive(Debug)]
+struct DamagedPart {
+    path: PathBuf,
+    expected: String,
+    actual: String,
+}
+
+impl std::fmt::Display for DamagedPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is damaged", self.path.display())
+    }
+}
+
+impl std::error::Error for DamagedPart {}
+
+/// The refusal a damaged part's read error stands for, if it is one.
+pub(crate) fn part_error(e: &std::io::Error) -> Option<BundleError> {
+    let d = e.get_ref()?.downcast_ref::<DamagedPart>()?;
+    Some(BundleError::PartDamaged {
+        path: d.path.clone(),
+        expected: d.expected.clone(),
+        actual: d.actual.clone(),
+    })
+}

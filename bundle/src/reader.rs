@@ -65,6 +65,8 @@ pub struct Verified {
 /// A bundle whose index and signatures have been read and trusted, positioned at entry 3.
 pub struct Opened {
     stream: Stream,
+    /// The part list, when the bundle is read from parts: a refusal is then traced to the part.
+    parts: Option<(PathBuf, crate::parts::PartList)>,
     pub index: Index,
     pub index_bytes: Vec<u8>,
     pub signatures: Vec<u8>,
@@ -79,10 +81,54 @@ pub fn peek(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((index, sig))
 }
 
-/// Read the index and signatures and check them against `trust` before anything else.
+/// Read the index and signatures and check them against `trust` before anything else. `path`
+/// is a bundle file, or a split bundle's part list (`NAME.parts`, or any of its parts): then the
+/// list's signatures are checked first, every part must be there with its size, the parts are
+/// read in order as one stream (each hashed on the way), and they must make the bundle the list
+/// names.
 pub fn open(path: &Path, trust: &dyn Trust) -> Result<Opened> {
-    let mut stream = Stream::open(path)?;
+    match crate::parts::list_of(path) {
+        Some(list_path) => {
+            let (list, joined) = crate::parts::open_joined(&list_path, trust)?;
+            let parts = Some((list_path, list));
+            Stream::from_reader(joined, path)
+                .and_then(|s| open_stream(s, parts.clone(), trust))
+                .map_err(|e| blame_part(e, parts.as_ref()))
+        }
+        None => open_stream(Stream::open(path)?, None, trust),
+    }
+}
+
+/// A refusal while reading parts, traced to the first part that is not what the list says
+/// (when one is not: the refusal itself). A damaged part can make the decompressor fail before
+/// that part's end, where its hash would have named it.
+fn blame_part(e: BundleError, parts: Option<&(PathBuf, crate::parts::PartList)>) -> BundleError {
+    match parts {
+        Some((list_path, list)) if e.is_refusal() && !e.is_about_a_part() => {
+            crate::parts::first_bad(list_path, list).unwrap_or(e)
+        }
+        _ => e,
+    }
+}
+
+fn open_stream(
+    mut stream: Stream,
+    list: Option<(PathBuf, crate::parts::PartList)>,
+    trust: &dyn Trust,
+) -> Result<Opened> {
     let (index_bytes, signatures, mtime) = read_head(&mut stream)?;
+    if let Some((list_path, list)) = &list {
+        let actual = crate::digest::sha256_hex(&index_bytes);
+        if actual != list.index_sha256 {
+            return Err(BundleError::Parts {
+                path: list_path.clone(),
+                reason: format!(
+                    "its parts make another bundle (index sha256 {actual}, the list names {})",
+                    list.index_sha256
+                ),
+            });
+        }
+    }
     let signers = trust
         .check(&index_bytes, &signatures)
         .map_err(|source| BundleError::Untrusted { source })?;
@@ -94,6 +140,7 @@ pub fn open(path: &Path, trust: &dyn Trust) -> Result<Opened> {
     }
     Ok(Opened {
         stream,
+        parts: list,
         index,
         index_bytes,
         signatures,
@@ -194,7 +241,13 @@ impl Opened {
 
     /// Check every remaining entry against the signed index, handing content to `sink` as it
     /// streams by.
-    pub fn verify_into(mut self, sink: &mut dyn Sink, progress: &dyn Progress) -> Result<Verified> {
+    pub fn verify_into(self, sink: &mut dyn Sink, progress: &dyn Progress) -> Result<Verified> {
+        let parts = self.parts.clone();
+        self.verify_stream(sink, progress)
+            .map_err(|e| blame_part(e, parts.as_ref()))
+    }
+
+    fn verify_stream(mut self, sink: &mut dyn Sink, progress: &dyn Progress) -> Result<Verified> {
         let mtime = self.index.created_epoch()?;
         let lookup: HashMap<&str, usize> = self
             .index

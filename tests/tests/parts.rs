@@ -190,3 +190,122 @@ fn a_bundle_split_into_parts_rejoins_byte_for_byte_and_each_bad_part_is_named() 
     let out = check(&list, &public);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 }
+
+fn verify(arg: &Path, key: &Path, extract: &Path) -> Output {
+    Command::new(bin("rininstall"))
+        .arg("verify")
+        .arg(arg)
+        .arg("--key")
+        .arg(key)
+        .arg("--extract")
+        .arg(extract)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_site_reads_the_parts_as_one_stream_and_names_the_part_that_is_wrong() {
+    let t = tempfile::tempdir().unwrap();
+    let (bundle, public) = bundle(t.path());
+    let whole = std::fs::read(&bundle).unwrap();
+    let size = whole.len() / 3 + 1;
+    ok(
+        &split(&bundle, &size.to_string(), &t.path().join("k.key")),
+        "split",
+    );
+    // No joined file at the site: only the parts and their list.
+    std::fs::remove_file(&bundle).unwrap();
+    let list = t.path().join("rin.tar.zst.parts");
+    let extract = t.path().join("x");
+    let out = ok(
+        &verify(&list, &public, &extract),
+        "verify from the part list",
+    );
+    assert!(out.contains("verified"), "{out}");
+    assert!(extract.join("manifests").exists());
+    std::fs::remove_dir_all(&extract).unwrap();
+    // Any part names the same bundle.
+    ok(
+        &verify(&part(&bundle, 2), &public, &extract),
+        "verify from a part",
+    );
+    std::fs::remove_dir_all(&extract).unwrap();
+    // apply reads them too (a dry run here: nothing written).
+    let root = t.path().join("root");
+    let out = Command::new(bin("rininstall"))
+        .arg("apply")
+        .arg(&list)
+        .arg("--key")
+        .arg(&public)
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "--no-start",
+            "--arch",
+            "amd64",
+            "--dry-run",
+            "--registry",
+            "127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    let said = ok(&out, "apply --dry-run from parts");
+    assert!(said.contains("would write"), "{said}");
+
+    let refused = |what: &str, needle: &str| {
+        let out = verify(&list, &public, &extract);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(3), "{what}: {said}");
+        assert!(said.contains(needle), "{what}: {said}");
+        assert!(!extract.exists(), "{what}: something was extracted");
+    };
+    // A missing part is named before the long pass.
+    let p3 = part(&bundle, 3);
+    let orig3 = std::fs::read(&p3).unwrap();
+    std::fs::remove_file(&p3).unwrap();
+    refused("missing part", "rin.tar.zst.part-003 is missing");
+    // So is a short one.
+    std::fs::write(&p3, &orig3[..orig3.len() - 7]).unwrap();
+    refused(
+        "short part",
+        &format!(
+            "rin.tar.zst.part-003 is {} bytes; the part list says {}",
+            orig3.len() - 7,
+            orig3.len()
+        ),
+    );
+    std::fs::write(&p3, &orig3).unwrap();
+    // A flipped byte in part 2 is named with its sha256.
+    let p1 = part(&bundle, 1);
+    let p2 = part(&bundle, 2);
+    let (orig1, orig2) = (std::fs::read(&p1).unwrap(), std::fs::read(&p2).unwrap());
+    let mut flipped = orig2.clone();
+    flipped[orig2.len() / 2] ^= 0x20;
+    std::fs::write(&p2, &flipped).unwrap();
+    refused(
+        "flipped byte",
+        "rin.tar.zst.part-002 is damaged: its sha256 is",
+    );
+    std::fs::write(&p2, &orig2).unwrap();
+    // Two parts swapped (both of the full size): the first is named.
+    assert_eq!(orig1.len(), orig2.len());
+    std::fs::write(&p1, &orig2).unwrap();
+    std::fs::write(&p2, &orig1).unwrap();
+    refused("swapped parts", "rin.tar.zst.part-001 is damaged");
+    std::fs::write(&p1, &orig1).unwrap();
+    std::fs::write(&p2, &orig2).unwrap();
+    // A part list of another bundle over these parts: the parts it lists do not match.
+    let other = t.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let stack = fixture::write_stack(&other.join("stack")).unwrap();
+    let other_bundle = other.join("rin.tar.zst");
+    build_signed(t.path(), &stack, "1800000000", &other_bundle);
+    ok(
+        &split(&other_bundle, &size.to_string(), &t.path().join("k.key")),
+        "split the other bundle",
+    );
+    std::fs::copy(other.join("rin.tar.zst.parts"), &list).unwrap();
+    let out = verify(&list, &public, &extract);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(!extract.exists());
+}

@@ -7,7 +7,7 @@ use crate::error::{BundleError, Result};
 use crate::header::{BLOCK, checksum_ok, padding, parse_pax};
 use crate::writer::{FRAME_HEADER, read_full};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -41,11 +41,23 @@ pub(super) struct Stream {
 
 impl Stream {
     pub(super) fn open(path: &Path) -> Result<Self> {
-        let io_err = |source| BundleError::Io {
+        let file = File::open(path).map_err(|source| BundleError::Io {
             path: path.to_path_buf(),
             source,
+        })?;
+        Stream::from_reader(Box::new(file), path)
+    }
+
+    /// The stream of a compressed bundle read from `file` (a file, or parts joined); `path`
+    /// names it in errors.
+    pub(super) fn from_reader(mut file: Box<dyn Read + Send>, path: &Path) -> Result<Self> {
+        let io_err = |source: io::Error| match crate::parts::part_error(&source) {
+            Some(e) => e,
+            None => BundleError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
         };
-        let mut file = File::open(path).map_err(io_err)?;
         let mut head = [0u8; 6];
         let n = read_full(&mut file, &mut head).map_err(io_err)?;
         if n < 4 || head[..4] != ZSTD_MAGIC {
@@ -64,11 +76,8 @@ impl Stream {
                 ),
             });
         }
-        let file = {
-            use std::io::Seek;
-            file.rewind().map_err(io_err)?;
-            file
-        };
+        // The head goes back in front of the rest.
+        let file: Box<dyn Read + Send> = Box::new(io::Cursor::new(head[..n].to_vec()).chain(file));
         let (tx, rx) = mpsc::sync_channel(CHUNKS);
         let (pool_tx, pool_rx) = mpsc::sync_channel(CHUNKS);
         for _ in 0..CHUNKS {
@@ -270,10 +279,12 @@ impl Drop for Stream {
 }
 
 /// The worker: decompress the single zstd frame into pooled buffers.
-pub(super) fn produce(file: File, tx: SyncSender<Msg>, pool: Receiver<Vec<u8>>) {
+pub(super) fn produce(file: Box<dyn Read + Send>, tx: SyncSender<Msg>, pool: Receiver<Vec<u8>>) {
     let mut offset = 0u64;
     let zerr = |e: io::Error, offset: u64| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
+        if let Some(part) = crate::parts::part_error(&e) {
+            part
+        } else if e.kind() == io::ErrorKind::UnexpectedEof {
             BundleError::Truncated {
                 context: "the compressed stream".into(),
             }
