@@ -30,3 +30,16 @@ start_registry() {
   [ -n "$ADDR" ] || { echo "registry did not start" >&2; exit 1; }
 }
 stop_registry() { [ -z "$REG_PID" ] || { kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; }; }
+
+# entry_bundle SIZE_MIB: release binaries (B) and a signed bundle holding one incompressible entry
+# of SIZE_MIB MiB in a fresh $W, with its key ($W/bench.key, .pub); sets BUNDLE.
+entry_bundle() {
+  cargo build --release --quiet -p rin-builder -p rin-installer -p rin-tests --bins
+  B=target/release
+  rm -rf "$W"
+  mkdir -p "$W"
+  $B/rin-fixture bench-stack --out "$W/stack" --size-mib "$1" >/dev/null
+  $B/rinbundle keygen --out "$W/bench" >/dev/null
+  SOURCE_DATE_EPOCH=0 $B/rinbundle build --quiet --stack "$W/stack" --arch amd64 --key "$W/bench.key" -o "$W/bench.tar.zst" >/dev/null
+  BUNDLE="$W/bench.tar.zst"
+}

@@ -15,18 +15,11 @@ SIZE_MIB=${SIZE_MIB:-1024}
 RUNS=${RUNS:-5}
 W=${BENCH_DIR:-bench/out}
 
-cargo build --release --quiet -p rin-builder -p rin-installer -p rin-tests --bins
-B=target/release
-rm -rf "$W"
-mkdir -p "$W"
-$B/rin-fixture bench-stack --out "$W/stack" --size-mib "$SIZE_MIB" >/dev/null
-$B/rinbundle keygen --out "$W/bench" >/dev/null
-SOURCE_DATE_EPOCH=0 $B/rinbundle build --quiet --stack "$W/stack" --arch amd64 --key "$W/bench.key" -o "$W/bench.tar.zst" >/dev/null
-BUNDLE="$W/bench.tar.zst"
+source bench/lib.sh
+entry_bundle "$SIZE_MIB"
 echo "bundle: $(stat -c %s "$BUNDLE") bytes compressed, ${SIZE_MIB} MiB entry; $(nproc) cores; $RUNS runs each"
 cat "$BUNDLE" > /dev/null   # warm the page cache
 
-source bench/lib.sh
 
 declare -A T M
 for i in $(seq "$RUNS"); do
