@@ -80,3 +80,17 @@ fn a_file_that_is_not_a_bundle_is_refused_with_exit_3() {
         "{err}"
     );
 }
+
+#[test]
+fn an_unknown_architecture_is_a_usage_error_naming_the_known_ones() {
+    let out = rinbundle()
+        .args(["build", "--unsigned", "--arch", "mips"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown architecture \"mips\"; use one of amd64, arm64"),
+        "{err}"
+    );
+}

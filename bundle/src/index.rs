@@ -327,6 +327,20 @@ mod tests {
     }
 
     #[test]
+    fn refuses_a_platform_that_is_not_os_arch_variant() {
+        let good = String::from_utf8(sample().to_canonical_json()).unwrap();
+        assert!(Index::from_canonical_json(good.as_bytes()).is_ok());
+        for bad in ["linux//amd64", "amd64", "linux/amd64/v1/x", "Linux/amd64"] {
+            let text = good.replace("\"linux/amd64\"", &format!("{bad:?}"));
+            assert_ne!(text, good);
+            assert!(
+                Index::from_canonical_json(text.as_bytes()).is_err(),
+                "{bad} was taken"
+            );
+        }
+    }
+
+    #[test]
     fn refuses_non_canonical_unknown_and_future() {
         let i = sample();
         let pretty = serde_json::to_vec_pretty(&i).unwrap();

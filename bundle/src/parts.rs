@@ -1,6 +1,6 @@
 //! Split parts: a bundle cut into byte ranges for removable media (FAT32 holds no file of 4 GiB
 //! or more), with a signed part list naming each part's size and sha256, the whole file's, and
-//! the bundle's index sha256. docs/FORMAT.md section 8 is the contract.
+//! the bundle's index sha256. docs/FORMAT.md section 10 is the contract.
 //!
 //! `NAME.parts` is canonical JSON `{"list": LIST, "signatures": SIGS}`: `LIST` is the part list
 //! and `SIGS` a `rinbundle.sig` document over `LIST`'s canonical JSON bytes, signed with the same
@@ -191,8 +191,7 @@ pub fn open_list(path: &Path, trust: &dyn Trust) -> Result<(PartList, Vec<String
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-    let file: PartsFile =
-        serde_json::from_value(raw.clone()).map_err(|e| bad(format!("its list: {e}")))?;
+    let file: PartsFile = serde_json::from_value(raw).map_err(|e| bad(format!("its list: {e}")))?;
     let list = file.list;
     if list.format != FORMAT {
         return Err(bad(format!("unknown format {:?}", list.format)));
@@ -227,65 +226,71 @@ pub enum PartState {
 /// order.
 pub fn check(path: &Path, trust: &dyn Trust) -> Result<(PartList, Vec<PartState>)> {
     let (list, _) = open_list(path, trust)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut states = Vec::new();
-    for p in &list.parts {
-        let file = dir.join(&p.name);
-        let state = match std::fs::metadata(&file) {
-            Err(_) => PartState::Missing,
-            Ok(m) if m.len() != p.size => PartState::WrongSize { size: m.len() },
-            Ok(_) => {
-                let f = File::open(&file).map_err(|source| BundleError::Io {
-                    path: file.clone(),
-                    source,
-                })?;
-                let (sha256, _) =
-                    crate::digest::sha256_reader(f).map_err(|source| BundleError::Io {
-                        path: file.clone(),
-                        source,
-                    })?;
-                if sha256 == p.sha256 {
-                    PartState::Good
-                } else {
-                    PartState::Damaged { sha256 }
-                }
-            }
-        };
-        states.push(state);
-    }
+    let dir = dir_of(path);
+    let states = list
+        .parts
+        .iter()
+        .map(|p| state(dir, p, true))
+        .collect::<Result<Vec<_>>>()?;
     Ok((list, states))
 }
 
-/// The first part of `list` that is not what it says (missing, of another size, or of other
-/// content), as the refusal that names it; None when every part is good.
-pub(crate) fn first_bad(list_path: &Path, list: &PartList) -> Option<BundleError> {
-    let dir = list_path.parent().unwrap_or(Path::new("."));
-    for p in &list.parts {
-        let path = dir.join(&p.name);
-        match std::fs::metadata(&path) {
-            Err(_) => return Some(BundleError::PartMissing { path }),
-            Ok(m) if m.len() != p.size => {
-                return Some(BundleError::PartWrongSize {
-                    path,
-                    size: m.len(),
-                    expected: p.size,
-                });
+/// The directory a part list's parts are in: its own.
+fn dir_of(list_path: &Path) -> &Path {
+    list_path.parent().unwrap_or(Path::new("."))
+}
+
+/// What part `p` is as found in `dir`: present with its listed size, and with `hash`, its sha256
+/// too (a part of the right size is `Good` without it).
+fn state(dir: &Path, p: &Part, hash: bool) -> Result<PartState> {
+    let file = dir.join(&p.name);
+    let io = |source| BundleError::Io {
+        path: file.clone(),
+        source,
+    };
+    Ok(match std::fs::metadata(&file) {
+        Err(_) => PartState::Missing,
+        Ok(m) if m.len() != p.size => PartState::WrongSize { size: m.len() },
+        Ok(_) if !hash => PartState::Good,
+        Ok(_) => {
+            let (sha256, _) =
+                crate::digest::sha256_reader(File::open(&file).map_err(io)?).map_err(io)?;
+            if sha256 == p.sha256 {
+                PartState::Good
+            } else {
+                PartState::Damaged { sha256 }
             }
-            Ok(_) => {}
         }
-        let actual = File::open(&path)
-            .and_then(crate::digest::sha256_reader)
-            .map(|(h, _)| h)
-            .unwrap_or_else(|e| format!("(unreadable: {e})"));
-        if actual != p.sha256 {
-            return Some(BundleError::PartDamaged {
-                path,
-                expected: p.sha256.clone(),
-                actual,
-            });
-        }
+    })
+}
+
+/// The refusal naming part `p` in `dir` when it is not good.
+fn refusal(dir: &Path, p: &Part, state: PartState) -> Option<BundleError> {
+    let path = dir.join(&p.name);
+    match state {
+        PartState::Good => None,
+        PartState::Missing => Some(BundleError::PartMissing { path }),
+        PartState::WrongSize { size } => Some(BundleError::PartWrongSize {
+            path,
+            size,
+            expected: p.size,
+        }),
+        PartState::Damaged { sha256 } => Some(BundleError::PartDamaged {
+            path,
+            expected: p.sha256.clone(),
+            actual: sha256,
+        }),
     }
-    None
+}
+
+/// The first part of `list` that is not what it says (missing, of another size, or of other
+/// content), as the refusal that names it; None when every part is good (a part that cannot be
+/// read at all is passed over: the refusal being explained then stands).
+pub(crate) fn first_bad(list_path: &Path, list: &PartList) -> Option<BundleError> {
+    let dir = dir_of(list_path);
+    list.parts
+        .iter()
+        .find_map(|p| refusal(dir, p, state(dir, p, true).ok()?))
 }
 
 /// The part list a path names, when it names one: `NAME.parts` itself, or any `NAME.part-NNN`.
@@ -307,19 +312,10 @@ pub fn list_of(path: &Path) -> Option<PathBuf> {
 /// reading the joined file does.
 pub fn open_joined(path: &Path, trust: &dyn Trust) -> Result<(PartList, Box<dyn Read + Send>)> {
     let (list, _) = open_list(path, trust)?;
-    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let dir = dir_of(path).to_path_buf();
     for p in &list.parts {
-        let file = dir.join(&p.name);
-        match std::fs::metadata(&file) {
-            Err(_) => return Err(BundleError::PartMissing { path: file }),
-            Ok(m) if m.len() != p.size => {
-                return Err(BundleError::PartWrongSize {
-                    path: file,
-                    size: m.len(),
-                    expected: p.size,
-                });
-            }
-            Ok(_) => {}
+        if let Some(e) = refusal(&dir, p, state(&dir, p, false)?) {
+            return Err(e);
         }
     }
     let joined = Joined {

@@ -304,8 +304,29 @@ fn the_site_reads_the_parts_as_one_stream_and_names_the_part_that_is_wrong() {
         &split(&other_bundle, &size.to_string(), &t.path().join("k.key")),
         "split the other bundle",
     );
+    let original = std::fs::read(&list).unwrap();
     std::fs::copy(other.join("rin.tar.zst.parts"), &list).unwrap();
     let out = verify(&list, &public, &extract);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(!extract.exists());
+    // A list, signed by a trusted key, whose parts are all there and intact but make another
+    // bundle than the one it names: refused once the index is read.
+    let mut doc: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let (other_index, _) = rin_bundle::peek(&other_bundle).unwrap();
+    doc["list"]["index_sha256"] = rin_bundle::digest::sha256_hex(&other_index).into();
+    let key = rin_signing::load_signing_key(&t.path().join("k.key")).unwrap();
+    let sigs = rin_signing::sign(&rin_bundle::json::canonical_json(&doc["list"]), &[key]);
+    doc["signatures"] = serde_json::from_slice(&sigs).unwrap();
+    std::fs::write(&list, rin_bundle::json::canonical_json(&doc)).unwrap();
+    let out = verify(&list, &public, &extract);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("its parts make another bundle"), "{said}");
+    assert!(!extract.exists());
+    // The list as it was: read again from the parts.
+    std::fs::write(&list, &original).unwrap();
+    ok(
+        &verify(&list, &public, &extract),
+        "verify with the list restored",
+    );
 }

@@ -18,7 +18,7 @@ impl Run<'_> {
         let opts = &self.opts;
         let index = &self.index;
         match opts.deploys_here() {
-            _ if opts.dry_run && self.plans => {
+            _ if opts.dry_run && opts.plans() => {
                 let objs = rollout::plan(stack::objects(
                     index,
                     &staged.kept,

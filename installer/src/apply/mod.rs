@@ -136,6 +136,12 @@ impl ApplyOptions {
         None
     }
 
+    /// The first server reads the stack's objects: to deploy them, or, in a dry run, to show what
+    /// it would deploy.
+    fn plans(&self) -> bool {
+        self.role.is_first() && (self.dry_run || self.deploys_here().is_none())
+    }
+
     /// Why the stack is not deployed from this node, if it is not.
     fn deploys_here(&self) -> Option<&'static str> {
         if !self.role.is_first() {
@@ -184,8 +190,6 @@ struct Run<'a> {
     real_root: bool,
     index: Index,
     index_sha256: String,
-    /// The first server reads the stack's objects (to deploy them, or to show them).
-    plans: bool,
     done: Applied,
 }
 
@@ -223,8 +227,6 @@ pub fn apply(
 
     report.step(1, STEPS, "preflight");
     let opened = rin_bundle::open(bundle, trust)?;
-    // The first server deploys (or, in a dry run, shows what it would deploy).
-    let plans = opts.role.is_first() && (opts.dry_run || opts.deploys_here().is_none());
     let mut run = Run {
         bundle,
         trust,
@@ -236,7 +238,6 @@ pub fn apply(
         state,
         installed,
         real_root,
-        plans,
         done: Applied::default(),
     };
     run.preflight()?;
@@ -311,7 +312,7 @@ impl Run<'_> {
     /// the cluster step reads; the stack's objects are read (and refused when malformed) before
     /// anything is touched.
     fn verify(&self, opened: Opened, files: &files::HostFiles) -> Result<Staged> {
-        let keep = if self.plans {
+        let keep = if self.opts.plans() {
             stack::kept_entries(&self.index)
         } else {
             Default::default()
@@ -324,7 +325,7 @@ impl Run<'_> {
             staging_dir.as_deref(),
             self.report,
         )?;
-        if self.plans {
+        if self.opts.plans() {
             rollout::plan(stack::objects(
                 &self.index,
                 &staged.kept,

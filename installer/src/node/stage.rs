@@ -190,11 +190,6 @@ fn take_kept(collect: &mut Collect) -> HashMap<String, Vec<u8>> {
         .collect()
 }
 
-/// The bundle entry holding the installer for `arch`.
-pub fn installer_entry(arch: &Arch) -> String {
-    rin_bundle::k3s::installer_path(arch)
-}
-
 /// Verify the whole bundle and write its installer for `arch` to `dest` (mode 0755): through a
 /// temporary directory beside `dest`, renamed into place only after every entry verified, so a
 /// refused bundle leaves nothing. Returns the installer's size.
@@ -206,7 +201,7 @@ pub fn extract_installer(
     progress: &dyn Progress,
 ) -> Result<u64> {
     let opened = rin_bundle::open(bundle, trust)?;
-    let path = installer_entry(arch);
+    let path = rin_bundle::k3s::installer_path(arch);
     let Some(entry) = opened
         .index
         .entries

@@ -304,4 +304,32 @@ mod tests {
         assert_eq!(policy(4).delay(1), Duration::from_millis(500));
         assert_eq!(policy(4).delay(9), Duration::from_secs(8));
     }
+
+    #[tokio::test]
+    async fn each_retry_of_a_transient_failure_is_reported() {
+        use rin_bundle::progress::Event;
+        use std::sync::Mutex;
+        #[derive(Default)]
+        struct Seen(Mutex<Vec<String>>);
+        impl Progress for Seen {
+            fn event(&self, e: &Event<'_>) {
+                if let Event::Retry { what, attempt, .. } = e {
+                    self.0.lock().unwrap().push(format!("{what} #{attempt}"));
+                }
+            }
+        }
+        let seen = Seen::default();
+        // Nothing listens on port 1: a refused connection, which is worth another try.
+        let mut opts = SeedOptions::new("127.0.0.1:1");
+        opts.attempts = 2;
+        let reg = Registry::connect(&opts, &seen).unwrap();
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let e = reg.has_blob("r", &digest).await.unwrap_err().to_string();
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [format!("checking r@{digest} #1")],
+            "{e}"
+        );
+        assert!(e.contains("registry 127.0.0.1:1"), "{e}");
+    }
 }
