@@ -13,6 +13,7 @@ pub mod parts;
 pub mod platform;
 pub mod progress;
 pub mod reader;
+pub mod resign;
 pub mod writer;
 
 pub use error::{BundleError, Result};

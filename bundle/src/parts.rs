@@ -3,9 +3,10 @@
 //! the bundle's index sha256. docs/FORMAT.md section 10 is the contract.
 //!
 //! `NAME.parts` is canonical JSON `{"list": LIST, "signatures": SIGS}`: `LIST` is the part list
-//! and `SIGS` a `rinbundle.sig` document over `LIST`'s canonical JSON bytes, signed with the same
-//! keys and checked by the same rules as the index. Keys sort, so those bytes stand verbatim in
-//! the file.
+//! and `SIGS` a `rinbundle.sig` document over `LIST`'s canonical JSON bytes. Keys sort, so those
+//! bytes stand verbatim in the file. A list signed by at least one trusted key is used; its
+//! signers then count toward the bundle's threshold beside the index's own (the list names the
+//! index by its sha256), so a co-signer can sign the list without rewriting the parts.
 
 use crate::digest::sha256_hex;
 use crate::error::{BundleError, Result};
@@ -135,22 +136,68 @@ pub fn split(
         sha256: hex::encode(whole.finalize()),
         parts,
     };
-    let signatures: serde_json::Value = serde_json::from_slice(&sign(&canonical_json(&list)))
-        .map_err(|e| BundleError::Parts {
-            path: bundle.to_path_buf(),
+    let path = list_path(bundle);
+    write_list(&path, &list, &sign(&canonical_json(&list)))?;
+    Ok((path, list))
+}
+
+/// Write the part list file at `path`: `list` with the signature document `signatures`.
+fn write_list(path: &Path, list: &PartList, signatures: &[u8]) -> Result<()> {
+    let signatures: serde_json::Value =
+        serde_json::from_slice(signatures).map_err(|e| BundleError::Parts {
+            path: path.to_path_buf(),
             reason: format!("the signatures do not parse: {e}"),
         })?;
-    let path = list_path(bundle);
     rin_support::fs::write_atomic(
-        &path,
+        path,
         &canonical_json(&PartsFile {
             list: list.clone(),
             signatures,
         }),
         0o644,
     )
-    .map_err(out_err)?;
-    Ok((path, list))
+    .map_err(out_err)
+}
+
+/// Makes a signature document with one more signature, from the signed bytes and the current
+/// document; None when the key already signed, or why it cannot.
+pub type AddSignature<'a> =
+    dyn Fn(&[u8], &[u8]) -> std::result::Result<Option<Vec<u8>>, String> + 'a;
+
+/// Co-sign the part list at `path` without touching the parts: every part is hashed against the
+/// list and the bundle they make is verified entry by entry (the co-signer checks what they
+/// sign), then `add` makes the new signature document from the list's bytes and its current
+/// one (None: this key already signed). The list's signers count toward the bundle's threshold
+/// at the site. The list, and whether a signature was added.
+pub fn cosign(
+    path: &Path,
+    add: &AddSignature<'_>,
+    progress: &dyn crate::Progress,
+) -> Result<(PartList, bool)> {
+    let any = crate::reader::AnySigners;
+    let (list, states) = check(path, &any)?;
+    let dir = dir_of(path);
+    if let Some(e) = list
+        .parts
+        .iter()
+        .zip(states)
+        .find_map(|(p, s)| refusal(dir, p, s))
+    {
+        return Err(e);
+    }
+    crate::reader::open(path, &any)?.verify(None, progress)?;
+    let (_, signatures) = read_list(path)?;
+    let added = add(&canonical_json(&list), &signatures).map_err(|reason| BundleError::Parts {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    match added {
+        Some(sigs) => {
+            write_list(path, &list, &sigs)?;
+            Ok((list, true))
+        }
+        None => Ok((list, false)),
+    }
 }
 
 fn out_err(e: rin_support::fs::FileError) -> BundleError {
@@ -163,6 +210,37 @@ fn out_err(e: rin_support::fs::FileError) -> BundleError {
 /// Read `NAME.parts`, check its signatures with `trust` and only then parse the list: the list
 /// and the key ids that signed it.
 pub fn open_list(path: &Path, trust: &dyn Trust) -> Result<(PartList, Vec<String>)> {
+    let bad = |reason: String| BundleError::Parts {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (raw, signatures) = read_list(path)?;
+    let list = raw.get("list").map(canonical_json).unwrap_or_default();
+    let signers = trust
+        .signers(&list, &signatures)
+        .map_err(|e| BundleError::PartsUntrusted {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let file: PartsFile = serde_json::from_value(raw).map_err(|e| bad(format!("its list: {e}")))?;
+    let list = file.list;
+    if list.format != FORMAT {
+        return Err(bad(format!("unknown format {:?}", list.format)));
+    }
+    for p in &list.parts {
+        if p.name.contains('/') || p.name.is_empty() || p.name.starts_with('.') {
+            return Err(bad(format!("part name {:?} is not a file name", p.name)));
+        }
+    }
+    if list.parts.iter().map(|p| p.size).sum::<u64>() != list.size {
+        return Err(bad("its parts do not add up to the bundle's size".into()));
+    }
+    Ok((list, signers))
+}
+
+/// The part list file at `path` as JSON, canonical and holding `list` and `signatures`, and its
+/// signature document's bytes; nothing in it is trusted yet.
+fn read_list(path: &Path) -> Result<(serde_json::Value, Vec<u8>)> {
     let bad = |reason: String| BundleError::Parts {
         path: path.to_path_buf(),
         reason,
@@ -182,29 +260,11 @@ pub fn open_list(path: &Path, trust: &dyn Trust) -> Result<(PartList, Vec<String
     if canonical_json(&raw) != bytes {
         return Err(bad("it is not canonical JSON".into()));
     }
-    let (Some(list), Some(sigs)) = (raw.get("list"), raw.get("signatures")) else {
+    let (Some(_), Some(sigs)) = (raw.get("list"), raw.get("signatures")) else {
         return Err(bad("it lacks `list` or `signatures`".into()));
     };
-    let signers = trust
-        .check(&canonical_json(list), &canonical_json(sigs))
-        .map_err(|e| BundleError::PartsUntrusted {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    let file: PartsFile = serde_json::from_value(raw).map_err(|e| bad(format!("its list: {e}")))?;
-    let list = file.list;
-    if list.format != FORMAT {
-        return Err(bad(format!("unknown format {:?}", list.format)));
-    }
-    for p in &list.parts {
-        if p.name.contains('/') || p.name.is_empty() || p.name.starts_with('.') {
-            return Err(bad(format!("part name {:?} is not a file name", p.name)));
-        }
-    }
-    if list.parts.iter().map(|p| p.size).sum::<u64>() != list.size {
-        return Err(bad("its parts do not add up to the bundle's size".into()));
-    }
-    Ok((list, signers))
+    let sigs = canonical_json(sigs);
+    Ok((raw, sigs))
 }
 
 /// What a part is, as found.
@@ -309,9 +369,12 @@ pub fn list_of(path: &Path) -> Option<PathBuf> {
 /// before any long pass: the first one that is not is named). The parts are not hashed on the
 /// way: the stream itself is verified byte for byte against the signed index, and a refusal
 /// is traced to the damaged part afterwards ([`first_bad`]), so reading parts costs what
-/// reading the joined file does.
-pub fn open_joined(path: &Path, trust: &dyn Trust) -> Result<(PartList, Box<dyn Read + Send>)> {
-    let (list, _) = open_list(path, trust)?;
+/// reading the joined file does. Also returns the trusted keys that signed the list.
+pub fn open_joined(
+    path: &Path,
+    trust: &dyn Trust,
+) -> Result<(PartList, Vec<String>, Box<dyn Read + Send>)> {
+    let (list, signers) = open_list(path, trust)?;
     let dir = dir_of(path).to_path_buf();
     for p in &list.parts {
         if let Some(e) = refusal(&dir, p, state(&dir, p, false)?) {
@@ -324,7 +387,7 @@ pub fn open_joined(path: &Path, trust: &dyn Trust) -> Result<(PartList, Box<dyn 
         next: 0,
         cur: None,
     };
-    Ok((list, Box::new(joined)))
+    Ok((list, signers, Box::new(joined)))
 }
 
 /// The parts, one after the other.

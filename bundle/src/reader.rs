@@ -39,15 +39,48 @@ pub const MAX_WINDOW_LOG: u32 = 24;
 const MAX_EXTENDED_HEADER: u64 = 64 << 10;
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// Decides whether the signatures over an index are acceptable.
+/// Decides whether the signatures over an index (or a part list) are acceptable.
 pub trait Trust {
-    /// Check `signatures` (the `rinbundle.sig` bytes) over the exact `index` bytes. Returns the key
-    /// ids whose signatures counted.
+    /// Check `signatures` (the `rinbundle.sig` bytes) over the exact `index` bytes. `vouched`:
+    /// key ids that already vouch for this index elsewhere (the signers of a part list that
+    /// names it by its sha256), counted beside the signatures' own. Returns the key ids that
+    /// counted.
     fn check(
         &self,
         index: &[u8],
         signatures: &[u8],
+        vouched: &[String],
     ) -> std::result::Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>>;
+
+    /// The trusted keys whose signatures over `bytes` verify, whatever the threshold (at least
+    /// one): for a part list, whose signers then count toward the bundle's threshold.
+    fn signers(
+        &self,
+        bytes: &[u8],
+        signatures: &[u8],
+    ) -> std::result::Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Accepts any signatures: co-signing reads a bundle the co-signer may not trust yet (entries
+/// are still checked against the index, one by one).
+pub(crate) struct AnySigners;
+
+impl Trust for AnySigners {
+    fn check(
+        &self,
+        _: &[u8],
+        _: &[u8],
+        _: &[String],
+    ) -> std::result::Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Vec::new())
+    }
+    fn signers(
+        &self,
+        _: &[u8],
+        _: &[u8],
+    ) -> std::result::Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Vec::new())
+    }
 }
 
 /// What a successful verification established.
@@ -84,18 +117,18 @@ pub fn peek(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
 /// Read the index and signatures and check them against `trust` before anything else. `path`
 /// is a bundle file, or a split bundle's part list (`NAME.parts`, or any of its parts): then the
 /// list's signatures are checked first, every part must be there with its size, the parts are
-/// read in order as one stream (each hashed on the way), and they must make the bundle the list
-/// names.
+/// read in order as one stream, and they must make the bundle the list names; the list's
+/// trusted signers count toward the threshold beside the index's.
 pub fn open(path: &Path, trust: &dyn Trust) -> Result<Opened> {
     match crate::parts::list_of(path) {
         Some(list_path) => {
-            let (list, joined) = crate::parts::open_joined(&list_path, trust)?;
+            let (list, signers, joined) = crate::parts::open_joined(&list_path, trust)?;
             let parts = Some((list_path, list));
             Stream::from_reader(joined, path)
-                .and_then(|s| open_stream(s, parts.clone(), trust))
+                .and_then(|s| open_stream(s, parts.clone(), &signers, trust))
                 .map_err(|e| blame_part(e, parts.as_ref()))
         }
-        None => open_stream(Stream::open(path)?, None, trust),
+        None => open_stream(Stream::open(path)?, None, &[], trust),
     }
 }
 
@@ -111,9 +144,12 @@ fn blame_part(e: BundleError, parts: Option<&(PathBuf, crate::parts::PartList)>)
     }
 }
 
+/// `vouched`: the keys that signed the part list, which count toward the threshold once the
+/// stream is found to hold the index the list names.
 fn open_stream(
     mut stream: Stream,
     list: Option<(PathBuf, crate::parts::PartList)>,
+    vouched: &[String],
     trust: &dyn Trust,
 ) -> Result<Opened> {
     let (index_bytes, signatures, mtime) = read_head(&mut stream)?;
@@ -130,7 +166,7 @@ fn open_stream(
         }
     }
     let signers = trust
-        .check(&index_bytes, &signatures)
+        .check(&index_bytes, &signatures, vouched)
         .map_err(|source| BundleError::Untrusted { source })?;
     let index = Index::from_canonical_json(&index_bytes)?;
     if index.created_epoch()? != mtime {

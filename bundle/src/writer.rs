@@ -24,7 +24,7 @@ pub const ZSTD_WINDOW_LOG: u32 = 21;
 /// no content size, no dictionary), window descriptor for 2^21.
 pub const FRAME_HEADER: [u8; 6] = [0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58];
 /// Padding and the end-of-archive marker are taken from here.
-const ZEROS: [u8; 2 * BLOCK] = [0; 2 * BLOCK];
+pub(crate) const ZEROS: [u8; 2 * BLOCK] = [0; 2 * BLOCK];
 
 /// Where an entry's bytes come from.
 #[derive(Debug, Clone)]
@@ -458,7 +458,12 @@ pub fn encoder<W: Write>(
     Ok(enc)
 }
 
-fn write_small(w: &mut impl Write, path: &str, bytes: &[u8], mtime: u64) -> io::Result<()> {
+pub(crate) fn write_small(
+    w: &mut impl Write,
+    path: &str,
+    bytes: &[u8],
+    mtime: u64,
+) -> io::Result<()> {
     w.write_all(&canonical_header(
         path,
         bytes.len() as u64,
@@ -482,6 +487,19 @@ pub fn write_bundle_file(
     checksum: bool,
     progress: &dyn Progress,
 ) -> Result<(Option<String>, u64)> {
+    write_file(path, checksum, |out| {
+        write_bundle(out, index, signatures, sources, threads, progress)
+    })
+}
+
+/// Write a file at `path` through `write` safely: into `path.partial`, synced, then renamed, so
+/// a file at `path` is always complete; the partial file is removed on any error. The size
+/// written and, with `checksum`, the file's sha256.
+pub(crate) fn write_file(
+    path: &Path,
+    checksum: bool,
+    write: impl FnOnce(Output) -> Result<Output>,
+) -> Result<(Option<String>, u64)> {
     let partial = partial_path(path);
     let out_err = |source: io::Error| BundleError::Output {
         path: path.to_path_buf(),
@@ -490,13 +508,13 @@ pub fn write_bundle_file(
     let result = (|| {
         let f = File::create(&partial).map_err(out_err)?;
         // The writer stage hands over 1 MiB pieces, so no further buffering is needed.
-        let out = DropBehind {
+        let out = Output {
             file: f,
             written: 0,
             advised: 0,
             hasher: checksum.then(Sha256::new),
         };
-        let out = write_bundle(out, index, signatures, sources, threads, progress)?;
+        let out = write(out)?;
         let sha256 = out.hasher.map(|h| hex::encode(h.finalize()));
         out.file.sync_all().map_err(out_err)?;
         // Renamed, and the directory synced, so the finished file's name survives a crash too.
@@ -525,7 +543,7 @@ fn drop_cached(f: &File, len: Option<u64>) {
 
 /// The output file, with its written pages handed back to the kernel as the bundle grows: the
 /// last `KEEP` bytes stay cached, everything before them is written out and freed.
-struct DropBehind {
+pub(crate) struct Output {
     file: File,
     written: u64,
     advised: u64,
@@ -533,12 +551,12 @@ struct DropBehind {
     hasher: Option<Sha256>,
 }
 
-impl DropBehind {
+impl Output {
     const KEEP: u64 = 64 << 20;
     const EVERY: u64 = 32 << 20;
 }
 
-impl Write for DropBehind {
+impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         if let Some(h) = &mut self.hasher {

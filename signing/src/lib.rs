@@ -261,6 +261,28 @@ pub fn sign(index: &[u8], keys: &[SigningKey]) -> Vec<u8> {
     })
 }
 
+/// `signatures` (a `rinbundle.sig` document over `bytes`) with `key`'s signature added, as
+/// canonical JSON sorted by key id: what [`sign`] with every key at once would have written.
+/// None when `key` already signed (nothing to add).
+pub fn add(
+    bytes: &[u8],
+    signatures: &[u8],
+    key: &SigningKey,
+) -> Result<Option<Vec<u8>>, TrustError> {
+    let mut file = SignatureFile::parse(signatures)?;
+    let id = key_id(&key.verifying_key());
+    if file.signatures.iter().any(|s| s.key_id == id) {
+        return Ok(None);
+    }
+    file.signatures.push(SignatureEntry {
+        algorithm: ALGORITHM.into(),
+        key_id: id,
+        signature: B64.encode(key.sign(bytes).to_bytes()),
+    });
+    file.signatures.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    Ok(Some(rin_bundle::json::canonical_json(&file)))
+}
+
 /// Which keys an installer trusts and how many of them must have signed.
 #[derive(Debug, Clone)]
 pub struct TrustPolicy {
@@ -317,10 +339,61 @@ impl TrustPolicy {
 
     /// Check the signatures over `index`; the ids of the trusted keys that signed.
     pub fn evaluate(&self, index: &[u8], signatures: &[u8]) -> Result<Vec<String>, TrustError> {
+        self.evaluate_with(index, signatures, &[])
+    }
+
+    /// [`Self::evaluate`], with `vouched`: keys that already vouch for `index` elsewhere (the
+    /// signers of a split bundle's part list, which names the index by its sha256). Those that
+    /// are trusted count toward the threshold beside the signatures' own.
+    pub fn evaluate_with(
+        &self,
+        index: &[u8],
+        signatures: &[u8],
+        vouched: &[String],
+    ) -> Result<Vec<String>, TrustError> {
         let file = SignatureFile::parse(signatures)?;
-        if file.signatures.is_empty() {
-            return Err(TrustError::Unsigned);
+        let mut signers = self.valid_signers(index, &file)?;
+        for v in vouched {
+            if self.keys.contains_key(v) && !signers.contains(v) {
+                signers.push(v.clone());
+            }
         }
+        signers.sort();
+        if signers.is_empty() {
+            if file.signatures.is_empty() {
+                return Err(TrustError::Unsigned);
+            }
+            return Err(TrustError::UnknownKeys {
+                found: file.key_ids(),
+            });
+        }
+        if signers.len() < self.threshold {
+            return Err(TrustError::BelowThreshold {
+                have: signers.len(),
+                need: self.threshold,
+                signers,
+            });
+        }
+        Ok(signers)
+    }
+
+    /// The trusted keys whose signatures over `bytes` verify, without the threshold; at least
+    /// one. A trusted key's signature that does not verify refuses.
+    pub fn signers(&self, bytes: &[u8], signatures: &[u8]) -> Result<Vec<String>, TrustError> {
+        let file = SignatureFile::parse(signatures)?;
+        let signers = self.valid_signers(bytes, &file)?;
+        if signers.is_empty() {
+            if file.signatures.is_empty() {
+                return Err(TrustError::Unsigned);
+            }
+            return Err(TrustError::UnknownKeys {
+                found: file.key_ids(),
+            });
+        }
+        Ok(signers)
+    }
+
+    fn valid_signers(&self, bytes: &[u8], file: &SignatureFile) -> Result<Vec<String>, TrustError> {
         let mut signers = Vec::new();
         for s in &file.signatures {
             let Some(key) = self.keys.get(&s.key_id) else {
@@ -337,20 +410,8 @@ impl TrustPolicy {
             };
             let raw = B64.decode(&s.signature).map_err(|_| bad())?;
             let sig = ed25519_dalek::Signature::from_slice(&raw).map_err(|_| bad())?;
-            key.verify_strict(index, &sig).map_err(|_| bad())?;
+            key.verify_strict(bytes, &sig).map_err(|_| bad())?;
             signers.push(s.key_id.clone());
-        }
-        if signers.is_empty() {
-            return Err(TrustError::UnknownKeys {
-                found: file.key_ids(),
-            });
-        }
-        if signers.len() < self.threshold {
-            return Err(TrustError::BelowThreshold {
-                have: signers.len(),
-                need: self.threshold,
-                signers,
-            });
         }
         Ok(signers)
     }
@@ -361,9 +422,18 @@ impl rin_bundle::Trust for TrustPolicy {
         &self,
         index: &[u8],
         signatures: &[u8],
+        vouched: &[String],
     ) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
-        self.evaluate(index, signatures)
+        self.evaluate_with(index, signatures, vouched)
             .map_err(|e| Box::new(e) as _)
+    }
+
+    fn signers(
+        &self,
+        bytes: &[u8],
+        signatures: &[u8],
+    ) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+        TrustPolicy::signers(self, bytes, signatures).map_err(|e| Box::new(e) as _)
     }
 }
 
@@ -428,6 +498,55 @@ mod tests {
         assert!(matches!(
             policy.evaluate(index, &dup),
             Err(TrustError::BelowThreshold { have: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn adding_a_signature_gives_what_signing_with_both_keys_gives() {
+        let ks = keys(3);
+        let index = b"{\"format\":\"rinbundle/v1\"}";
+        let one = sign(index, &ks[..1]);
+        let added = add(index, &one, &ks[1]).unwrap().unwrap();
+        assert_eq!(added, sign(index, &ks[..2]));
+        assert_eq!(add(index, &added, &ks[0]).unwrap(), None, "already signed");
+        assert!(matches!(
+            add(index, b"[]", &ks[2]),
+            Err(TrustError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_part_list_signers_count_toward_the_index_threshold() {
+        let ks = keys(3);
+        let policy =
+            TrustPolicy::new(ks[..2].iter().map(|k| k.verifying_key()).collect(), 2).unwrap();
+        let index = b"index";
+        let ids: Vec<String> = ks.iter().map(|k| key_id(&k.verifying_key())).collect();
+        let by_first = sign(index, &ks[..1]);
+        assert!(policy.evaluate(index, &by_first).is_err());
+        // Vouched by the second trusted key: two.
+        assert_eq!(
+            policy
+                .evaluate_with(index, &by_first, &ids[1..2])
+                .unwrap()
+                .len(),
+            2
+        );
+        // The first again, or an untrusted key, does not make two.
+        assert!(matches!(
+            policy.evaluate_with(index, &by_first, &[ids[0].clone(), ids[2].clone()]),
+            Err(TrustError::BelowThreshold { have: 1, .. })
+        ));
+        // Vouching does not excuse a bad signature by a trusted key.
+        assert!(matches!(
+            policy.evaluate_with(b"indeX", &by_first, &ids[..2]),
+            Err(TrustError::BadSignature { .. })
+        ));
+        // A list needs one trusted signer, whatever the threshold.
+        assert_eq!(policy.signers(index, &by_first).unwrap(), ids[..1].to_vec());
+        assert!(matches!(
+            policy.signers(index, &sign(index, &ks[2..])),
+            Err(TrustError::UnknownKeys { .. })
         ));
     }
 

@@ -330,3 +330,170 @@ fn the_site_reads_the_parts_as_one_stream_and_names_the_part_that_is_wrong() {
         "verify with the list restored",
     );
 }
+
+/// `rinbundle build --split` writes the parts and list `rinbundle split` makes of the same bundle.
+#[test]
+fn build_split_writes_the_parts_split_would() {
+    let t = tempfile::tempdir().unwrap();
+    let stack = fixture::write_stack(&t.path().join("stack")).unwrap();
+    let built = t.path().join("a");
+    std::fs::create_dir(&built).unwrap();
+    let bundle = built.join("rin.tar.zst");
+    rin_tests::build_signed_with(
+        t.path(),
+        &stack,
+        "1700000000",
+        &bundle,
+        &["--split".into(), "2000".into()],
+    );
+    let whole = std::fs::read(&bundle).unwrap();
+    let count = whole.len().div_ceil(2000);
+    assert!(count >= 3, "the test bundle is {} bytes", whole.len());
+    assert!(part(&bundle, count).exists() && !part(&bundle, count + 1).exists());
+    let again = t.path().join("b");
+    std::fs::create_dir(&again).unwrap();
+    std::fs::copy(&bundle, again.join("rin.tar.zst")).unwrap();
+    ok(
+        &split(&again.join("rin.tar.zst"), "2000", &t.path().join("k.key")),
+        "split",
+    );
+    for n in 1..=count {
+        assert!(
+            std::fs::read(part(&bundle, n)).unwrap()
+                == std::fs::read(part(&again.join("rin.tar.zst"), n)).unwrap()
+        );
+    }
+    assert_eq!(
+        std::fs::read(built.join("rin.tar.zst.parts")).unwrap(),
+        std::fs::read(again.join("rin.tar.zst.parts")).unwrap()
+    );
+}
+
+fn keygen(name: &Path) {
+    ok(
+        &Command::new(bin("rinbundle"))
+            .args(["keygen", "--out"])
+            .arg(name)
+            .output()
+            .unwrap(),
+        "keygen",
+    );
+}
+
+fn cosign(file: &Path, key: &Path) -> Output {
+    Command::new(bin("rinbundle"))
+        .arg("sign")
+        .arg(file)
+        .arg("--key")
+        .arg(key)
+        .output()
+        .unwrap()
+}
+
+/// `rininstall verify` trusting both keys with `--threshold 2`.
+fn verify_two(file: &Path, dir: &Path) -> Output {
+    Command::new(bin("rininstall"))
+        .arg("verify")
+        .arg(file)
+        .arg("--key")
+        .arg(dir.join("k.pub"))
+        .arg("--key")
+        .arg(dir.join("k2.pub"))
+        .args(["--threshold", "2"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_second_key_co_signs_a_bundle_and_its_parts_without_the_first_key_or_the_stack() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    keygen(&dir.join("k2"));
+    let stack = fixture::write_stack(&dir.join("stack")).unwrap();
+    let one = dir.join("one.tar.zst");
+    build_signed(dir, &stack, "1700000000", &one);
+    let both = dir.join("both.tar.zst");
+    rin_tests::build_signed_with(
+        dir,
+        &stack,
+        "1700000000",
+        &both,
+        &["--key".into(), dir.join("k2.key").display().to_string()],
+    );
+    let signed_once = std::fs::read(&one).unwrap();
+    let (index_before, _) = rin_bundle::peek(&one).unwrap();
+
+    // One signature is not enough for a site that needs two.
+    let out = verify_two(&one, dir);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("1 of the required 2"), "{}", text(&out));
+
+    // The stack is gone: the co-signer has only the bundle and their own key.
+    std::fs::remove_dir_all(&stack).unwrap();
+    let damaged = dir.join("damaged.tar.zst");
+    let mut bytes = signed_once.clone();
+    let at = bytes.len() * 2 / 3;
+    bytes[at] ^= 0x40;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = cosign(&damaged, &dir.join("k2.key"));
+    assert!(!out.status.success(), "a damaged bundle was co-signed");
+    assert!(
+        std::fs::read(&damaged).unwrap() == bytes,
+        "the damaged file changed"
+    );
+    std::fs::remove_file(&damaged).unwrap();
+
+    let said = ok(&cosign(&one, &dir.join("k2.key")), "sign");
+    assert!(said.contains("co-signed"), "{said}");
+    let (index_after, _) = rin_bundle::peek(&one).unwrap();
+    assert!(index_after == index_before, "the index changed");
+    assert!(
+        std::fs::read(&one).unwrap() == std::fs::read(&both).unwrap(),
+        "co-signing did not give the bundle a build by both keys writes"
+    );
+    ok(&verify_two(&one, dir), "verify with two signatures");
+    let again = ok(&cosign(&one, &dir.join("k2.key")), "sign again");
+    assert!(again.contains("already signed"), "{again}");
+
+    // Parts: split the once-signed bundle, then co-sign only the part list.
+    let parts_dir = dir.join("stick");
+    std::fs::create_dir(&parts_dir).unwrap();
+    let bundle = parts_dir.join("rin.tar.zst");
+    std::fs::write(&bundle, &signed_once).unwrap();
+    ok(
+        &split(
+            &bundle,
+            &(signed_once.len() / 3 + 1).to_string(),
+            &dir.join("k.key"),
+        ),
+        "split",
+    );
+    std::fs::remove_file(&bundle).unwrap();
+    let list = parts_dir.join("rin.tar.zst.parts");
+    let out = verify_two(&list, dir);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let parts_before: Vec<Vec<u8>> = (1..=3)
+        .map(|n| std::fs::read(part(&bundle, n)).unwrap())
+        .collect();
+    // A damaged part is named and the list is not signed.
+    let list_before = std::fs::read(&list).unwrap();
+    let mut flipped = parts_before[1].clone();
+    flipped[10] ^= 1;
+    std::fs::write(part(&bundle, 2), &flipped).unwrap();
+    let out = cosign(&part(&bundle, 2), &dir.join("k2.key"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("rin.tar.zst.part-002 is damaged"),
+        "{}",
+        text(&out)
+    );
+    assert!(std::fs::read(&list).unwrap() == list_before);
+    std::fs::write(part(&bundle, 2), &parts_before[1]).unwrap();
+
+    let said = ok(&cosign(&list, &dir.join("k2.key")), "sign the part list");
+    assert!(said.contains("parts are unchanged"), "{said}");
+    for (n, before) in (1..=3).zip(&parts_before) {
+        assert!(&std::fs::read(part(&bundle, n)).unwrap() == before);
+    }
+    ok(&verify_two(&list, dir), "verify the co-signed parts");
+}

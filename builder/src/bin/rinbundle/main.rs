@@ -85,6 +85,24 @@ enum Command {
         #[arg(long, conflicts_with = "keys")]
         unsigned: bool,
     },
+    /// Co-sign: add a signature by another key to a signed bundle, or to a split bundle's part
+    /// list (FILE.parts, or any part), without the other keys or the stack. The bundle is checked
+    /// entry by entry first. A bundle file is written again with the index and every entry
+    /// byte-identical (the index sha256 does not change): the file a build signed by all those
+    /// keys at once writes. A part list gets the signature and the parts stay as they are (the
+    /// list's signers count toward the site's threshold).
+    Sign {
+        file: PathBuf,
+        /// The private key to add a signature with (NAME.key).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Write the co-signed bundle here instead of replacing FILE (bundle files only).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Compression threads (the bundle's bytes do not depend on it). Default: cores, at most 4.
+        #[arg(long, value_name = "N")]
+        threads: Option<u32>,
+    },
     /// Sign a file (release checksums) with a key: writes FILE.sig, the raw Ed25519 signature,
     /// which `openssl pkeyutl -verify -pubin -inkey KEY.pub -rawin -in FILE -sigfile FILE.sig`
     /// checks.
@@ -237,22 +255,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .map(|k| rin_signing::load_signing_key(k))
                 .collect::<Result<Vec<_>, _>>()?;
-            let size = size.unwrap_or(rin_bundle::parts::FAT32_MAX);
-            let (path, list) =
-                rin_bundle::parts::split(&file, size, &|bytes| rin_signing::sign(bytes, &keys))
-                    .with_context(|| format!("cannot split {}", file.display()))?;
-            for p in &list.parts {
-                println!("{}  {}  {}", p.sha256, p.name, human_bytes(p.size));
-            }
-            println!(
-                "wrote {} parts and {} ({}, index sha256:{})",
-                list.parts.len(),
-                path.display(),
-                human_bytes(list.size),
-                list.index_sha256
-            );
-            Ok(())
+            split(&file, size.unwrap_or(rin_bundle::parts::FAT32_MAX), &keys)
         }
+        Command::Sign {
+            file,
+            key,
+            output,
+            threads,
+        } => cosign(&file, &key, output, threads, mode),
         Command::SignFile { file, key } => {
             let signing = rin_signing::load_signing_key(&key)?;
             let bytes =
@@ -299,6 +309,12 @@ struct BuildArgs {
     /// dist/build.sh writes to dist/out), each put in the bundle as installer/rininstall-linux-ARCH.
     #[arg(long, value_name = "DIR")]
     installers: Option<PathBuf>,
+    /// Also cut the bundle into parts of at most SIZE bytes (K, M, G allowed) for removable
+    /// media, as `rinbundle split` does [default SIZE: 4294967295, FAT32's limit]. The bundle
+    /// file is kept.
+    #[arg(long, value_name = "SIZE", num_args = 0..=1, default_missing_value = "4294967295",
+          value_parser = rin_support::units::parse_bytes)]
+    split: Option<u64>,
     /// Take in an optional component the stack leaves out by default; repeat for several.
     #[arg(long, value_name = "COMPONENT")]
     with: Vec<String>,
@@ -379,18 +395,14 @@ fn build(
         })?,
         Err(_) => rin_bundle::index::now_epoch(),
     };
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get().min(4) as u32)
-            .unwrap_or(1)
-    });
+    let threads = compression_threads(args.threads);
     let display = reporters::reporter(mode);
     let mut fetch_opts = args.fetch.options()?;
     fetch_opts.locked = args.locked;
     let rt = runtime()?;
     let opts = BuildOptions {
         arches,
-        keys,
+        keys: keys.clone(),
         output: args.output.clone(),
         created,
         threads,
@@ -472,6 +484,9 @@ fn build(
             built.index_sha256
         ),
     }
+    if let Some(size) = args.split {
+        split(&args.output, size, &keys)?;
+    }
     Ok(())
 }
 
@@ -541,6 +556,105 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     println!(
         "(not verified: run `rinbundle verify --key NAME.pub {}`)",
         file.display()
+    );
+    Ok(())
+}
+
+/// `rinbundle sign`: `file` (a bundle, or a part list) with `key`'s signature added.
+fn cosign(
+    file: &Path,
+    key: &Path,
+    output: Option<PathBuf>,
+    threads: Option<u32>,
+    mode: reporters::Mode,
+) -> anyhow::Result<()> {
+    let signing = rin_signing::load_signing_key(key)?;
+    let id = rin_signing::key_id(&signing.verifying_key());
+    let display = reporters::reporter(mode);
+    let add = |bytes: &[u8], sigs: &[u8]| {
+        rin_signing::add(bytes, sigs, &signing).map_err(|e| e.to_string())
+    };
+    if let Some(list_path) = rin_bundle::parts::list_of(file) {
+        if output.is_some() {
+            anyhow::bail!(
+                "--output is for bundle files: a part list is co-signed in place (its parts do not change)"
+            );
+        }
+        let (list, added) = rin_bundle::parts::cosign(&list_path, &add, display.as_ref())
+            .with_context(|| format!("cannot co-sign {}", list_path.display()))?;
+        if added {
+            println!(
+                "added the signature of {id} to {} (index sha256:{}); its {} parts are unchanged",
+                list_path.display(),
+                list.index_sha256,
+                list.parts.len()
+            );
+        } else {
+            println!(
+                "{} is already signed by {id}: nothing to add",
+                list_path.display()
+            );
+        }
+        return Ok(());
+    }
+    let (index, sigs) = rin_bundle::peek(file)?;
+    let index_sha256 = rin_bundle::digest::sha256_hex(&index);
+    let Some(new) = add(&index, &sigs).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+    else {
+        println!(
+            "{} is already signed by {id}: nothing to add",
+            file.display()
+        );
+        return Ok(());
+    };
+    let out = output.unwrap_or_else(|| file.to_path_buf());
+    let resigned = rin_bundle::resign::resign(
+        file,
+        &index_sha256,
+        &new,
+        &out,
+        compression_threads(threads),
+        display.as_ref(),
+    )
+    .with_context(|| format!("cannot co-sign {}", file.display()))?;
+    let signers = rin_signing::SignatureFile::parse(&new)
+        .map(|s| s.key_ids())
+        .unwrap_or_default();
+    println!(
+        "co-signed {} {} (index sha256:{}, unchanged); signed by {}",
+        resigned.index.stack.name,
+        resigned.index.stack.version,
+        index_sha256,
+        signers.join(", ")
+    );
+    println!("{} ({})", out.display(), human_bytes(resigned.size));
+    Ok(())
+}
+
+/// Threads for zstd: as asked, or the cores up to four.
+fn compression_threads(asked: Option<u32>) -> u32 {
+    asked.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get().min(4) as u32)
+            .unwrap_or(1)
+    })
+}
+
+/// Cut `file` into parts of at most `size` bytes with their part list signed by `keys`, and say
+/// what was written.
+fn split(file: &Path, size: u64, keys: &[ed25519_dalek::SigningKey]) -> anyhow::Result<()> {
+    let (path, list) =
+        rin_bundle::parts::split(file, size, &|bytes| rin_signing::sign(bytes, keys))
+            .with_context(|| format!("cannot split {}", file.display()))?;
+    for p in &list.parts {
+        println!("{}  {}  {}", p.sha256, p.name, human_bytes(p.size));
+    }
+    println!(
+        "wrote {} parts and {} ({}, index sha256:{})",
+        list.parts.len(),
+        path.display(),
+        human_bytes(list.size),
+        list.index_sha256
     );
     Ok(())
 }
