@@ -68,6 +68,8 @@ pub enum BuildError {
     Locked { path: PathBuf, changes: Vec<String> },
     #[error("the stack uses images the bundle does not carry: {}", images.join(", "))]
     MissingImages { images: Vec<String> },
+    #[error("base {path}: {reason}")]
+    Base { path: PathBuf, reason: String },
     #[error(transparent)]
     Bundle(#[from] rin_bundle::BundleError),
 }
@@ -122,6 +124,9 @@ impl BuildError {
             }
             BuildError::MissingImages { .. } => {
                 "add the images to bundle.yaml's `images:`, or pass --allow-missing-image if the site has them another way"
+            }
+            BuildError::Base { .. } => {
+                "give --base the bundle the site installed (its file or part list), its rinbundle.json, or the site's inventory (rininstall inventory -o site.json)"
             }
             BuildError::Bundle(b) => return b.hint(),
         })

@@ -51,6 +51,8 @@ pub enum BundleError {
     Parts { path: PathBuf, reason: String },
     #[error("part list {path}: its signatures were refused: {reason}")]
     PartsUntrusted { path: PathBuf, reason: String },
+    #[error("site inventory {path}: {reason}")]
+    Inventory { path: PathBuf, reason: String },
     #[error("part {path} is missing")]
     PartMissing { path: PathBuf },
     #[error("part {path} is {size} bytes; the part list says {expected}")]
@@ -192,6 +194,9 @@ impl BundleError {
             }
             PartsUntrusted { .. } => {
                 "the part list must be signed by a key this site trusts: rinbundle split BUNDLE --key NAME.key"
+            }
+            Inventory { .. } => {
+                "write the inventory again at the site: rininstall inventory -o site.json"
             }
             Untrusted { .. } => return None,
             UnsupportedFormat { .. } => "use a rininstall release that reads this format version",

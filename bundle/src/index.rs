@@ -106,13 +106,40 @@ pub struct Chart {
     pub namespace: Option<String>,
 }
 
+/// What a delta bundle leaves out, and the release it applies onto (FORMAT.md section 9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Base {
-    /// sha256 of the base bundle's `rinbundle.json`.
+    /// sha256 of the base release's `rinbundle.json`: the release installed at the site.
     pub index_sha256: String,
-    /// Blobs the delta leaves out because the base carries them.
+    /// Blobs (image configs and layers) the delta leaves out because the site registry holds
+    /// them, sorted.
     pub blobs: Vec<String>,
+    /// K3s release files the delta leaves out because the nodes hold them, sorted by path:
+    /// what the entry would have been.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<Entry>,
+    /// Bytes left out: the blobs' and the files'.
+    pub size: u64,
+    /// Set when the delta was built against a site inventory (`rininstall inventory`) rather
+    /// than the base bundle: the sha256 of the inventory's signed bytes. Such a delta applies
+    /// onto any release of a site whose registry and nodes hold what it leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<String>,
+}
+
+impl Base {
+    /// Whether the delta leaves out the blob `digest`.
+    pub fn holds_blob(&self, digest: &str) -> bool {
+        self.blobs
+            .binary_search_by(|d| d.as_str().cmp(digest))
+            .is_ok()
+    }
+
+    /// The left-out K3s file at `path`, if any.
+    pub fn file(&self, path: &str) -> Option<&Entry> {
+        self.files.iter().find(|e| e.path == path)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,12 +234,11 @@ impl Index {
                 return invalid(format!("{d:?} is not a sha256 digest"));
             }
         }
+        if let Some(b) = &self.base {
+            self.validate_base(b, &seen)?;
+        }
         // What the index says is carried must be carried (or, in a delta, be in its base).
-        let in_base = |d: &str| {
-            self.base
-                .as_ref()
-                .is_some_and(|b| b.blobs.iter().any(|x| x == d))
-        };
+        let in_base = |d: &str| self.base.as_ref().is_some_and(|b| b.holds_blob(d));
         let carried = self
             .images
             .iter()
@@ -234,6 +260,59 @@ impl Index {
                 return invalid(format!(
                     "chart {} names values {v:?}, which is not an entry",
                     c.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Index {
+    /// A delta's `base`: well-formed, sorted, and leaving out nothing the bundle carries.
+    fn validate_base(&self, b: &Base, carried: &HashSet<&str>) -> Result<()> {
+        let invalid = |reason: String| Err(BundleError::InvalidIndex { reason });
+        if !is_sha256_hex(&b.index_sha256)
+            || b.inventory.as_ref().is_some_and(|i| !is_sha256_hex(i))
+        {
+            return invalid("base has a malformed sha256".into());
+        }
+        for pair in b.blobs.windows(2) {
+            if pair[0] >= pair[1] {
+                return invalid("base.blobs is not sorted, or lists a blob twice".into());
+            }
+        }
+        for d in &b.blobs {
+            if !is_oci_digest(d) {
+                return invalid(format!("base.blobs: {d:?} is not a sha256 digest"));
+            }
+            let path = crate::oci::bundle_blob_path(d).unwrap_or_default();
+            if carried.contains(path.as_str()) {
+                return invalid(format!("base.blobs lists {d}, which the bundle carries"));
+            }
+        }
+        for pair in b.files.windows(2) {
+            if pair[0].path >= pair[1].path {
+                return invalid("base.files is not sorted by path, or lists a file twice".into());
+            }
+        }
+        for f in &b.files {
+            let k3s_file = f
+                .path
+                .strip_prefix(crate::k3s::DIR)
+                .is_some_and(|rest| rest.starts_with('/'));
+            if check_entry_path(&f.path).is_err() || !k3s_file {
+                return invalid(format!("base.files: {:?} is not a K3s file's path", f.path));
+            }
+            if !is_sha256_hex(&f.sha256) || (f.mode != MODE_FILE && f.mode != MODE_EXEC) {
+                return invalid(format!(
+                    "base.files: {:?} has a malformed sha256 or mode",
+                    f.path
+                ));
+            }
+            if carried.contains(f.path.as_str()) {
+                return invalid(format!(
+                    "base.files lists {:?}, which the bundle carries",
+                    f.path
                 ));
             }
         }
@@ -425,9 +504,45 @@ mod tests {
         let mut delta = i;
         delta.base = Some(Base {
             index_sha256: "b".repeat(64),
-            blobs: vec![digest],
+            blobs: vec![digest.clone()],
+            files: vec![Entry {
+                path: "k3s/k3s".into(),
+                size: 5,
+                sha256: "c".repeat(64),
+                mode: MODE_EXEC,
+            }],
+            size: 6,
+            inventory: None,
         });
         Index::from_canonical_json(&delta.to_canonical_json()).unwrap();
+        // A base that is not sorted, leaves out what is carried, or a file that is not K3s's.
+        let refused = |b: Base, why: &str| {
+            let mut d = delta.clone();
+            d.base = Some(b);
+            let r = Index::from_canonical_json(&d.to_canonical_json());
+            assert!(
+                matches!(r, Err(BundleError::InvalidIndex { ref reason }) if reason.contains(why)),
+                "{why}: {r:?}"
+            );
+        };
+        let base = delta.base.clone().unwrap();
+        let mut twice = base.clone();
+        twice.blobs.push(digest.clone());
+        refused(twice, "not sorted");
+        let mut carried_too = base.clone();
+        let mut with_k3s = delta.clone();
+        with_k3s.entries.push(base.files[0].clone());
+        carried_too.files[0].mode = MODE_EXEC;
+        let mut d = with_k3s;
+        d.base = Some(carried_too);
+        let r = Index::from_canonical_json(&d.to_canonical_json());
+        assert!(
+            matches!(r, Err(BundleError::InvalidIndex { ref reason }) if reason.contains("which the bundle carries")),
+            "{r:?}"
+        );
+        let mut manifests = base;
+        manifests.files[0].path = "manifests/x.yaml".into();
+        refused(manifests, "not a K3s file");
     }
 
     #[test]

@@ -11,3 +11,38 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
     let v = serde_json::to_value(value).expect("serialisable data");
     serde_json::to_vec(&v).expect("serialisable value")
 }
+
+/// Largest signed document (part list, inventory) read into memory.
+pub const MAX_SIGNED_DOCUMENT: u64 = 16 << 20;
+
+/// Read a signed document at `path`: canonical JSON holding `field` and `signatures`. Returns
+/// the JSON and the signature document's bytes; `bad` makes the refusal. Nothing is trusted yet.
+pub(crate) fn read_signed(
+    path: &std::path::Path,
+    field: &str,
+    bad: &dyn Fn(String) -> crate::BundleError,
+) -> crate::Result<(serde_json::Value, Vec<u8>)> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SIGNED_DOCUMENT + 1).read_to_end(&mut bytes))
+        .map_err(|source| crate::BundleError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_SIGNED_DOCUMENT {
+        return Err(bad(format!(
+            "it is larger than {MAX_SIGNED_DOCUMENT} bytes"
+        )));
+    }
+    let raw: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("it is not JSON: {e}")))?;
+    if canonical_json(&raw) != bytes {
+        return Err(bad("it is not canonical JSON".into()));
+    }
+    let (Some(_), Some(sigs)) = (raw.get(field), raw.get("signatures")) else {
+        return Err(bad(format!("it lacks `{field}` or `signatures`")));
+    };
+    let sigs = canonical_json(sigs);
+    Ok((raw, sigs))
+}

@@ -6,6 +6,7 @@ pub mod digest;
 pub mod error;
 pub mod header;
 pub mod index;
+pub mod inventory;
 pub mod json;
 pub mod k3s;
 pub mod oci;

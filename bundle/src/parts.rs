@@ -22,8 +22,6 @@ use std::path::{Path, PathBuf};
 pub const FORMAT: &str = "rinbundle-parts/v1";
 /// The largest file FAT32 holds: the default part size.
 pub const FAT32_MAX: u64 = (4 << 30) - 1;
-/// Largest part list read into memory.
-const MAX_LIST: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,33 +236,14 @@ pub fn open_list(path: &Path, trust: &dyn Trust) -> Result<(PartList, Vec<String
     Ok((list, signers))
 }
 
-/// The part list file at `path` as JSON, canonical and holding `list` and `signatures`, and its
-/// signature document's bytes; nothing in it is trusted yet.
+/// The part list file at `path` as JSON, and its signature document's bytes; nothing in it is
+/// trusted yet.
 fn read_list(path: &Path) -> Result<(serde_json::Value, Vec<u8>)> {
     let bad = |reason: String| BundleError::Parts {
         path: path.to_path_buf(),
         reason,
     };
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(MAX_LIST + 1).read_to_end(&mut bytes))
-        .map_err(|source| BundleError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if bytes.len() as u64 > MAX_LIST {
-        return Err(bad(format!("it is larger than {MAX_LIST} bytes")));
-    }
-    let raw: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("it is not JSON: {e}")))?;
-    if canonical_json(&raw) != bytes {
-        return Err(bad("it is not canonical JSON".into()));
-    }
-    let (Some(_), Some(sigs)) = (raw.get("list"), raw.get("signatures")) else {
-        return Err(bad("it lacks `list` or `signatures`".into()));
-    };
-    let sigs = canonical_json(sigs);
-    Ok((raw, sigs))
+    crate::json::read_signed(path, "list", &bad)
 }
 
 /// What a part is, as found.

@@ -106,10 +106,17 @@ pub struct Opened {
     pub signers: Vec<String>,
 }
 
-/// Read the first two entries without any trust decision. For display only (`inspect`): nothing
-/// returned here may be acted upon.
+/// Read the first two entries without any trust decision, from a bundle file or its parts. For
+/// display (`inspect`) and for what a check at the site backs (a delta's base): nothing returned
+/// here may be trusted.
 pub fn peek(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    let mut s = Stream::open(path)?;
+    let mut s = match crate::parts::list_of(path) {
+        Some(list) => {
+            let (_, _, joined) = crate::parts::open_joined(&list, &AnySigners)?;
+            Stream::from_reader(joined, path)?
+        }
+        None => Stream::open(path)?,
+    };
     let (index, sig, _) = read_head(&mut s)?;
     Ok((index, sig))
 }

@@ -3,6 +3,7 @@
 //! blobs, and this module plans the bundle (`plan`) and writes it (`build_from`).
 
 pub mod collect;
+pub mod delta;
 pub mod files;
 pub mod scan;
 
@@ -41,6 +42,8 @@ pub struct BuildOptions {
     pub without: Vec<String>,
     /// Also hash the bundle file (a second pass of SHA-256 over every byte written).
     pub checksum: bool,
+    /// Build a delta: leave out what the site holds by this base (`delta::read_base`).
+    pub base: Option<delta::Holds>,
 }
 
 /// What was written.
@@ -312,8 +315,8 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
         add(f.entry, Source::File(f.source))?;
     }
 
-    let (entries, sources): (Vec<Entry>, Vec<Source>) = planned.into_values().unzip();
-    let index = Index {
+    let (entries, mut sources): (Vec<Entry>, Vec<Source>) = planned.into_values().unzip();
+    let mut index = Index {
         format: index::FORMAT.into(),
         stack: index::Stack {
             name: spec.name.clone(),
@@ -331,6 +334,9 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
         base: None,
         entries,
     };
+    if let Some(holds) = &opts.base {
+        delta::leave_out(&mut index, &mut sources, holds);
+    }
     Ok(Plan {
         index,
         sources,

@@ -18,6 +18,8 @@ pub(super) struct HostFiles {
     files: Vec<HostFile>,
     changes: Vec<Change>,
     pub(super) wanted: BTreeSet<String>,
+    /// K3s files a delta leaves out: the node must hold them already.
+    left_out: BTreeSet<String>,
 }
 
 impl Run<'_> {
@@ -43,6 +45,12 @@ impl Run<'_> {
             files: Vec::new(),
             changes: Vec::new(),
             wanted: BTreeSet::new(),
+            left_out: index
+                .base
+                .iter()
+                .flat_map(|b| &b.files)
+                .map(|e| e.path.clone())
+                .collect(),
         };
         let airgap_dest = |a: &Entry| {
             format!(
@@ -158,6 +166,16 @@ impl HostFiles {
         if let Some(e) = entry
             && c != Change::Unchanged
         {
+            if self.left_out.contains(&e.path) {
+                return Err(InstallError::Preflight {
+                    failures: vec![format!(
+                        "this delta leaves out {} (sha256 {}) because the release it applies onto has it, but {} on this node is not that file: bring the full bundle",
+                        e.path,
+                        e.sha256,
+                        root.join(&f.dest).display()
+                    )],
+                });
+            }
             self.wanted.insert(e.path.clone());
         }
         self.files.push(f);

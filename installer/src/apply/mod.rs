@@ -28,6 +28,7 @@ use crate::node::host;
 use crate::node::host::{Role, SiteRegistry};
 use crate::node::preflight::{self, Node};
 use crate::node::seed::{self, SeedOptions, Seeded};
+use crate::node::site_registry;
 use crate::node::stage::{self, Staged};
 use crate::node::state::{self, Release, State};
 use rin_bundle::digest::sha256_hex;
@@ -245,6 +246,7 @@ pub fn apply(
 
     report.step(2, STEPS, "verify");
     let staged = run.verify(opened, &files)?;
+    run.check_delta(&staged)?;
 
     report.step(3, STEPS, "K3s host files");
     run.write_host_files(files, &staged)?;
@@ -337,6 +339,49 @@ impl Run<'_> {
         Ok(staged)
     }
 
+    /// The rest of a delta's preflight, once the verifying pass has named the blobs this site
+    /// needs, and before anything changes: the site registry must hold every blob the delta
+    /// leaves out, and the in-cluster registry's image archive, when it must be written anew,
+    /// must not need any of them.
+    fn check_delta(&self, staged: &Staged) -> Result<()> {
+        let Some(base) = &self.index.base else {
+            return Ok(());
+        };
+        let opts = &self.opts;
+        let mut failures = Vec::new();
+        if self.in_cluster() {
+            let image = site_registry::pick_image(&self.index, self.registry_image())?;
+            let archive =
+                opts.root
+                    .join(format!("{}/{}", host::IMAGES_DIR, host::REGISTRY_ARCHIVE));
+            if let Some(p) = site_registry::platform_manifest(image, &opts.arch)
+                && site_registry::archive_holds(&archive).as_deref() != Some(p.digest.as_str())
+                && staged
+                    .plan
+                    .manifest_blobs(&p.digest)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|d| base.holds_blob(&d.digest))
+            {
+                failures.push(format!(
+                    "this node has no archive of the site registry's image {} as this bundle has it, and the delta leaves out layers of it: bring the full bundle",
+                    image.reference
+                ));
+            }
+        }
+        if opts.seeds_here().is_none() {
+            let absent = seed::left_out_missing(&staged.plan, &opts.seed, self.rt, self.report)?;
+            if !absent.is_empty() {
+                failures.push(seed::left_out_absent(&opts.seed, &absent).to_string());
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(InstallError::Preflight { failures })
+        }
+    }
+
     /// Step 5: every image and chart into the site registry (the first server only).
     fn seed(&mut self, staged: &Staged) -> Result<()> {
         let opts = &self.opts;
@@ -383,6 +428,7 @@ impl Run<'_> {
                 .and_then(|r| r.record.revision),
             ..Default::default()
         };
+        state.keep_index(&self.index_sha256, &self.index.to_canonical_json())?;
         state.record(&release)?;
         state.clear_staging(None)?;
         self.done.release = Some(release);

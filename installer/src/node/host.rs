@@ -58,12 +58,21 @@ impl K3sEntries {
     }
 }
 
-/// K3s's files for `arch` in the bundle (upstream names: `k3s` is amd64, `k3s-<arch>` the others).
+/// K3s's files for `arch` in the bundle (upstream names: `k3s` is amd64, `k3s-<arch>` the others),
+/// or, in a delta, left out of it (`base.files`: the node holds them in place).
 pub fn k3s_entries(index: &Index, arch: &Arch) -> K3sEntries {
     let binary = k3s::path(&k3s::binary(arch));
     let airgap = k3s::path(&k3s::airgap_images(arch));
     let install_sh = k3s::path(k3s::INSTALL_SCRIPT);
-    let find = |f: &dyn Fn(&str) -> bool| index.entries.iter().find(|e| f(&e.path)).cloned();
+    let left_out = index.base.iter().flat_map(|b| &b.files);
+    let find = |f: &dyn Fn(&str) -> bool| {
+        index
+            .entries
+            .iter()
+            .chain(left_out.clone())
+            .find(|e| f(&e.path))
+            .cloned()
+    };
     K3sEntries {
         binary: find(&|p| p == binary),
         airgap: find(&|p| {

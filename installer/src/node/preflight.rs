@@ -196,6 +196,11 @@ pub fn check(index: &Index, f: &Node<'_>) -> Result<()> {
     {
         failures.push(msg);
     }
+    if let Some(b) = &index.base
+        && let Some(msg) = delta_refusal(b, f)
+    {
+        failures.push(msg);
+    }
     if f.in_cluster_registry {
         match crate::node::site_registry::pick_image(index, f.registry_image) {
             Err(e) => failures.push(format!(
@@ -215,6 +220,33 @@ pub fn check(index: &Index, f: &Node<'_>) -> Result<()> {
         Ok(())
     } else {
         Err(InstallError::Preflight { failures })
+    }
+}
+
+/// Why a delta bundle cannot go onto this node, if it cannot: it needs an installed release, the
+/// one it was built against (unless it was built against a site inventory; then what the site
+/// holds is checked once the plan is known).
+pub fn delta_refusal(base: &rin_bundle::index::Base, f: &Node<'_>) -> Option<String> {
+    let left_out = format!(
+        "this bundle is a delta: it leaves out {} blobs and {} K3s files ({}) that the release it applies onto holds",
+        base.blobs.len(),
+        base.files.len(),
+        rin_support::human_bytes(base.size)
+    );
+    match f.installed {
+        None if !f.first_server => Some(format!(
+            "{left_out}, and this node joins the cluster with nothing installed: bring the full bundle to join a node"
+        )),
+        None => Some(format!(
+            "{left_out}, and this node has no release installed: bring the full bundle"
+        )),
+        Some(r) if base.inventory.is_none() && r.index_sha256 != base.index_sha256 => {
+            Some(format!(
+                "{left_out}, index sha256:{}, but this node runs {} {} (index sha256:{}): bring the full bundle, or a delta built with `rinbundle build --base` set to the bundle this node installed or to its inventory (rininstall inventory)",
+                base.index_sha256, r.stack, r.version, r.index_sha256
+            ))
+        }
+        Some(_) => None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! STATE/release.json             the installed release, written after an apply succeeds
 //! STATE/registry/                the site registry's manifests, for the cluster step
 //! STATE/releases/<revision>.json  each kept release's objects as applied (for rollback)
+//! STATE/indexes/<sha256>.json    the signed index of each release applied here (inventory)
 //! ```
 
 use crate::error::{InstallError, Result};
@@ -86,6 +87,12 @@ impl State {
         let mut bytes = serde_json::to_vec_pretty(release).expect("a release serialises");
         bytes.push(b'\n');
         write_atomic(&self.dir.join("release.json"), &bytes, 0o644)
+    }
+
+    /// Keep the signed index of the release being installed (`STATE/indexes/<sha256>.json`):
+    /// `rininstall inventory` reads the installed release's images and charts from it.
+    pub fn keep_index(&self, index_sha256: &str, bytes: &[u8]) -> Result<()> {
+        write_atomic(&index_file(&self.dir, index_sha256), bytes, 0o644)
     }
 
     /// Keep the objects of release `record` for a later rollback (read back as [`Kept`]).
@@ -183,6 +190,34 @@ pub fn read_release(dir: &Path) -> Result<Option<Release>> {
 
 /// Write `bytes` to `path` through a temporary file beside it: synced, renamed over the old one,
 /// the directory synced (`rin_support::fs`). Readers see the old content or the new, never a part.
+fn index_file(dir: &Path, index_sha256: &str) -> PathBuf {
+    dir.join("indexes").join(format!("{index_sha256}.json"))
+}
+
+/// The signed index of release `index_sha256`, as kept by the apply that installed it (checked
+/// against that sha256).
+pub fn kept_index(dir: &Path, index_sha256: &str) -> Result<Vec<u8>> {
+    let path = index_file(dir, index_sha256);
+    let bytes = fs::read(&path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => InstallError::State {
+            path: path.clone(),
+            reason: "the installed release's index is not kept here (an older rininstall installed it): apply its bundle again, which changes nothing else, then take the inventory".into(),
+        },
+        _ => InstallError::Io {
+            path: path.clone(),
+            source,
+        },
+    })?;
+    if rin_bundle::digest::sha256_hex(&bytes) != index_sha256 {
+        return Err(InstallError::State {
+            path,
+            reason: "it does not hash to its name: apply the installed release's bundle again"
+                .into(),
+        });
+    }
+    Ok(bytes)
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     rin_support::fs::write_atomic(path, bytes, mode).map_err(file_error)
 }

@@ -315,6 +315,17 @@ struct BuildArgs {
     #[arg(long, value_name = "SIZE", num_args = 0..=1, default_missing_value = "4294967295",
           value_parser = rin_support::units::parse_bytes)]
     split: Option<u64>,
+    /// Build a delta onto BASE, what the site has: the bundle it installed (file or part list),
+    /// that bundle's rinbundle.json, or the site's inventory (`rininstall inventory`). Image
+    /// layers and configs, and K3s binaries and image archives, that BASE holds are left out; the
+    /// site applies the delta only onto that release (or, for an inventory, only when it still
+    /// holds them all).
+    #[arg(long, value_name = "BASE")]
+    base: Option<PathBuf>,
+    /// A public key BASE must be signed by (the builders' for a bundle, the site's for an
+    /// inventory); repeat for several.
+    #[arg(long = "base-key", value_name = "FILE", requires = "base")]
+    base_keys: Vec<PathBuf>,
     /// Take in an optional component the stack leaves out by default; repeat for several.
     #[arg(long, value_name = "COMPONENT")]
     with: Vec<String>,
@@ -411,6 +422,18 @@ fn build(
         with: args.with.clone(),
         without: args.without.clone(),
         checksum: args.sha256,
+        base: match &args.base {
+            Some(path) => {
+                let trust = (!args.base_keys.is_empty())
+                    .then(|| rin_signing::TrustPolicy::load(&args.base_keys, None, 1))
+                    .transpose()?;
+                Some(
+                    rin_builder::pack::delta::read_base(path, trust.as_ref())
+                        .with_context(|| format!("cannot read the base {}", path.display()))?,
+                )
+            }
+            None => None,
+        },
     };
     let built = rin_builder::build::build(
         &stack,
@@ -450,6 +473,9 @@ fn build(
         );
         for (u, _) in missing {
             println!("  NOT CARRIED: {} (in {})", u.reference, u.place);
+        }
+        if let Some(b) = &built.index.base {
+            println!("{}", delta_line(b));
         }
         if built.signers.is_empty() {
             println!("UNSIGNED: installers will refuse it until it is signed");
@@ -520,6 +546,9 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     }
     if !index.components.is_empty() {
         println!("components {}", index.components.join(", "));
+    }
+    if let Some(b) = &index.base {
+        println!("delta      {}", delta_line(b));
     }
     println!("images     {}", index.images.len());
     for i in &index.images {
@@ -657,6 +686,23 @@ fn split(file: &Path, size: u64, keys: &[ed25519_dalek::SigningKey]) -> anyhow::
         list.index_sha256
     );
     Ok(())
+}
+
+/// What a delta leaves out, and onto what.
+fn delta_line(b: &rin_bundle::index::Base) -> String {
+    let onto = match &b.inventory {
+        Some(i) => format!(
+            "the site of inventory sha256:{i} (installed index sha256:{})",
+            b.index_sha256
+        ),
+        None => format!("the release of index sha256:{}", b.index_sha256),
+    };
+    format!(
+        "a delta onto {onto}: leaves out {} blobs and {} K3s files the site holds ({})",
+        b.blobs.len(),
+        b.files.len(),
+        human_bytes(b.size)
+    )
 }
 
 /// Write `FILE.EXT` beside `file` (a signature, a checksum) completely or not at all.

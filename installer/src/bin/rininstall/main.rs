@@ -52,6 +52,84 @@ enum Command {
     /// Check a split bundle's parts before a long apply: the part list's signatures, then every
     /// part's size and sha256; one line per part (good, missing, damaged).
     Check(CheckArgs),
+    /// Write what this site holds (the installed release, the blobs its registry holds for it,
+    /// the K3s files in place), for `rinbundle build --base` to build a delta against.
+    Inventory(InventoryArgs),
+}
+
+#[derive(Args)]
+struct InventoryArgs {
+    /// The file to write.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// The site's private key to sign the inventory with (NAME.key from `rinbundle keygen`).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// The root K3s was installed under.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// The state directory [default: ROOT/var/lib/rininstall].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The site registry, as HOST:PORT [default: the in-cluster one, 127.0.0.1:NODE_PORT].
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: Option<String>,
+    /// The in-cluster registry's NodePort on this node.
+    #[arg(long, value_name = "PORT", default_value_t = site_registry::DEFAULT_NODE_PORT)]
+    registry_node_port: u16,
+    #[command(flatten)]
+    reg: RegistryArgs,
+}
+
+fn inventory_command(args: &InventoryArgs, quiet: bool) -> anyhow::Result<()> {
+    let key = args
+        .key
+        .as_ref()
+        .map(|k| rin_signing::load_signing_key(k))
+        .transpose()?;
+    let registry = args
+        .registry
+        .clone()
+        .unwrap_or_else(|| format!("127.0.0.1:{}", args.registry_node_port));
+    let opts = rin_installer::node::inventory::InventoryOptions {
+        root: args.root.clone(),
+        state_dir: args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| args.root.join("var/lib/rininstall")),
+        seed: args.reg.options(&registry)?,
+    };
+    let display = report::display(if quiet {
+        report::Mode::None
+    } else {
+        report::Mode::Bars
+    });
+    let rt = runtime()?;
+    let inv =
+        rin_installer::node::inventory::take(&opts, rt.handle(), &display).map_err(anyhow_of)?;
+    let signed = inv.signed_bytes();
+    let sigs = rin_signing::sign(&signed, key.as_slice());
+    let bytes = inv.to_file(&sigs)?;
+    rin_support::fs::write_atomic(&args.output, &bytes, 0o644)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    println!(
+        "{} {} (index sha256:{}): {} blobs in {}, {} K3s files in place",
+        inv.stack.name,
+        inv.stack.version,
+        inv.index_sha256,
+        inv.blobs.len(),
+        inv.registry,
+        inv.files.len()
+    );
+    match &key {
+        Some(k) => println!(
+            "wrote {}, signed by {}",
+            args.output.display(),
+            rin_signing::key_id(&k.verifying_key())
+        ),
+        None => println!("wrote {} (unsigned)", args.output.display()),
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -620,6 +698,7 @@ fn main() -> ExitCode {
         Command::Rollback(args) => rollback_command(args, cli.quiet),
         Command::ExtractInstaller(args) => extract_command(args, cli.quiet),
         Command::Check(args) => check_command(args),
+        Command::Inventory(args) => inventory_command(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -182,6 +182,10 @@ pub fn seed(
                 })?;
         if round == 0 {
             seeded.present = pairs.len() - missing.len();
+            let absent = absent_left_out(plan, &pairs, &missing);
+            if !absent.is_empty() {
+                return Err(left_out_absent(opts, &absent));
+            }
         }
         if missing.is_empty() {
             break;
@@ -203,6 +207,8 @@ pub fn seed(
         let failed = rt.block_on(mount_all(&reg, mounts, jobs));
         seeded.mounted += tried - failed.len();
         unsent.extend(failed);
+        // A delta's left-out blobs are not in the bundle: mounted or nothing.
+        unsent.retain(|(_, d)| !plan.left_out.contains(d));
         if unsent.is_empty() {
             // Mounted: the next check confirms it.
             if round > opts.attempts.max(1) {
@@ -268,6 +274,110 @@ fn site_plan(plan: &Plan, opts: &SeedOptions) -> Result<Option<Plan>> {
         .as_ref()
         .map(|p| plan.narrowed(p))
         .transpose()
+}
+
+/// Every config and layer of `index`'s images and charts that the registry holds: each manifest
+/// the index names (an image's, each of its platforms', each chart's) that the registry serves
+/// by its digest is read, and each blob it names is asked for in that repository. A site seeded
+/// for fewer platforms holds those platforms' blobs only.
+pub fn held_blobs(
+    index: &rin_bundle::Index,
+    opts: &SeedOptions,
+    rt: &Handle,
+    progress: &dyn Progress,
+) -> Result<BTreeSet<String>> {
+    let reg = Registry::connect(opts, progress)?;
+    rt.block_on(reg.ready());
+    let names = site_names(index.images.iter().map(|i| i.reference.as_str()))?;
+    let mut manifests: Vec<(String, &String)> = Vec::new();
+    for (image, (repo, _)) in index.images.iter().zip(names) {
+        manifests.push((repo.clone(), &image.digest));
+        manifests.extend(image.platforms.iter().map(|p| (repo.clone(), &p.digest)));
+    }
+    for c in &index.charts {
+        manifests.push((chart_repository(&c.name), &c.digest));
+    }
+    let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
+    for (repo, digest) in manifests {
+        let Some(bytes) = rt.block_on(reg.fetch_document(&repo, digest)) else {
+            continue;
+        };
+        // An index names no blobs; its platforms' manifests are in the list.
+        if let Ok(m) = serde_json::from_slice::<plan::ManifestDoc>(&bytes) {
+            for d in std::iter::once(m.config).chain(m.layers) {
+                pairs.insert((repo.clone(), d.digest));
+            }
+        }
+    }
+    let pairs: Vec<(String, String)> = pairs.into_iter().collect();
+    let missing = rt.block_on(missing(&reg, &pairs, opts.jobs.max(1)))?;
+    Ok(pairs
+        .into_iter()
+        .filter(|p| !missing.contains(p))
+        .map(|(_, d)| d)
+        .collect())
+}
+
+/// The blobs a delta leaves out that the registry holds in none of the repositories that need
+/// them, so that not even a mount could bring them: asked before anything changes (apply runs
+/// this right after the verifying pass; `seed` at its start).
+pub fn left_out_missing(
+    plan: &Plan,
+    opts: &SeedOptions,
+    rt: &Handle,
+    progress: &dyn Progress,
+) -> Result<Vec<String>> {
+    let narrowed = site_plan(plan, opts)?;
+    let plan = narrowed.as_ref().unwrap_or(plan);
+    if plan.left_out.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reg = Registry::connect(opts, progress)?;
+    rt.block_on(reg.ready());
+    let pairs: Vec<(String, String)> = plan
+        .pairs()
+        .into_iter()
+        .filter(|(_, d)| plan.left_out.contains(d))
+        .collect();
+    let missing = rt.block_on(missing(&reg, &pairs, opts.jobs.max(1)))?;
+    Ok(absent_left_out(plan, &pairs, &missing))
+}
+
+/// Left-out blobs of `plan` that no repository of `pairs` holds (`missing` are the pairs the
+/// registry lacks).
+fn absent_left_out(
+    plan: &Plan,
+    pairs: &[(String, String)],
+    missing: &BTreeSet<(String, String)>,
+) -> Vec<String> {
+    let held: BTreeSet<&String> = pairs
+        .iter()
+        .filter(|p| !missing.contains(*p))
+        .map(|(_, d)| d)
+        .collect();
+    plan.left_out
+        .iter()
+        .filter(|d| !held.contains(d))
+        .cloned()
+        .collect()
+}
+
+/// The refusal of a delta whose left-out blobs the registry lacks.
+pub fn left_out_absent(opts: &SeedOptions, absent: &[String]) -> InstallError {
+    let shown: Vec<&str> = absent.iter().take(3).map(String::as_str).collect();
+    InstallError::Registry {
+        registry: opts.registry.clone(),
+        reason: format!(
+            "it lacks {} of the blobs this delta leaves out ({}{}): they were deleted from it, or it is not the registry the base release was seeded into; bring the full bundle",
+            absent.len(),
+            shown.join(", "),
+            if absent.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 /// How many blobs (and bytes) the registry lacks for `plan`: what seeding would send or mount.

@@ -36,6 +36,9 @@ pub struct Plan {
     pub(super) documents: Vec<Document>,
     /// The signed index's sha256: the second pass must read the same bundle.
     pub(super) index_sha256: String,
+    /// Blobs a delta leaves out: the registry must hold them already (they are mounted, never
+    /// sent).
+    pub(super) left_out: BTreeSet<String>,
     /// The index and documents the plan was made from, to narrow it to the site's platforms.
     pub(super) source: Option<Arc<PlanSource>>,
 }
@@ -327,6 +330,14 @@ fn plan_from(
             oci::MT_OCI_MANIFEST,
             Some(chart.version.clone()),
         )?;
+    }
+    if let Some(base) = &index.base {
+        plan.left_out = plan
+            .blobs
+            .keys()
+            .filter(|d| base.holds_blob(d))
+            .cloned()
+            .collect();
     }
     Ok(plan)
 }
