@@ -18,7 +18,7 @@ RUNS=${RUNS:-3}
 W=${BENCH_DIR:-bench/out}
 
 cargo build --release --quiet -p rin-builder -p rin-tests --bins
-B=$PWD/target/release
+B=${CARGO_TARGET_DIR:-$PWD/target}/release
 rm -rf "$W"
 mkdir -p "$W"
 W=$(cd "$W" && pwd)

@@ -35,7 +35,7 @@ stop_registry() { [ -z "$REG_PID" ] || { kill "$REG_PID" 2>/dev/null || true; wa
 # of SIZE_MIB MiB in a fresh $W, with its key ($W/bench.key, .pub); sets BUNDLE.
 entry_bundle() {
   cargo build --release --quiet -p rin-builder -p rin-installer -p rin-tests --bins
-  B=target/release
+  B=${CARGO_TARGET_DIR:-target}/release
   rm -rf "$W"
   mkdir -p "$W"
   $B/rin-fixture bench-stack --out "$W/stack" --size-mib "$1" >/dev/null

@@ -21,5 +21,5 @@ pub use error::{BundleError, Result};
 pub use index::Index;
 pub use platform::{Arch, Platform};
 pub use progress::{Progress, Silent};
-pub use reader::{Opened, Sink, Trust, Verified, open, peek, verify};
+pub use reader::{Discard, Opened, Sink, Trust, Verified, open, peek, verify};
 pub use writer::{Arrived, FileStamp, Gate, Source, write_bundle, write_bundle_file};

@@ -247,7 +247,7 @@ impl Sink for Extract {
 }
 
 /// Takes nothing.
-struct Discard;
+pub struct Discard;
 
 impl Sink for Discard {
     fn begin(&mut self, _: &Entry) -> Result<bool> {

@@ -627,3 +627,67 @@ kill %1
         .collect();
     assert_eq!(digests, want);
 }
+
+/// Apply's one read: with the registry answering before the pass (here an existing one), blobs
+/// go to it while the bundle verifies, so the bundle is read once; a bundle refused late in that
+/// read leaves no tag, no manifest and no host file behind.
+#[test]
+fn apply_reads_the_bundle_once_and_a_late_refusal_leaves_no_image_and_no_host_file() {
+    let t = tempfile::tempdir().unwrap();
+    let (bundle, key, index) = bundle(t.path(), &big_images());
+    let reg = Registry::start(Options::default());
+    let run = |file: &Path, root: &Path| {
+        Command::new(bin("rininstall"))
+            .arg("apply")
+            .arg(file)
+            .arg("--key")
+            .arg(&key)
+            .arg("--root")
+            .arg(root)
+            .args(["--arch", "amd64", "--no-start", "--progress", "json"])
+            .args(["--registry", &reg.addr])
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap()
+    };
+    let tag_of = |image: &rin_bundle::index::Image| {
+        let (repo, tag) = rin_installer::node::seed::site_name(&image.reference).unwrap();
+        format!("docker://{}/{repo}:{}", reg.addr, tag.unwrap())
+    };
+
+    // A byte flipped near the end of the file: the refusal comes late in the one read.
+    let mut damaged = std::fs::read(&bundle).unwrap();
+    let at = damaged.len() - damaged.len() / 20;
+    damaged[at] ^= 0x55;
+    let bad = t.path().join("damaged.tar.zst");
+    std::fs::write(&bad, &damaged).unwrap();
+    let root = t.path().join("root");
+    let out = run(&bad, &root);
+    assert_eq!(out.status.code(), Some(3), "{}", rin_tests::text(&out));
+    for image in &index.images {
+        let inspect = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(tag_of(image))
+            .output()
+            .unwrap();
+        assert!(
+            !inspect.status.success(),
+            "{} has a tag after a refused apply",
+            image.reference
+        );
+    }
+    assert!(!root.join("usr/local/bin/k3s").exists());
+    assert!(!root.join("etc/rancher/k3s").exists());
+    assert!(!root.join("var/lib/rininstall/release.json").exists());
+
+    // The intact bundle: one pass over it, every blob sent during it.
+    let out = run(&bundle, &root);
+    let said = ok(&out, "apply");
+    let events = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(events.matches("\"event\":\"pass\"").count(), 1, "{events}");
+    assert!(
+        said.contains("while verifying") && said.contains("0 further passes"),
+        "{said}"
+    );
+    assert_seeded(&reg.addr, &index);
+}

@@ -510,6 +510,60 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
 }
 
 #[test]
+fn a_delta_upgrade_deploys_and_rolls_back_to_the_full_release() {
+    let s = site("delta");
+    let (cp, ns) = (s.cp, s.name.as_str());
+    let v1 = s.t.path().join("v1.tar.zst");
+    let (key, _) = build_signed(s.t.path(), &s.stack, "1700000000", &v1);
+    let out = s.apply(&v1, &key, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    // 1.1.0 adds a ConfigMap; its delta against 1.0.0 leaves out every image blob and the K3s
+    // files (nothing of them changed).
+    s.write(
+        "manifests/app/settings.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\ndata: {{mode: b}}\n"
+        ),
+    );
+    let spec = s.stack.join("bundle.yaml");
+    let text_of = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text_of.replace("version: 1.0.0", "version: 1.1.0")).unwrap();
+    let d2 = s.t.path().join("v2-delta.tar.zst");
+    let (_, index) = rin_tests::build_signed_with(
+        s.t.path(),
+        &s.stack,
+        "1700000000",
+        &d2,
+        &["--base".into(), v1.display().to_string()],
+    );
+    let base = index.base.expect("a delta");
+    assert!(!base.blobs.is_empty() && !base.files.is_empty());
+    let out = s.apply(&d2, &key, &[]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("deployed delta 1.1.0"), "{said}");
+    let settings = format!("/api/v1/namespaces/{ns}/configmaps/settings");
+    assert!(cp.get(&settings).is_some());
+
+    // Back to 1.0.0, the full release the delta went onto.
+    let out = s.rininstall(&["rollback", "--progress", "none"], "90");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("rolled back to 1.0.0 (the release of revision 1)"),
+        "{said}"
+    );
+    assert!(
+        cp.get(&settings).is_none(),
+        "the delta's ConfigMap was not pruned"
+    );
+    let web = cp
+        .get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/web"))
+        .unwrap();
+    assert_eq!(web["status"]["readyReplicas"], 1);
+}
+
+#[test]
 fn a_field_conflict_stops_apply_with_the_object_and_force_conflicts_takes_it_over() {
     let s = site("conflict");
     let _watch = s.cp.watch();

@@ -173,7 +173,8 @@ pub fn leave_out(index: &mut Index, sources: &mut Vec<Source>, holds: &Holds) {
             }
         }
     }
-    // Entries are in path order, so both lists come out sorted.
+    // Left-out entries are never documents, and the rest of the entries are in path order, so
+    // both lists come out sorted.
     index.base = Some(base);
 }
 

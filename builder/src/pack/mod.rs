@@ -265,7 +265,7 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
         opts.allow_missing_image,
     )?;
 
-    // Every entry with its source; then sorted by path, which is the archive order.
+    // Every entry with its source, by path.
     let mut planned: BTreeMap<String, (Entry, Source)> = BTreeMap::new();
     let mut add = |entry: Entry, source: Source| -> Result<()> {
         if let Err(problem) = index::check_entry_path(&entry.path) {
@@ -315,7 +315,20 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
         add(f.entry, Source::File(f.source))?;
     }
 
-    let (entries, mut sources): (Vec<Entry>, Vec<Source>) = planned.into_values().unzip();
+    // Archive order: the manifests and indexes the index names first, so a site has its whole
+    // seeding plan before the first layer streams by (it uploads while it verifies); then every
+    // other entry. Each group by path.
+    let documents: std::collections::BTreeSet<String> = images
+        .iter()
+        .flat_map(|i| std::iter::once(&i.digest).chain(i.platforms.iter().map(|p| &p.digest)))
+        .chain(charts.iter().map(|c| &c.digest))
+        .filter_map(|d| oci::bundle_blob_path(d))
+        .collect();
+    let (mut ordered, rest): (Vec<_>, Vec<_>) = planned
+        .into_values()
+        .partition(|(e, _)| documents.contains(&e.path));
+    ordered.extend(rest);
+    let (entries, mut sources): (Vec<Entry>, Vec<Source>) = ordered.into_iter().unzip();
     let mut index = Index {
         format: index::FORMAT.into(),
         stack: index::Stack {

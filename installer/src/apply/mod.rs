@@ -191,6 +191,8 @@ struct Run<'a> {
     real_root: bool,
     index: Index,
     index_sha256: String,
+    /// What the first pass sent to the registry while it verified (apply's one read).
+    early: Option<seed::EarlySent>,
     done: Applied,
 }
 
@@ -239,6 +241,7 @@ pub fn apply(
         state,
         installed,
         real_root,
+        early: None,
         done: Applied::default(),
     };
     run.preflight()?;
@@ -313,20 +316,45 @@ impl Run<'_> {
     /// Step 2: the first verified pass, staging the K3s files `files` needs and keeping what
     /// the cluster step reads; the stack's objects are read (and refused when malformed) before
     /// anything is touched.
-    fn verify(&self, opened: Opened, files: &files::HostFiles) -> Result<Staged> {
+    fn verify(&mut self, opened: Opened, files: &files::HostFiles) -> Result<Staged> {
         let keep = if self.opts.plans() {
             stack::kept_entries(&self.index)
         } else {
             Default::default()
         };
         let staging_dir = self.state.as_ref().map(|s| s.staging(&self.index_sha256));
-        let staged = stage::first_pass(
-            opened,
-            files.wanted.clone(),
-            keep,
-            staging_dir.as_deref(),
-            self.report,
-        )?;
+        let pass = |also: &mut dyn rin_bundle::Sink| {
+            stage::first_pass(
+                opened,
+                files.wanted.clone(),
+                keep,
+                staging_dir.as_deref(),
+                also,
+                self.report,
+            )
+        };
+        // One read: when the site registry answers already (an existing registry, or the
+        // in-cluster one of an installed release), blobs go to it while the bundle verifies.
+        let opts = &self.opts;
+        let early_here = !opts.dry_run
+            && opts.seeds_here().is_none()
+            && (!self.in_cluster() || self.installed.is_some());
+        let reg = if early_here {
+            seed::connect(&opts.seed, self.rt, self.report).ok()
+        } else {
+            None
+        };
+        let staged = match &reg {
+            Some(reg) => {
+                let mut early =
+                    seed::Early::new(&self.index, &opts.seed, reg, self.rt, self.report);
+                let staged = pass(&mut early);
+                let sent = early.finish();
+                self.early = Some(sent);
+                staged?
+            }
+            None => pass(&mut rin_bundle::Discard)?,
+        };
         if self.opts.plans() {
             rollout::plan(stack::objects(
                 &self.index,
@@ -392,14 +420,23 @@ impl Run<'_> {
                     seed::missing_blobs(&staged.plan, &opts.seed, self.rt, self.report).ok();
             }
             None => {
-                self.done.seeded = Some(seed::seed(
+                let mut seeded = seed::seed(
                     self.bundle,
                     self.trust,
                     &staged.plan,
                     &opts.seed,
                     self.rt,
                     self.report,
-                )?);
+                )?;
+                if let Some(early) = self.early.as_ref().filter(|e| e.off.is_none()) {
+                    // What the first pass found and sent; `seed` found it present since.
+                    seeded.present = early.present;
+                    seeded.uploaded += early.uploaded;
+                    seeded.uploaded_bytes += early.uploaded_bytes;
+                    seeded.mounted += early.mounted;
+                    seeded.during_verify = true;
+                }
+                self.done.seeded = Some(seeded);
             }
         }
         Ok(())

@@ -124,19 +124,21 @@ pub fn node_paths(index: &Index, arch: &Arch) -> BTreeSet<String> {
 }
 
 /// Verify the opened bundle in one pass; stage `wanted` under `staging` unless it is None
-/// (dry run). A staging directory left by an earlier, interrupted run is replaced.
+/// (dry run), and hand every entry to `also` as well (apply's seeding during the pass, or
+/// nothing). A staging directory left by an earlier, interrupted run is replaced.
 pub fn first_pass(
     opened: Opened,
     wanted: BTreeSet<String>,
     keep: BTreeSet<String>,
     staging: Option<&Path>,
+    also: &mut dyn Sink,
     progress: &dyn Progress,
 ) -> Result<Staged> {
     let index = opened.index.clone();
     let mut collect = Collect::new(&index);
     collect.extra = keep;
     let Some(dir) = staging else {
-        let verified = opened.verify_into(&mut collect, progress)?;
+        let verified = opened.verify_into(&mut Tee(&mut collect, also, [false; 2]), progress)?;
         let plan = Plan::build(&index, verified.index_sha256, &collect.docs)?;
         let kept = take_kept(&mut collect);
         return Ok(Staged {
@@ -160,7 +162,8 @@ pub fn first_pass(
     }
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let mut stage = Stage::new(&tmp, wanted);
-    let verified = opened.verify_into(&mut Tee(&mut collect, &mut stage, [false; 2]), progress);
+    let mut stage_too = Tee(&mut stage, also, [false; 2]);
+    let verified = opened.verify_into(&mut Tee(&mut collect, &mut stage_too, [false; 2]), progress);
     let verified = match verified {
         Ok(v) => v,
         Err(e) => {

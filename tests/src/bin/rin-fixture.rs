@@ -15,6 +15,8 @@
 //!   rin-fixture bench-images --out DIR --size-mib N --count C
 //!       an OCI image layout with C two-arch images (img0 … img<C-1>) of N MiB in all: one
 //!       incompressible base layer shared by every image and platform, and one per platform.
+//!       With `--changed-mib M --revision R`, one more two-arch image, `changed`, whose shared
+//!       layer is M MiB of noise that differs with R (a delta between revisions carries it).
 
 use anyhow::{Context as _, bail};
 use rin_tests::fixture::{FixtureImage, LayerFile, LayoutWriter, noise};
@@ -33,6 +35,8 @@ fn main() -> anyhow::Result<()> {
     let mut arches = Vec::new();
     let mut size_mib: u64 = 1024;
     let mut count: u64 = 10;
+    let mut changed_mib: u64 = 0;
+    let mut revision: u64 = 0;
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -43,6 +47,12 @@ fn main() -> anyhow::Result<()> {
             "--arch" => arches.push(value.clone()),
             "--size-mib" => size_mib = value.parse().context("--size-mib takes a whole number")?,
             "--count" => count = value.parse().context("--count takes a whole number")?,
+            "--changed-mib" => {
+                changed_mib = value
+                    .parse()
+                    .context("--changed-mib takes a whole number")?
+            }
+            "--revision" => revision = value.parse().context("--revision takes a whole number")?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -93,7 +103,7 @@ fn main() -> anyhow::Result<()> {
             )?;
             println!("test stack -> {}", dir.display());
         }
-        "bench-images" => bench_images(&out, size_mib, count.max(1))?,
+        "bench-images" => bench_images(&out, size_mib, count.max(1), changed_mib, revision)?,
         other => bail!("unknown command {other}"),
     }
     Ok(())
@@ -128,7 +138,13 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<LayerFile>) -> anyhow::Result
 }
 
 /// `count` two-arch images sharing one base layer, `size_mib` MiB of layers in all.
-fn bench_images(dir: &Path, size_mib: u64, count: u64) -> anyhow::Result<()> {
+fn bench_images(
+    dir: &Path,
+    size_mib: u64,
+    count: u64,
+    changed_mib: u64,
+    revision: u64,
+) -> anyhow::Result<()> {
     let total = (size_mib << 20) as usize;
     let base = total / 16;
     let per = (total - base) / (2 * count as usize);
@@ -147,6 +163,18 @@ fn bench_images(dir: &Path, size_mib: u64, count: u64) -> anyhow::Result<()> {
             cmd: vec!["/bin/sh".into()],
         };
         w.image(&img)?;
+    }
+    if changed_mib > 0 {
+        w.image(&FixtureImage {
+            name: "changed".into(),
+            arches: vec!["amd64".into(), "arm64".into()],
+            base: vec![LayerFile::new(
+                "app/changed.bin",
+                noise((changed_mib << 20) as usize, 1_000_000 + revision),
+            )],
+            per_arch: vec![LayerFile::new("etc/rin-arch", "{arch}\n")],
+            cmd: vec!["/bin/sh".into()],
+        })?;
     }
     println!(
         "{count} images, {size_mib} MiB of layers -> {}",

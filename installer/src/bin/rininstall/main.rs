@@ -388,11 +388,17 @@ fn seed_command(args: &SeedArgs, quiet: bool) -> anyhow::Result<()> {
 
 fn seeded_line(done: &seed::Seeded) -> String {
     format!(
-        "{} blobs uploaded ({}), {} mounted, {} already present, {} manifests, tags: {}",
+        "{} blobs uploaded ({}{}), {} mounted, {} already present, {} further passes over the bundle, {} manifests, tags: {}",
         done.uploaded,
         human_bytes(done.uploaded_bytes),
+        if done.during_verify {
+            ", while verifying"
+        } else {
+            ""
+        },
         done.mounted,
         done.present,
+        done.passes,
         done.manifests,
         done.tags.join(" ")
     )

@@ -15,24 +15,25 @@
 //! (up to `attempts` passes, with backoff). A killed run resumes by blob: what the registry holds
 //! is skipped.
 
+mod early;
 mod plan;
 mod registry;
 mod upload;
 
+pub use early::{Early, EarlySent};
 pub(crate) use plan::Collect;
 pub use plan::{
     Plan, chart_repository, plan, plan_from_registry, platforms_not_carried, site_name, site_names,
 };
 pub use registry::Registry;
 use registry::policy;
-use upload::{READ_AHEAD_MIB, Upload};
+use upload::Upload;
 
 use crate::error::{InstallError, Result};
 use rin_bundle::oci::{self};
 use rin_bundle::{Platform, Progress, Trust};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tokio::runtime::Handle;
 
 /// Where and how to seed.
@@ -82,6 +83,8 @@ pub struct Seeded {
     pub tags: Vec<String>,
     /// Passes over the bundle after the verifying one.
     pub passes: u32,
+    /// The blobs were sent while the bundle was verified (apply's one read).
+    pub during_verify: bool,
 }
 
 /// What `seed_file` did.
@@ -190,25 +193,8 @@ pub fn seed(
         if missing.is_empty() {
             break;
         }
-        // Mount what another repository holds; send what nothing holds or will not mount.
-        let holder: HashMap<&str, &str> = pairs
-            .iter()
-            .filter(|p| !missing.contains(*p))
-            .map(|(repo, digest)| (digest.as_str(), repo.as_str()))
-            .collect();
-        let (mounts, mut unsent): (Vec<_>, Vec<_>) = missing
-            .iter()
-            .partition(|(_, digest)| holder.contains_key(digest.as_str()));
-        let mounts: Vec<_> = mounts
-            .into_iter()
-            .map(|pair| (pair, holder[pair.1.as_str()]))
-            .collect();
-        let tried = mounts.len();
-        let failed = rt.block_on(mount_all(&reg, mounts, jobs));
-        seeded.mounted += tried - failed.len();
-        unsent.extend(failed);
-        // A delta's left-out blobs are not in the bundle: mounted or nothing.
-        unsent.retain(|(_, d)| !plan.left_out.contains(d));
+        let (unsent, mounted) = mount_missing(&reg, rt, plan, &pairs, &missing, jobs);
+        seeded.mounted += mounted;
         if unsent.is_empty() {
             // Mounted: the next check confirms it.
             if round > opts.attempts.max(1) {
@@ -223,13 +209,7 @@ pub fn seed(
             std::thread::sleep(policy(opts.attempts).delay(pass));
         }
         pass += 1;
-        // One upload per blob; other repositories mount it in the next round.
-        let mut send: HashMap<String, (String, String)> = HashMap::new();
-        for (repo, digest) in unsent {
-            let path = oci::bundle_blob_path(digest).unwrap_or_default();
-            send.entry(path)
-                .or_insert_with(|| (repo.clone(), digest.clone()));
-        }
+        let send = send_map(&unsent);
         let opened = rin_bundle::open(bundle, trust)?;
         if rin_bundle::digest::sha256_hex(&opened.index_bytes) != plan.index_sha256 {
             return Err(InstallError::Bundle {
@@ -239,19 +219,9 @@ pub fn seed(
                 ),
             });
         }
-        let mut upload = Upload {
-            reg: &reg,
-            rt: rt.clone(),
-            send,
-            jobs,
-            budget: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_MIB)),
-            cur: None,
-            running: Vec::new(),
-            sent: Vec::new(),
-            failure: None,
-        };
+        let mut upload = Upload::new(&reg, rt, send, jobs);
         let verified = opened.verify_into(&mut upload, progress);
-        upload.settle(1);
+        upload.finish();
         verified?;
         seeded.uploaded += upload.sent.len();
         failure = upload.failure.or(failure);
@@ -266,6 +236,60 @@ pub fn seed(
         }
     }
     Ok(seeded)
+}
+
+/// The registry `opts` names, connected, its credentials asked for once.
+pub fn connect<'p>(
+    opts: &SeedOptions,
+    rt: &Handle,
+    progress: &'p dyn Progress,
+) -> Result<Registry<'p>> {
+    let reg = Registry::connect(opts, progress)?;
+    rt.block_on(reg.ready());
+    Ok(reg)
+}
+
+/// Mount each missing pair that another repository of `pairs` holds; the pairs left to send
+/// (what nothing holds, or would not mount; a delta's left-out blobs never: they are not in the
+/// bundle) and how many were mounted.
+fn mount_missing<'p>(
+    reg: &Registry<'_>,
+    rt: &Handle,
+    plan: &Plan,
+    pairs: &'p [(String, String)],
+    missing: &'p BTreeSet<(String, String)>,
+    jobs: usize,
+) -> (Vec<&'p (String, String)>, usize) {
+    let holder: HashMap<&str, &str> = pairs
+        .iter()
+        .filter(|p| !missing.contains(*p))
+        .map(|(repo, digest)| (digest.as_str(), repo.as_str()))
+        .collect();
+    let (mounts, mut unsent): (Vec<_>, Vec<_>) = missing
+        .iter()
+        .partition(|(_, digest)| holder.contains_key(digest.as_str()));
+    let mounts: Vec<_> = mounts
+        .into_iter()
+        .map(|pair| (pair, holder[pair.1.as_str()]))
+        .collect();
+    let tried = mounts.len();
+    let failed = rt.block_on(mount_all(reg, mounts, jobs));
+    let mounted = tried - failed.len();
+    unsent.extend(failed);
+    unsent.retain(|(_, d)| !plan.left_out.contains(d));
+    (unsent, mounted)
+}
+
+/// One upload per blob (bundle path → repository and digest); other repositories mount it in
+/// the next round.
+fn send_map(unsent: &[&(String, String)]) -> HashMap<String, (String, String)> {
+    let mut send: HashMap<String, (String, String)> = HashMap::new();
+    for (repo, digest) in unsent {
+        let path = oci::bundle_blob_path(digest).unwrap_or_default();
+        send.entry(path)
+            .or_insert_with(|| (repo.clone(), digest.clone()));
+    }
+    send
 }
 
 /// `plan` narrowed to the site's platforms, when `opts` names them.

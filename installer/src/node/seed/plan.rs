@@ -116,6 +116,11 @@ pub(crate) struct Collect {
 }
 
 impl Collect {
+    /// The bundle paths of the documents it collects.
+    pub(crate) fn documents(&self) -> &BTreeSet<String> {
+        &self.wanted
+    }
+
     /// Collects every manifest and index `index` names.
     pub(crate) fn new(index: &Index) -> Self {
         Collect {

@@ -32,7 +32,33 @@ pub(super) struct Upload<'a> {
     pub(super) failure: Option<String>,
 }
 
-impl Upload<'_> {
+impl<'a> Upload<'a> {
+    /// Wait for every upload. One cut short (the pass stopped inside its blob, refused) has its
+    /// body closed first, so it ends at once and its blob stays missing.
+    pub(super) fn finish(&mut self) {
+        self.cur = None;
+        self.settle(1);
+    }
+
+    pub(super) fn new(
+        reg: &'a Registry<'a>,
+        rt: &Handle,
+        send: HashMap<String, (String, String)>,
+        jobs: usize,
+    ) -> Self {
+        Upload {
+            reg,
+            rt: rt.clone(),
+            send,
+            jobs,
+            budget: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_MIB)),
+            cur: None,
+            running: Vec::new(),
+            sent: Vec::new(),
+            failure: None,
+        }
+    }
+
     /// Wait for the oldest uploads until fewer than `limit` run.
     pub(super) fn settle(&mut self, limit: usize) {
         while self.running.len() >= limit.max(1) {
