@@ -17,6 +17,8 @@
 # parts (no joined copy is made).
 # Targets (issue: carrying bundles): apply from parts the same time as from the file within
 # noise, no extra disk; one read well under two.
+# STICK_MIBPS=N (root, cgroup v1 blkio) throttles the bundle's reads to N MiB/s, as a USB stick
+# reads; with COLD=1 every read then comes from the throttled disk.
 # Needs: docker-registry, GNU time, root for COLD=1. Writes to bench/out-apply (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,29 +30,18 @@ COLD=${COLD:-1}
 W=${BENCH_DIR:-bench/out-apply}
 
 source bench/lib.sh
-cargo build --release --quiet -p rin-builder -p rin-installer -p rin-tests --bins
-B=${CARGO_TARGET_DIR:-$PWD/target}/release
-rm -rf "$W"
-mkdir -p "$W"
-W=$(cd "$W" && pwd)
+release_bins
+fresh_dir
 $B/rin-fixture bench-images --out "$W/layout" --size-mib "$SIZE_MIB" --count "$COUNT" >/dev/null
 $B/rin-fixture k3s-stand-ins --out "$W/k3s" >/dev/null
-mkdir -p "$W/stack/manifests"
-{
-  echo "name: bench"; echo "version: 1.0.0"; echo "platforms: [amd64, arm64]"
-  echo "k3s: {version: v1.31.4+k3s1, files: $W/k3s}"; echo "images:"
-  for i in $(seq 0 $((COUNT - 1))); do
-    echo "  - reference: site.example/bench/img$i:1.0"
-    echo "    layout: $W/layout"
-    echo "    name: img$i"
-  done
-} > "$W/stack/bundle.yaml"
+images_stack "$W/stack" "$W/layout" "$COUNT" 1.0.0 "$W/k3s"
 $B/rinbundle keygen --out "$W/bench" >/dev/null
 mkdir -p "$W/stick"
 BUNDLE="$W/stick/bench.tar.zst"
 SOURCE_DATE_EPOCH=0 $B/rinbundle build --quiet --stack "$W/stack" --arch amd64 --arch arm64 \
   --key "$W/bench.key" --cache "$W/cache" -o "$BUNDLE" --split "${PART_MIB}M" >/dev/null
-echo "bundle: $(stat -c %s "$BUNDLE") bytes, $(ls "$BUNDLE".part-* | wc -l) parts; $(nproc) cores; $RUNS runs each; cold cache: $COLD"
+stick_setup
+echo "bundle: $(stat -c %s "$BUNDLE") bytes, $(ls "$BUNDLE".part-* | wc -l) parts; $(nproc) cores; $RUNS runs each; cold cache: $COLD; reads throttled to: ${STICK_MIBPS:-0} MiB/s (0: not)"
 
 cold() { if [ "$COLD" = 1 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
 fresh() {  # a fresh registry and root
@@ -63,18 +54,18 @@ record() { T[$1]+="$2 "; M[$1]=$(( ${M[$1]:-0} > $3 ? ${M[$1]:-0} : $3 )); }
 apply_args=(--quiet --key "$W/bench.pub" --root "$W/root" --arch amd64 --no-start)
 for i in $(seq "$RUNS"); do
   cold
-  read -r t m _ < <(measure verify "$B/rininstall" verify --quiet --key "$W/bench.pub" "$BUNDLE")
+  read -r t m _ < <(measure verify bench/stick.sh "$B/rininstall" verify --quiet --key "$W/bench.pub" "$BUNDLE")
   record verify "$t" "$m"
   fresh; cold
-  read -r t m _ < <(measure two-pass "$B/rininstall" seed --quiet --key "$W/bench.pub" "$BUNDLE" --registry "$ADDR")
+  read -r t m _ < <(measure two-pass bench/stick.sh "$B/rininstall" seed --quiet --key "$W/bench.pub" "$BUNDLE" --registry "$ADDR")
   record two-pass "$t" "$m"
   fresh; cold
-  read -r t m _ < <(measure apply-file "$B/rininstall" apply "$BUNDLE" "${apply_args[@]}" --registry "$ADDR")
+  read -r t m _ < <(measure apply-file bench/stick.sh "$B/rininstall" apply "$BUNDLE" "${apply_args[@]}" --registry "$ADDR")
   record apply-file "$t" "$m"
   fresh; cold
   mv "$BUNDLE" "$W/joined.tar.zst"   # no joined file beside the parts
   before=$(du -sb "$W/stick" | cut -f1)
-  read -r t m _ < <(measure apply-parts "$B/rininstall" apply "$BUNDLE.parts" "${apply_args[@]}" --registry "$ADDR")
+  read -r t m _ < <(measure apply-parts bench/stick.sh "$B/rininstall" apply "$BUNDLE.parts" "${apply_args[@]}" --registry "$ADDR")
   after=$(du -sb "$W/stick" | cut -f1)
   mv "$W/joined.tar.zst" "$BUNDLE"
   record apply-parts "$t" "$m"

@@ -20,27 +20,14 @@ RUNS=${RUNS:-3}
 W=${BENCH_DIR:-bench/out-delta}
 
 source bench/lib.sh
-cargo build --release --quiet -p rin-builder -p rin-installer -p rin-tests --bins
-B=${CARGO_TARGET_DIR:-$PWD/target}/release
-rm -rf "$W"
-mkdir -p "$W"
-W=$(cd "$W" && pwd)
+release_bins
+fresh_dir
 $B/rinbundle keygen --out "$W/bench" >/dev/null
 $B/rin-fixture k3s-stand-ins --out "$W/k3s" >/dev/null
 for rev in 1 2; do
   $B/rin-fixture bench-images --out "$W/layout$rev" --size-mib "$SIZE_MIB" --count "$COUNT" \
     --changed-mib "$CHANGED_MIB" --revision "$rev" >/dev/null
-  mkdir -p "$W/stack$rev/manifests"
-  {
-    echo "name: bench"; echo "version: 1.$rev.0"; echo "platforms: [amd64, arm64]"
-    echo "k3s: {version: v1.31.4+k3s1, files: $W/k3s}"; echo "images:"
-    for i in $(seq 0 $((COUNT - 1))) changed; do
-      name=img$i; [ "$i" = changed ] && name=changed
-      echo "  - reference: site.example/bench/$name:1.0"
-      echo "    layout: $W/layout$rev"
-      echo "    name: $name"
-    done
-  } > "$W/stack$rev/bundle.yaml"
+  images_stack "$W/stack$rev" "$W/layout$rev" "$COUNT" "1.$rev.0" "$W/k3s" changed
   SOURCE_DATE_EPOCH=0 $B/rinbundle build --quiet --stack "$W/stack$rev" --arch amd64 --arch arm64 \
     --key "$W/bench.key" --cache "$W/cache" -o "$W/v$rev.tar.zst" >/dev/null
 done
@@ -56,11 +43,8 @@ $B/rinbundle inspect "$W/v2-delta.tar.zst" | grep '^delta'
 
 # Applying: revision 1 once, kept as the starting point; then each run from a copy of it.
 start_registry "$W/reg"
-apply() {  # BUNDLE ROOT
-  "$B/rininstall" apply "$1" --quiet --key "$W/bench.pub" --root "$2" --arch amd64 --no-start \
-    --registry "$ADDR"
-}
-apply "$W/v1.tar.zst" "$W/root1"
+apply_args=(--quiet --key "$W/bench.pub" --arch amd64 --no-start)
+"$B/rininstall" apply "$W/v1.tar.zst" "${apply_args[@]}" --root "$W/root1" --registry "$ADDR" >/dev/null
 stop_registry
 cp -a "$W/reg/data" "$W/reg-v1"
 declare -A T
@@ -70,7 +54,7 @@ for i in $(seq "$RUNS"); do
     rm -rf "$W/root" "$W/reg/data"; cp -a "$W/root1" "$W/root"; cp -a "$W/reg-v1" "$W/reg/data"
     docker-registry serve "$W/reg/config.yml" > "$W/reg/log" 2>&1 & REG_PID=$!
     for _ in $(seq 100); do ADDR=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$W/reg/log" | head -1 | sed 's/listening on //') || true; [ -n "$ADDR" ] && break; sleep 0.1; done
-    read -r t _ < <(measure "$kind" apply "$bundle" "$W/root")
+    read -r t _ < <(measure "$kind" "$B/rininstall" apply "$bundle" "${apply_args[@]}" --root "$W/root" --registry "$ADDR")
     T[$kind]+="$t "
     stop_registry
   done

@@ -21,21 +21,11 @@ COUNT=${COUNT:-10}
 RUNS=${RUNS:-3}
 W=${BENCH_DIR:-bench/out-seed}
 
-cargo build --release --quiet -p rin-builder -p rin-installer -p rin-tests --bins
-B=${CARGO_TARGET_DIR:-$PWD/target}/release
-rm -rf "$W"
-mkdir -p "$W"
-W=$(cd "$W" && pwd)
+source bench/lib.sh
+release_bins
+fresh_dir
 $B/rin-fixture bench-images --out "$W/layout" --size-mib "$SIZE_MIB" --count "$COUNT" >/dev/null
-mkdir -p "$W/stack/manifests"
-{
-  echo "name: bench"; echo "version: 1.0.0"; echo "platforms: [amd64, arm64]"; echo "images:"
-  for i in $(seq 0 $((COUNT - 1))); do
-    echo "  - reference: site.example/bench/img$i:1.0"
-    echo "    layout: $W/layout"
-    echo "    name: img$i"
-  done
-} > "$W/stack/bundle.yaml"
+images_stack "$W/stack" "$W/layout" "$COUNT" 1.0.0
 $B/rinbundle keygen --out "$W/bench" >/dev/null
 SOURCE_DATE_EPOCH=0 $B/rinbundle build --quiet --stack "$W/stack" --arch amd64 --arch arm64 \
   --key "$W/bench.key" --cache "$W/cache" -o "$W/bench.tar.zst" >/dev/null
@@ -43,7 +33,6 @@ rm -rf "$W/cache"
 BUNDLE_SIZE=$(stat -c %s "$W/bench.tar.zst")
 echo "$COUNT images, $SIZE_MIB MiB of layers, bundle $BUNDLE_SIZE bytes; $(nproc) cores; $RUNS runs each"
 
-source bench/lib.sh
 trap stop_registry EXIT
 
 skopeo_all() {

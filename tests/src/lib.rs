@@ -88,6 +88,30 @@ pub fn build_signed(
     build_signed_with(dir, stack, epoch, out, &[])
 }
 
+/// `rinbundle build` of `stack` at `epoch` into `out`, signed with `dir/k.key`, with the cache in
+/// `dir/cache` and more arguments `args`: to run, when the build may be refused.
+pub fn build_command(
+    dir: &Path,
+    stack: &Path,
+    epoch: &str,
+    out: &Path,
+    args: &[String],
+) -> std::process::Command {
+    let mut c = std::process::Command::new(bin("rinbundle"));
+    c.env("SOURCE_DATE_EPOCH", epoch)
+        .arg("build")
+        .arg("--stack")
+        .arg(stack)
+        .arg("--key")
+        .arg(dir.join("k.key"))
+        .arg("--cache")
+        .arg(dir.join("cache"))
+        .arg("-o")
+        .arg(out)
+        .args(args);
+    c
+}
+
 /// [`build_signed`] with more `rinbundle build` arguments (`--arch`, mirrors, components).
 pub fn build_signed_with(
     dir: &Path,
@@ -109,18 +133,7 @@ pub fn build_signed_with(
         );
     }
     ok(
-        &Command::new(bin("rinbundle"))
-            .env("SOURCE_DATE_EPOCH", epoch)
-            .arg("build")
-            .arg("--stack")
-            .arg(stack)
-            .arg("--key")
-            .arg(dir.join("k.key"))
-            .arg("--cache")
-            .arg(dir.join("cache"))
-            .arg("-o")
-            .arg(out)
-            .args(args)
+        &build_command(dir, stack, epoch, out, args)
             .output()
             .expect("rinbundle build runs"),
         &format!("build of {}", stack.display()),

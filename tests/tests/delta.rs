@@ -326,23 +326,17 @@ fn a_delta_carries_the_changed_layer_applies_onto_its_base_chains_and_is_refused
     assert_eq!(base4.index_sha256, index_sha256(&d3));
     assert_eq!(base4.files.len(), 2, "only amd64's K3s files are in place");
     // Signed by another key than the one given: refused before anything is built.
-    let refused = Command::new(bin("rinbundle"))
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .arg("build")
-        .arg("--stack")
-        .arg(&s4)
-        .arg("--key")
-        .arg(dir.join("k.key"))
-        .arg("--base")
-        .arg(&inventory)
-        .arg("--base-key")
-        .arg(dir.join("k.pub"))
-        .arg("-o")
-        .arg(dir.join("never.tar.zst"))
-        .arg("--cache")
-        .arg(dir.join("cache"))
-        .output()
-        .unwrap();
+    let mut wrong_key = args.clone();
+    wrong_key[3] = dir.join("k.pub").display().to_string();
+    let refused = rin_tests::build_command(
+        dir,
+        &s4,
+        "1700000000",
+        &dir.join("never.tar.zst"),
+        &wrong_key,
+    )
+    .output()
+    .unwrap();
     assert!(!refused.status.success());
     assert!(
         text(&refused).contains("the site's signatures were refused"),
