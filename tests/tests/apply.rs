@@ -301,6 +301,29 @@ fn a_dry_run_changes_nothing_and_preflight_names_every_problem_before_any_change
         r#"{"stack":"demo","version":"2.0.0","k3s":"v1.31.4+k3s1","index_sha256":"x","installed":"2026-01-01T00:00:00Z"}"#,
     )
     .unwrap();
+    // And a host K3s cannot run on, as its /proc, /sys and /etc tell (read under the root): no
+    // memory cgroup on a Raspberry Pi, no br_netfilter, a hostname Kubernetes refuses. (A port another program holds is
+    // judged only where K3s is not installed yet: here a release is recorded.)
+    let plant = |p: &str, s: &str| {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, s).unwrap();
+    };
+    plant("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io pids\n");
+    plant("boot/firmware/cmdline.txt", "console=tty1\n");
+    plant(
+        "proc/net/tcp",
+        "  sl  local_address rem_address st\n   0: 00000000:192B 00000000:0000 0A\n",
+    );
+    plant("proc/modules", "overlay 151552 0 - Live 0x0\n");
+    plant("etc/hostname", "Site_Node\n");
+    let planted = |r: &Path| {
+        ["sys", "boot", "proc", "etc"]
+            .iter()
+            .map(|d| std::fs::read_dir(r.join(d)).map(|e| e.count()).unwrap_or(0))
+            .sum::<usize>()
+    };
+    let before = planted(&root);
     let out = Command::new(bin("rininstall"))
         .arg("apply")
         .arg(&bundle)
@@ -315,6 +338,18 @@ fn a_dry_run_changes_nothing_and_preflight_names_every_problem_before_any_change
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("preflight found"), "{err}");
+    assert!(
+        err.contains("`cgroup_memory=1 cgroup_enable=memory` to /boot/firmware/cmdline.txt")
+            && !err.contains("port 6443/tcp")
+            && err.contains("kernel module br_netfilter")
+            && err.contains("hostname \"Site_Node\" is not a valid Kubernetes node name"),
+        "{err}"
+    );
+    assert_eq!(
+        planted(&root),
+        before,
+        "something was written under the root"
+    );
     assert!(err.contains("this node is linux/riscv64"), "{err}");
     assert!(
         err.contains("--platform: the bundle does not carry linux/s390x"),
@@ -323,7 +358,7 @@ fn a_dry_run_changes_nothing_and_preflight_names_every_problem_before_any_change
     assert!(err.contains("older than the installed 2.0.0"), "{err}");
     assert!(err.contains("hint:"), "{err}");
     assert!(!root.join("usr").exists());
-    assert!(!root.join("etc").exists());
+    assert!(!root.join("etc/rancher").exists());
 }
 
 #[test]

@@ -309,6 +309,11 @@ impl Run<'_> {
                 allow_downgrade: opts.allow_downgrade,
                 index_sha256: &self.index_sha256,
                 site_platforms: opts.seed.platforms.as_ref(),
+                role: &opts.role,
+                registry_node_port: match opts.registry {
+                    RegistryMode::InCluster { node_port, .. } => Some(node_port),
+                    RegistryMode::External => None,
+                },
             },
         )
     }

@@ -7,6 +7,7 @@
 pub mod host;
 pub mod inventory;
 pub mod preflight;
+pub mod readiness;
 pub mod seed;
 pub mod site_registry;
 pub mod stage;

@@ -1,6 +1,6 @@
 //! Preflight: every check runs before anything on the node changes, from the signed index alone
-//! (its signatures are checked before preflight reads it), and every failure is reported at
-//! once, each naming its fix.
+//! (its signatures are checked before preflight reads it) and the host's facts (`readiness`),
+//! and every failure is reported at once, each naming its fix.
 
 use crate::error::{InstallError, Result};
 use crate::node::host::{self, k3s_minor_patch};
@@ -32,6 +32,10 @@ pub struct Node<'a> {
     pub index_sha256: &'a str,
     /// The platforms seeding is narrowed to (`--platform`), if any.
     pub site_platforms: Option<&'a std::collections::BTreeSet<rin_bundle::Platform>>,
+    /// The node's role (servers serve the API; HA servers run etcd; others join).
+    pub role: &'a crate::node::host::Role,
+    /// The in-cluster site registry's NodePort, when it runs from the bundle.
+    pub registry_node_port: Option<u16>,
 }
 
 /// Bytes a step needs under a path.
@@ -215,6 +219,23 @@ pub fn check(index: &Index, f: &Node<'_>) -> Result<()> {
             Ok(_) => {}
         }
     }
+    failures.extend(crate::node::readiness::failures(
+        &crate::node::readiness::Host {
+            root: f.root,
+            k3s_present: f.installed.is_some()
+                || f.found_k3s.is_some()
+                || f.root.join(host::K3S_BIN).exists(),
+            server: f.role.exec() == "server",
+            etcd: matches!(
+                f.role,
+                host::Role::Server { cluster_init: true } | host::Role::JoinServer { .. }
+            ),
+            registry_node_port: f.registry_node_port,
+            joining: !f.first_server,
+            created: index.created_epoch().unwrap_or(0),
+            now: rin_bundle::index::now_epoch(),
+        },
+    ));
     failures.extend(disk_failures(&disk_needs(index, f)));
     if failures.is_empty() {
         Ok(())
