@@ -38,17 +38,25 @@ pub struct Node<'a> {
     pub registry_node_port: Option<u16>,
 }
 
-/// Bytes a step needs under a path.
+/// Bytes, and files (inodes), a step needs under a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Need {
     pub what: String,
     pub path: PathBuf,
     pub bytes: u64,
+    pub files: u64,
 }
 
-/// Free space (bytes available to this user) and device of the filesystem holding `path`, or of
-/// its nearest existing ancestor.
-pub fn free_space(path: &Path) -> std::io::Result<(u64, u64)> {
+/// Files containerd makes importing one image archive, as preflight counts them: K3s's own
+/// images unpack into a few thousand files; this leaves room for several times that.
+const FILES_PER_IMPORT: u64 = 20_000;
+/// Files the registry makes per blob (its data, its directory, each repository's link).
+const FILES_PER_BLOB: u64 = 4;
+
+/// Free space (bytes available to this user), free inodes (None where the filesystem has no
+/// fixed number of them) and device of the filesystem holding `path`, or of its nearest existing
+/// ancestor.
+pub fn free_space(path: &Path) -> std::io::Result<(u64, Option<u64>, u64)> {
     let mut p = path.to_path_buf();
     while !p.exists() {
         if !p.pop() {
@@ -59,7 +67,8 @@ pub fn free_space(path: &Path) -> std::io::Result<(u64, u64)> {
     let vfs = rustix::fs::statvfs(&p)?;
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(&p)?.dev();
-    Ok((vfs.f_bavail.saturating_mul(vfs.f_frsize), dev))
+    let inodes = (vfs.f_files > 0).then_some(vfs.f_favail);
+    Ok((vfs.f_bavail.saturating_mul(vfs.f_frsize), inodes, dev))
 }
 
 /// Headroom kept free beyond what the bundle says it needs: 5% plus 64 MiB.
@@ -91,6 +100,7 @@ pub fn disk_needs(index: &Index, f: &Node<'_>) -> Vec<Need> {
         what: "staging the verified files".into(),
         path: f.state_dir.to_path_buf(),
         bytes: staged,
+        files: 3,
     });
     if let Some(b) = &k3s.binary
         && !unchanged(host::K3S_BIN, b.size)
@@ -99,14 +109,16 @@ pub fn disk_needs(index: &Index, f: &Node<'_>) -> Vec<Need> {
             what: "the K3s binary".into(),
             path: f.root.join(host::K3S_BIN),
             bytes: b.size,
+            files: 1,
         });
     }
     let images = f.root.join(host::IMAGES_DIR);
-    let mut archives = 0;
+    let (mut archives, mut count) = (0, 0);
     if let Some(a) = &k3s.airgap {
         let name = a.path.trim_start_matches("k3s/");
         if !unchanged(&format!("{}/{name}", host::IMAGES_DIR), a.size) {
             archives += a.size;
+            count += 1;
         }
     }
     if f.in_cluster_registry
@@ -114,33 +126,37 @@ pub fn disk_needs(index: &Index, f: &Node<'_>) -> Vec<Need> {
         && let Some(p) = crate::node::site_registry::platform_manifest(image, f.arch)
     {
         archives += p.size;
+        count += 1;
     }
     if archives > 0 {
         needs.push(Need {
             what: "image archives for K3s".into(),
             path: images,
             bytes: archives,
+            files: count,
         });
         needs.push(Need {
             what: "containerd's import of them".into(),
             path: f.root.join("var/lib/rancher/k3s/agent/containerd"),
             bytes: archives * 3,
+            files: count * FILES_PER_IMPORT,
         });
     }
     let already_seeded = f
         .installed
         .is_some_and(|r| r.index_sha256 == f.index_sha256);
     if f.in_cluster_registry && f.first_server && !already_seeded {
-        let blobs: u64 = index
+        let blobs: Vec<u64> = index
             .entries
             .iter()
             .filter(|e| e.path.starts_with("oci/blobs/"))
             .map(|e| e.size)
-            .sum();
+            .collect();
         needs.push(Need {
             what: "the site registry's data".into(),
             path: f.root.join("var/lib/rancher/k3s/storage"),
-            bytes: blobs,
+            bytes: blobs.iter().sum(),
+            files: blobs.len() as u64 * FILES_PER_BLOB,
         });
     }
     needs
@@ -271,16 +287,30 @@ pub fn delta_refusal(base: &rin_bundle::index::Base, f: &Node<'_>) -> Option<Str
     }
 }
 
-/// Each filesystem that lacks room for what lands on it.
+/// Each filesystem that lacks room (bytes or inodes) for what lands on it.
 fn disk_failures(needs: &[Need]) -> Vec<String> {
-    let mut by_dev: BTreeMap<u64, (u64, u64, Vec<&Need>)> = BTreeMap::new();
+    struct Fs<'a> {
+        free: u64,
+        inodes: Option<u64>,
+        bytes: u64,
+        files: u64,
+        needs: Vec<&'a Need>,
+    }
+    let mut by_dev: BTreeMap<u64, Fs> = BTreeMap::new();
     let mut out = Vec::new();
-    for n in needs.iter().filter(|n| n.bytes > 0) {
+    for n in needs.iter().filter(|n| n.bytes > 0 || n.files > 0) {
         match free_space(&n.path) {
-            Ok((free, dev)) => {
-                let e = by_dev.entry(dev).or_insert((free, 0, Vec::new()));
-                e.1 += n.bytes;
-                e.2.push(n);
+            Ok((free, inodes, dev)) => {
+                let e = by_dev.entry(dev).or_insert(Fs {
+                    free,
+                    inodes,
+                    bytes: 0,
+                    files: 0,
+                    needs: Vec::new(),
+                });
+                e.bytes += n.bytes;
+                e.files += n.files;
+                e.needs.push(n);
             }
             Err(e) => out.push(format!(
                 "cannot tell the free space at {}: {e}",
@@ -288,26 +318,31 @@ fn disk_failures(needs: &[Need]) -> Vec<String> {
             )),
         }
     }
-    for (free, need, parts) in by_dev.values() {
-        let want = with_headroom(*need);
-        if *free < want {
-            let list: Vec<String> = parts
+    for fs in by_dev.values() {
+        let list = |part: &dyn Fn(&Need) -> String| -> String {
+            fs.needs
                 .iter()
-                .map(|n| {
-                    format!(
-                        "{} {} at {}",
-                        n.what,
-                        rin_support::human_bytes(n.bytes),
-                        n.path.display()
-                    )
-                })
-                .collect();
+                .map(|n| format!("{} {} at {}", n.what, part(n), n.path.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let want = with_headroom(fs.bytes);
+        if fs.free < want {
             out.push(format!(
                 "not enough free disk: {} needed with headroom ({}), {} free on that filesystem: free {} there or give the node more disk",
                 rin_support::human_bytes(want),
-                list.join(", "),
-                rin_support::human_bytes(*free),
-                rin_support::human_bytes(want - free)
+                list(&|n| rin_support::human_bytes(n.bytes)),
+                rin_support::human_bytes(fs.free),
+                rin_support::human_bytes(want - fs.free)
+            ));
+        }
+        if let Some(inodes) = fs.inodes
+            && inodes < fs.files
+        {
+            out.push(format!(
+                "not enough free inodes: {} files to make ({}), {inodes} inodes free on that filesystem: delete files there, or give that directory a filesystem with more inodes",
+                fs.files,
+                list(&|n| format!("{} files", n.files))
             ));
         }
     }
@@ -427,6 +462,7 @@ mod tests {
             what: what.into(),
             path: t.path().join("not/yet/there"),
             bytes,
+            files: 1,
         };
         // Two needs on one filesystem are added up; together they exceed any disk.
         let f = disk_failures(&[need("the K3s binary", 1 << 62), need("images", 1 << 62)]);
@@ -438,6 +474,20 @@ mod tests {
             f[0]
         );
         assert!(disk_failures(&[need("small", 1)]).is_empty());
+        // More files than any filesystem has inodes for (where it counts them).
+        let many = Need {
+            files: u64::MAX / 2,
+            ..need("an import", 1)
+        };
+        let f = disk_failures(&[many]);
+        assert!(
+            free_space(t.path()).unwrap().1.is_some(),
+            "the tests' filesystem counts its inodes"
+        );
+        assert!(
+            f.len() == 1 && f[0].contains("not enough free inodes") && f[0].contains("an import"),
+            "{f:?}"
+        );
     }
 
     #[test]
