@@ -550,3 +550,126 @@ fn the_bundle_carries_the_installer_per_architecture_and_gives_it_back_only_when
         text(&o)
     );
 }
+
+/// `rininstall support-bundle`: one tar.zst that standard tools open, holding the node's records,
+/// K3s's configuration and logs, with every planted token and password redacted, and bounded.
+#[test]
+fn a_support_bundle_carries_the_records_and_logs_but_no_token_or_password() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let plant = |p: &str, s: &str| {
+        let path = root.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, s).unwrap();
+    };
+    let secrets = [
+        "PLANTED-TOKEN-1",
+        "PLANTED-PASSWORD-2",
+        "PLANTED-TOKEN-3",
+        "PLANTED-PW-4",
+        "c2VjcmV0LXZhbHVl",
+    ];
+    plant(
+        "var/lib/rininstall/release.json",
+        r#"{"stack":"demo","version":"1.0.0","index_sha256":"ab","installed":"2026-12-01T00:00:00Z"}"#,
+    );
+    plant(
+        "var/lib/rininstall/releases/1.json",
+        r#"{"record":{"stack":"demo"},"objects":[{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db"},"data":{"password":"c2VjcmV0LXZhbHVl"}}]}"#,
+    );
+    plant(
+        "etc/rancher/k3s/config.yaml",
+        "token: K10aa::server:PLANTED-TOKEN-1\nserver: https://10.0.0.1:6443\n",
+    );
+    plant(
+        "etc/rancher/k3s/registries.yaml",
+        "mirrors:\n  docker.io:\n    endpoint: [\"http://127.0.0.1:31555\"]\nconfigs:\n  127.0.0.1:31555:\n    auth: {username: site, password: PLANTED-PASSWORD-2}\n",
+    );
+    let mut log = String::new();
+    for i in 0..3000 {
+        log.push_str(&format!(
+            "I1201 line {i} starting k3s token=PLANTED-TOKEN-3 password=PLANTED-PW-4 ok\n"
+        ));
+    }
+    plant("var/log/k3s.log", &log);
+    let out = t.path().join("support.tar.zst");
+    let said = cmd("rininstall")
+        .arg("support-bundle")
+        .arg("-o")
+        .arg(&out)
+        .arg("--root")
+        .arg(&root)
+        .args(["--timeout", "1", "--max-size", "64K", "--quiet"])
+        .arg("--kubeconfig")
+        .arg(t.path().join("no-cluster.yaml"))
+        .output()
+        .unwrap();
+    assert!(said.status.success(), "{}", text(&said));
+    // Opened with standard tools.
+    let x = t.path().join("x");
+    fs::create_dir(&x).unwrap();
+    let unpack = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc {} | tar -x -C {}",
+            out.display(),
+            x.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(unpack.status.success(), "{}", text(&unpack));
+    let dir = x.join("rin-support");
+    let mut all = String::new();
+    let mut names = Vec::new();
+    for e in walk(&dir) {
+        names.push(e.strip_prefix(&dir).unwrap().display().to_string());
+        all.push_str(&fs::read_to_string(&e).unwrap());
+    }
+    for s in secrets {
+        assert!(!all.contains(s), "{s} is in the support bundle");
+    }
+    for want in [
+        "MANIFEST.txt",
+        "host-checks.txt",
+        "state/release.json",
+        "state/releases/1.json",
+        "k3s/config.yaml",
+        "k3s/registries.yaml",
+        "logs/k3s.log",
+        "cluster/status.json",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    let registries = fs::read_to_string(dir.join("k3s/registries.yaml")).unwrap();
+    assert!(
+        registries.contains("http://127.0.0.1:31555") && registries.contains("<redacted>"),
+        "{registries}"
+    );
+    // Bounded: the 200 KB log keeps its last 8 KiB (64K / 8), newest lines included.
+    let kept = fs::read_to_string(dir.join("logs/k3s.log")).unwrap();
+    assert!(
+        kept.len() <= 8 << 10 && kept.contains("line 2999"),
+        "{}",
+        kept.len()
+    );
+    let manifest = fs::read_to_string(dir.join("MANIFEST.txt")).unwrap();
+    assert!(
+        manifest.contains("logs/k3s.log: only its last 8192 bytes"),
+        "{manifest}"
+    );
+    let status = fs::read_to_string(dir.join("cluster/status.json")).unwrap();
+    assert!(status.contains("cluster_error"), "{status}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

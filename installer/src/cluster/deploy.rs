@@ -75,6 +75,24 @@ impl Cluster {
     }
 
     /// Wait until the API server answers (after K3s starts), at most `opts.timeout`.
+    /// Every Node, Pod and Event of the cluster, as the API serves them (for a support bundle):
+    /// (what, the list as JSON); a list the API refuses is left out.
+    pub async fn listings(&self) -> Vec<(&'static str, Value)> {
+        use k8s_openapi::api::core::v1::{Event, Node, Pod};
+        let lp = ListParams::default();
+        let mut out = Vec::new();
+        if let Ok(l) = Api::<Node>::all(self.client.clone()).list(&lp).await {
+            out.push(("nodes", serde_json::to_value(l.items).unwrap_or_default()));
+        }
+        if let Ok(l) = Api::<Pod>::all(self.client.clone()).list(&lp).await {
+            out.push(("pods", serde_json::to_value(l.items).unwrap_or_default()));
+        }
+        if let Ok(l) = Api::<Event>::all(self.client.clone()).list(&lp).await {
+            out.push(("events", serde_json::to_value(l.items).unwrap_or_default()));
+        }
+        out
+    }
+
     pub async fn wait_for_api(&self, opts: &DeployOptions) -> Result<String> {
         let started = Instant::now();
         loop {

@@ -12,3 +12,4 @@ pub mod seed;
 pub mod site_registry;
 pub mod stage;
 pub mod state;
+pub mod support;

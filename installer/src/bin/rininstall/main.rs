@@ -55,6 +55,62 @@ enum Command {
     /// Write what this site holds (the installed release, the blobs its registry holds for it,
     /// the K3s files in place), for `rinbundle build --base` to build a delta against.
     Inventory(InventoryArgs),
+    /// Write what someone helping from outside needs into one .tar.zst: the release records,
+    /// the host checks, K3s's configuration and logs, the cluster's status, nodes, pods and
+    /// events; every token, password, secret and key redacted.
+    SupportBundle(SupportArgs),
+}
+
+#[derive(Args)]
+struct SupportArgs {
+    /// The file to write.
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "rin-support.tar.zst"
+    )]
+    output: PathBuf,
+    #[command(flatten)]
+    at: InstalledArgs,
+    /// Bound of the wait for the Kubernetes API, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+    /// The most it takes in all, before compression (K, M, G allowed); each file keeps at most
+    /// its last eighth of that.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = rin_support::units::parse_bytes)]
+    max_size: u64,
+}
+
+fn support_command(args: &SupportArgs, quiet: bool) -> anyhow::Result<()> {
+    let target = args.at.target(args.timeout);
+    let opts = rin_installer::node::support::SupportOptions {
+        root: args.at.root.clone(),
+        state_dir: target.state_dir,
+        kubeconfig: target.kubeconfig,
+        timeout: target.timeout,
+        max_bytes: args.max_size,
+    };
+    let display = report::display(if quiet {
+        report::Mode::None
+    } else {
+        report::Mode::Bars
+    });
+    let rt = runtime()?;
+    let got = rin_installer::node::support::write(&opts, &args.output, rt.handle(), &display)
+        .map_err(anyhow_of)?;
+    for (p, n) in &got.files {
+        println!("{n:>10}  {p}");
+    }
+    for c in &got.cut {
+        println!("cut: {c}");
+    }
+    println!(
+        "wrote {} ({} files; tokens, passwords, secrets and keys redacted)",
+        args.output.display(),
+        got.files.len() + 1
+    );
+    Ok(())
 }
 
 #[derive(Args)]
@@ -705,6 +761,7 @@ fn main() -> ExitCode {
         Command::ExtractInstaller(args) => extract_command(args, cli.quiet),
         Command::Check(args) => check_command(args),
         Command::Inventory(args) => inventory_command(args, cli.quiet),
+        Command::SupportBundle(args) => support_command(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
