@@ -561,6 +561,43 @@ fn a_delta_upgrade_deploys_and_rolls_back_to_the_full_release() {
         .get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/web"))
         .unwrap();
     assert_eq!(web["status"]["readyReplicas"], 1);
+
+    // What the operator carries out: the cluster's status and its nodes, pods and events.
+    let support = s.t.path().join("support.tar.zst");
+    let out = s.rininstall(
+        &["support-bundle", "-o", support.to_str().unwrap(), "--quiet"],
+        "30",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -dc {} | tar -t", support.display()))
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout);
+    for want in [
+        "cluster/status.json",
+        "cluster/nodes.json",
+        "cluster/pods.json",
+        "cluster/events.json",
+    ] {
+        assert!(
+            names.contains(&format!("rin-support/{want}")),
+            "{want}: {names}"
+        );
+    }
+    let pods = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc {} | tar -xO rin-support/cluster/pods.json",
+            support.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&pods.stdout).contains(&format!("\"namespace\": \"{ns}\"")),
+        "the stack's pods are listed"
+    );
 }
 
 #[test]

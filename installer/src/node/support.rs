@@ -82,12 +82,7 @@ pub fn write(
         Kind::Json,
     );
     for (dir, kind) in [("releases", Kind::Json), ("registry", Kind::Yaml)] {
-        for p in sorted_files(&state.join(dir)) {
-            let name = p
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+        for (name, p) in sorted_files(&state.join(dir)) {
             c.add_file(&format!("state/{dir}/{name}"), &p, kind);
         }
     }
@@ -97,12 +92,7 @@ pub fn write(
         Kind::Yaml,
     );
     c.add_file("k3s/config.yaml", &root.join(host::CONFIG_YAML), Kind::Yaml);
-    for p in sorted_files(&root.join("etc/rancher/k3s/config.yaml.d")) {
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+    for (name, p) in sorted_files(&root.join("etc/rancher/k3s/config.yaml.d")) {
         c.add_file(&format!("k3s/config.yaml.d/{name}"), &p, Kind::Yaml);
     }
     // K3s's logs: its journal on the real root, and any log files it was told to write.
@@ -117,12 +107,7 @@ pub fn write(
             }
         }
     }
-    for p in sorted_files(&root.join("var/log")) {
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+    for (name, p) in sorted_files(&root.join("var/log")) {
         if name.starts_with("k3s") || name.starts_with("rininstall") {
             c.add_file(&format!("logs/{name}"), &p, Kind::Text);
         }
@@ -223,12 +208,13 @@ impl Collector {
     }
 }
 
-fn sorted_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The files of `dir` (not below it), sorted, with their names.
+fn sorted_files(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .filter(|(_, p)| p.is_file())
                 .collect()
         })
         .unwrap_or_default();
