@@ -601,6 +601,82 @@ fn a_delta_upgrade_deploys_and_rolls_back_to_the_full_release() {
 }
 
 #[test]
+fn doctor_looks_over_an_installed_node_and_names_what_is_wrong() {
+    let s = site("doctor");
+    let v1 = s.t.path().join("v1.tar.zst");
+    let (key, index) = build_signed(s.t.path(), &s.stack, "1700000000", &v1);
+    let out = s.apply(&v1, &key, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doctor = |extra: &[&str]| {
+        let mut args = vec!["doctor", "--registry", &s.reg.addr, "--quiet"];
+        args.extend(extra);
+        s.rininstall(&args, "30")
+    };
+    // K3s is not running here (--no-start), so containerd's mirror files were never written.
+    let out = doctor(&[]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    for line in [
+        "unknown k3s service       not the real root",
+        "ok      release           doctor 1.0.0",
+        "FAIL    registry mirrors  containerd has no mirror to the site registry for registry.example",
+        &format!(
+            "ok      images            all {} images of the release resolve",
+            index.images.len()
+        ),
+        "ok      nodes             all ",
+        "ok      stack             all ",
+        "1 of 7 checks failed",
+    ] {
+        assert!(said.contains(line), "{line:?} in {said}");
+    }
+    // The files K3s writes from registries.yaml when it starts, as it writes them.
+    let registries: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(s.root.join("etc/rancher/k3s/registries.yaml")).unwrap(),
+    )
+    .unwrap();
+    for (name, m) in registries["mirrors"].as_object().unwrap() {
+        let dir = s
+            .root
+            .join("var/lib/rancher/k3s/agent/etc/containerd/certs.d")
+            .join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let endpoint = m["endpoint"][0].as_str().unwrap();
+        std::fs::write(
+            dir.join("hosts.toml"),
+            format!("[host.\"{endpoint}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
+        )
+        .unwrap();
+    }
+    let out = doctor(&["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(checks.as_array().unwrap().len(), 7);
+    assert!(
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["verdict"] != "fail"),
+        "{checks}"
+    );
+    // An image gone from the registry is named.
+    let web = index
+        .images
+        .iter()
+        .find(|i| i.reference.ends_with("/web:1.0"))
+        .unwrap();
+    s.reg.delete_manifest("demo/web", &web.digest);
+    let out = doctor(&[]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("FAIL    images") && said.contains("demo/web:1.0 does not resolve"),
+        "{said}"
+    );
+}
+
+#[test]
 fn a_field_conflict_stops_apply_with_the_object_and_force_conflicts_takes_it_over() {
     let s = site("conflict");
     let _watch = s.cp.watch();

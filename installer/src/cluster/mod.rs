@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod deploy;
+pub mod doctor;
 pub mod health;
 pub mod helmchart;
 pub mod manage;

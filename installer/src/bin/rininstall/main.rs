@@ -55,10 +55,77 @@ enum Command {
     /// Write what this site holds (the installed release, the blobs its registry holds for it,
     /// the K3s files in place), for `rinbundle build --base` to build a delta against.
     Inventory(InventoryArgs),
+    /// Look an installed node over: K3s's service, the release, containerd's mirrors, every
+    /// image resolving in the site registry, the nodes Ready, the stack healthy (each cause
+    /// named), disk and inodes. Exit code 1 when a check fails.
+    Doctor(DoctorArgs),
     /// Write what someone helping from outside needs into one .tar.zst: the release records,
     /// the host checks, K3s's configuration and logs, the cluster's status, nodes, pods and
     /// events; every token, password, secret and key redacted.
     SupportBundle(SupportArgs),
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    at: InstalledArgs,
+    /// Bound of the wait for the Kubernetes API, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+    /// The site registry, as HOST:PORT [default: the in-cluster one, 127.0.0.1:NODE_PORT].
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: Option<String>,
+    /// The in-cluster registry's NodePort on this node.
+    #[arg(long, value_name = "PORT", default_value_t = site_registry::DEFAULT_NODE_PORT)]
+    registry_node_port: u16,
+    #[command(flatten)]
+    reg: RegistryArgs,
+    /// Print the checks as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn doctor_command(args: &DoctorArgs, quiet: bool) -> anyhow::Result<()> {
+    use rin_installer::cluster::doctor::{self, Verdict};
+    let registry = args
+        .registry
+        .clone()
+        .unwrap_or_else(|| format!("127.0.0.1:{}", args.registry_node_port));
+    let mut seed = args.reg.options(&registry)?;
+    // A doctor asks once per request; a registry that does not answer is the finding.
+    seed.attempts = 1;
+    let opts = doctor::DoctorOptions {
+        root: args.at.root.clone(),
+        target: args.at.target(args.timeout),
+        registry: seed,
+    };
+    let display = report::display(if quiet || args.json {
+        report::Mode::None
+    } else {
+        report::Mode::Bars
+    });
+    let rt = runtime()?;
+    let checks = doctor::doctor(&opts, rt.handle(), &display).map_err(anyhow_of)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for c in &checks {
+            let v = match c.verdict {
+                Verdict::Ok => "ok     ",
+                Verdict::Fail => "FAIL   ",
+                Verdict::Unknown => "unknown",
+            };
+            println!("{v} {:<17} {}", c.check, c.detail);
+        }
+    }
+    let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} checks failed (each says what to do)",
+            checks.len()
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -762,6 +829,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check_command(args),
         Command::Inventory(args) => inventory_command(args, cli.quiet),
         Command::SupportBundle(args) => support_command(args, cli.quiet),
+        Command::Doctor(args) => doctor_command(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

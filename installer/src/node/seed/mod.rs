@@ -238,6 +238,62 @@ pub fn seed(
     Ok(seeded)
 }
 
+/// Each image of `index` as the registry serves it under its site name and tag: None when the
+/// tag resolves to the bundle's digest (or, on a site seeded for fewer platforms, to a
+/// platform-filtered index of it), else what is wrong.
+pub fn tags_resolve(
+    index: &rin_bundle::Index,
+    opts: &SeedOptions,
+    rt: &Handle,
+    progress: &dyn Progress,
+) -> Result<Vec<(String, Option<String>)>> {
+    let reg = connect(opts, rt, progress)?;
+    let names = site_names(index.images.iter().map(|i| i.reference.as_str()))?;
+    let mut out = Vec::new();
+    for (image, (repo, tag)) in index.images.iter().zip(names) {
+        let Some(tag) = tag else {
+            // Pinned by digest: the digest must be there.
+            let there = rt
+                .block_on(reg.fetch_document(&repo, &image.digest))
+                .is_some();
+            out.push((
+                image.reference.clone(),
+                (!there).then(|| format!("{repo}@{} is not in the registry", image.digest)),
+            ));
+            continue;
+        };
+        let problem = match rt.block_on(reg.resolve_tag(&repo, &tag)) {
+            Ok(d) if d == image.digest => None,
+            Ok(d) if opts.platforms.is_some() || oci::is_index(&image.media_type) => {
+                // A cut-down index (seeded for fewer platforms) is another digest: it must
+                // still name this image's platform manifests.
+                match rt.block_on(reg.fetch_document(&repo, &d)) {
+                    Some(bytes)
+                        if serde_json::from_slice::<plan::IndexDoc>(&bytes).is_ok_and(|i| {
+                            i.manifests
+                                .iter()
+                                .all(|m| image.platforms.iter().any(|p| p.digest == m.digest))
+                        }) =>
+                    {
+                        None
+                    }
+                    _ => Some(format!(
+                        "{repo}:{tag} resolves to {d}, not the release's {}",
+                        image.digest
+                    )),
+                }
+            }
+            Ok(d) => Some(format!(
+                "{repo}:{tag} resolves to {d}, not the release's {}",
+                image.digest
+            )),
+            Err(e) => Some(format!("{repo}:{tag} does not resolve: {e}")),
+        };
+        out.push((image.reference.clone(), problem));
+    }
+    Ok(out)
+}
+
 /// The registry `opts` names, connected, its credentials asked for once.
 pub fn connect<'p>(
     opts: &SeedOptions,

@@ -149,6 +149,19 @@ impl<'p> Registry<'p> {
         ok.then(|| bytes.to_vec())
     }
 
+    /// The digest `repo:tag` resolves to, or why it does not.
+    pub(super) async fn resolve_tag(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> std::result::Result<String, String> {
+        let r = Reference::with_tag(self.host.clone(), repo.to_string(), tag.to_string());
+        self.client
+            .fetch_manifest_digest(&r, &self.auth)
+            .await
+            .map_err(|e| explain(&causes(&e)))
+    }
+
     pub(super) async fn mount(&self, repo: &str, from: &str, digest: &str) -> bool {
         let to = self.at(repo, digest);
         let src = self.at(from, digest);
