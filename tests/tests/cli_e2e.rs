@@ -631,6 +631,7 @@ fn a_support_bundle_carries_the_records_and_logs_but_no_token_or_password() {
     for want in [
         "MANIFEST.txt",
         "host-checks.txt",
+        "doctor.json",
         "state/release.json",
         "state/releases/1.json",
         "k3s/config.yaml",

@@ -1,6 +1,6 @@
 //! `rininstall support-bundle`: what an operator carries back out of the site when something
 //! failed, in one `.tar.zst` that standard tools open: the node's release records, the host
-//! checks, K3s's configuration and registries, K3s's logs, and, when the cluster answers, the
+//! checks, the doctor's checks, K3s's configuration and registries, K3s's logs, and, when the cluster answers, the
 //! stack's status and every node, pod and event. Secrets stay behind: every value under a key
 //! that names a token, password, secret or key (and a Secret's data) is replaced by
 //! `<redacted>`, in YAML, JSON and log lines alike. Each file keeps at most its last
@@ -29,6 +29,8 @@ pub struct SupportOptions {
     pub timeout: Duration,
     /// Bytes taken in all (before compression).
     pub max_bytes: u64,
+    /// The site registry, for the doctor's checks.
+    pub registry: crate::node::seed::SeedOptions,
 }
 
 /// What the bundle holds.
@@ -74,6 +76,24 @@ pub fn write(
     };
     checks.insert_str(0, "host checks (as preflight runs them)\n");
     c.add("host-checks.txt", checks.into_bytes());
+    let target = crate::cluster::manage::Target {
+        state_dir: opts.state_dir.clone(),
+        kubeconfig: opts.kubeconfig.clone(),
+        timeout: opts.timeout,
+    };
+    let doctor = crate::cluster::doctor::doctor(
+        &crate::cluster::doctor::DoctorOptions {
+            root: root.clone(),
+            target: target.clone(),
+            registry: opts.registry.clone(),
+        },
+        rt,
+        progress,
+    )?;
+    c.add(
+        "doctor.json",
+        json_bytes(serde_json::to_value(&doctor).unwrap_or_default()),
+    );
     // The node's records and K3s's configuration, redacted.
     let state = &opts.state_dir;
     c.add_file(
@@ -113,15 +133,7 @@ pub fn write(
         }
     }
     // The cluster, when it answers.
-    let status = crate::cluster::manage::status(
-        &crate::cluster::manage::Target {
-            state_dir: opts.state_dir.clone(),
-            kubeconfig: opts.kubeconfig.clone(),
-            timeout: opts.timeout,
-        },
-        rt,
-        progress,
-    )?;
+    let status = crate::cluster::manage::status(&target, rt, progress)?;
     let status = serde_json::to_value(&status).unwrap_or_default();
     let answered = status.get("cluster").is_some();
     c.add("cluster/status.json", json_bytes(status));

@@ -85,19 +85,31 @@ struct DoctorArgs {
     json: bool,
 }
 
+/// How the checks reach the site registry: `--registry`, or the in-cluster one on its NodePort;
+/// asked once per request (a registry that does not answer is the finding).
+fn site_registry_options(
+    reg: &RegistryArgs,
+    registry: Option<&str>,
+    node_port: u16,
+) -> anyhow::Result<SeedOptions> {
+    let registry = registry
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("127.0.0.1:{node_port}"));
+    let mut opts = reg.options(&registry)?;
+    opts.attempts = 1;
+    Ok(opts)
+}
+
 fn doctor_command(args: &DoctorArgs, quiet: bool) -> anyhow::Result<()> {
     use rin_installer::cluster::doctor::{self, Verdict};
-    let registry = args
-        .registry
-        .clone()
-        .unwrap_or_else(|| format!("127.0.0.1:{}", args.registry_node_port));
-    let mut seed = args.reg.options(&registry)?;
-    // A doctor asks once per request; a registry that does not answer is the finding.
-    seed.attempts = 1;
     let opts = doctor::DoctorOptions {
         root: args.at.root.clone(),
         target: args.at.target(args.timeout),
-        registry: seed,
+        registry: site_registry_options(
+            &args.reg,
+            args.registry.as_deref(),
+            args.registry_node_port,
+        )?,
     };
     let display = report::display(if quiet || args.json {
         report::Mode::None
@@ -143,6 +155,15 @@ struct SupportArgs {
     /// Bound of the wait for the Kubernetes API, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     timeout: u64,
+    /// The site registry the doctor's checks ask, as HOST:PORT [default: the in-cluster one,
+    /// 127.0.0.1:NODE_PORT].
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: Option<String>,
+    /// The in-cluster registry's NodePort on this node.
+    #[arg(long, value_name = "PORT", default_value_t = site_registry::DEFAULT_NODE_PORT)]
+    registry_node_port: u16,
+    #[command(flatten)]
+    reg: RegistryArgs,
     /// The most it takes in all, before compression (K, M, G allowed); each file keeps at most
     /// its last eighth of that.
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = rin_support::units::parse_bytes)]
@@ -157,6 +178,11 @@ fn support_command(args: &SupportArgs, quiet: bool) -> anyhow::Result<()> {
         kubeconfig: target.kubeconfig,
         timeout: target.timeout,
         max_bytes: args.max_size,
+        registry: site_registry_options(
+            &args.reg,
+            args.registry.as_deref(),
+            args.registry_node_port,
+        )?,
     };
     let display = report::display(if quiet {
         report::Mode::None
