@@ -72,32 +72,11 @@ struct DoctorArgs {
     /// Bound of the wait for the Kubernetes API, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     timeout: u64,
-    /// The site registry, as HOST:PORT [default: the in-cluster one, 127.0.0.1:NODE_PORT].
-    #[arg(long, value_name = "HOST:PORT")]
-    registry: Option<String>,
-    /// The in-cluster registry's NodePort on this node.
-    #[arg(long, value_name = "PORT", default_value_t = site_registry::DEFAULT_NODE_PORT)]
-    registry_node_port: u16,
     #[command(flatten)]
-    reg: RegistryArgs,
+    site: SiteRegistryArgs,
     /// Print the checks as JSON on stdout.
     #[arg(long)]
     json: bool,
-}
-
-/// How the checks reach the site registry: `--registry`, or the in-cluster one on its NodePort;
-/// asked once per request (a registry that does not answer is the finding).
-fn site_registry_options(
-    reg: &RegistryArgs,
-    registry: Option<&str>,
-    node_port: u16,
-) -> anyhow::Result<SeedOptions> {
-    let registry = registry
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("127.0.0.1:{node_port}"));
-    let mut opts = reg.options(&registry)?;
-    opts.attempts = 1;
-    Ok(opts)
 }
 
 fn doctor_command(args: &DoctorArgs, quiet: bool) -> anyhow::Result<()> {
@@ -105,11 +84,7 @@ fn doctor_command(args: &DoctorArgs, quiet: bool) -> anyhow::Result<()> {
     let opts = doctor::DoctorOptions {
         root: args.at.root.clone(),
         target: args.at.target(args.timeout),
-        registry: site_registry_options(
-            &args.reg,
-            args.registry.as_deref(),
-            args.registry_node_port,
-        )?,
+        registry: args.site.options_once()?,
     };
     let display = report::display(if quiet || args.json {
         report::Mode::None
@@ -155,15 +130,9 @@ struct SupportArgs {
     /// Bound of the wait for the Kubernetes API, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     timeout: u64,
-    /// The site registry the doctor's checks ask, as HOST:PORT [default: the in-cluster one,
-    /// 127.0.0.1:NODE_PORT].
-    #[arg(long, value_name = "HOST:PORT")]
-    registry: Option<String>,
-    /// The in-cluster registry's NodePort on this node.
-    #[arg(long, value_name = "PORT", default_value_t = site_registry::DEFAULT_NODE_PORT)]
-    registry_node_port: u16,
+    /// The site registry the doctor's checks ask.
     #[command(flatten)]
-    reg: RegistryArgs,
+    site: SiteRegistryArgs,
     /// The most it takes in all, before compression (K, M, G allowed); each file keeps at most
     /// its last eighth of that.
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = rin_support::units::parse_bytes)]
@@ -178,11 +147,7 @@ fn support_command(args: &SupportArgs, quiet: bool) -> anyhow::Result<()> {
         kubeconfig: target.kubeconfig,
         timeout: target.timeout,
         max_bytes: args.max_size,
-        registry: site_registry_options(
-            &args.reg,
-            args.registry.as_deref(),
-            args.registry_node_port,
-        )?,
+        registry: args.site.options_once()?,
     };
     let display = report::display(if quiet {
         report::Mode::None
@@ -214,12 +179,15 @@ struct InventoryArgs {
     /// The site's private key to sign the inventory with (NAME.key from `rinbundle keygen`).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
-    /// The root K3s was installed under.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    root: PathBuf,
-    /// The state directory [default: ROOT/var/lib/rininstall].
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    at: InstalledArgs,
+    #[command(flatten)]
+    site: SiteRegistryArgs,
+}
+
+/// The site registry: shared by `inventory`, `doctor` and `support-bundle`.
+#[derive(Args)]
+struct SiteRegistryArgs {
     /// The site registry, as HOST:PORT [default: the in-cluster one, 127.0.0.1:NODE_PORT].
     #[arg(long, value_name = "HOST:PORT")]
     registry: Option<String>,
@@ -230,23 +198,34 @@ struct InventoryArgs {
     reg: RegistryArgs,
 }
 
+impl SiteRegistryArgs {
+    /// `--registry`, or the in-cluster one on its NodePort.
+    fn options(&self) -> anyhow::Result<SeedOptions> {
+        let registry = self
+            .registry
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", self.registry_node_port));
+        self.reg.options(&registry)
+    }
+
+    /// For checks: each request asked once (a registry that does not answer is the finding).
+    fn options_once(&self) -> anyhow::Result<SeedOptions> {
+        let mut opts = self.options()?;
+        opts.attempts = 1;
+        Ok(opts)
+    }
+}
+
 fn inventory_command(args: &InventoryArgs, quiet: bool) -> anyhow::Result<()> {
     let key = args
         .key
         .as_ref()
         .map(|k| rin_signing::load_signing_key(k))
         .transpose()?;
-    let registry = args
-        .registry
-        .clone()
-        .unwrap_or_else(|| format!("127.0.0.1:{}", args.registry_node_port));
     let opts = rin_installer::node::inventory::InventoryOptions {
-        root: args.root.clone(),
-        state_dir: args
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| args.root.join("var/lib/rininstall")),
-        seed: args.reg.options(&registry)?,
+        root: args.at.root.clone(),
+        state_dir: args.at.target(0).state_dir,
+        seed: args.site.options()?,
     };
     let display = report::display(if quiet {
         report::Mode::None
