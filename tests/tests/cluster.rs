@@ -544,6 +544,13 @@ fn a_delta_upgrade_deploys_and_rolls_back_to_the_full_release() {
     assert!(said.contains("deployed delta 1.1.0"), "{said}");
     let settings = format!("/api/v1/namespaces/{ns}/configmaps/settings");
     assert!(cp.get(&settings).is_some());
+    // The release kept for rollback keeps its index (what inventory and doctor read after it).
+    let v1_index = rin_bundle::digest::sha256_hex(&rin_bundle::peek(&v1).unwrap().0);
+    assert!(
+        s.root
+            .join(format!("var/lib/rininstall/indexes/{v1_index}.json"))
+            .exists()
+    );
 
     // Back to 1.0.0, the full release the delta went onto.
     let out = s.rininstall(&["rollback", "--progress", "none"], "90");

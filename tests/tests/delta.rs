@@ -350,6 +350,12 @@ fn a_delta_carries_the_changed_layer_applies_onto_its_base_chains_and_is_refused
     );
     assert_eq!(installed(&root), Some(index_sha256(&d4)));
     assert_served(&reg, &di4, &dir.join("scratch4"));
+    // Four releases applied, none kept for rollback here (no cluster step): one index kept.
+    let indexes: Vec<String> = std::fs::read_dir(root.join("var/lib/rininstall/indexes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(indexes, [format!("{}.json", index_sha256(&d4))]);
 
     // A site whose registry lost a blob the delta leaves out: refused before anything changes.
     let reg2 = Registry::start(Options::default());

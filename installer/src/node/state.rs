@@ -8,7 +8,8 @@
 //! STATE/release.json             the installed release, written after an apply succeeds
 //! STATE/registry/                the site registry's manifests, for the cluster step
 //! STATE/releases/<revision>.json  each kept release's objects as applied (for rollback)
-//! STATE/indexes/<sha256>.json    the signed index of each release applied here (inventory)
+//! STATE/indexes/<sha256>.json    the signed index of the installed release and of each release
+//!                                kept for rollback (inventory, doctor)
 //! ```
 
 use crate::error::{InstallError, Result};
@@ -90,9 +91,36 @@ impl State {
     }
 
     /// Keep the signed index of the release being installed (`STATE/indexes/<sha256>.json`):
-    /// `rininstall inventory` reads the installed release's images and charts from it.
+    /// `rininstall inventory` and `doctor` read the installed release's images and charts from
+    /// it. Only this release's and those of the releases kept for rollback stay.
     pub fn keep_index(&self, index_sha256: &str, bytes: &[u8]) -> Result<()> {
-        write_atomic(&index_file(&self.dir, index_sha256), bytes, 0o644)
+        write_atomic(&index_file(&self.dir, index_sha256), bytes, 0o644)?;
+        let mut keep = std::collections::BTreeSet::from([index_sha256.to_string()]);
+        for e in fs::read_dir(self.dir.join("releases"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Some(kept) = fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Kept>(&b).ok())
+            {
+                keep.insert(kept.record.index_sha256);
+            }
+        }
+        for e in fs::read_dir(self.dir.join("indexes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let sha = name.strip_suffix(".json").unwrap_or(&name);
+            if !keep.contains(sha) {
+                let p = e.path();
+                fs::remove_file(&p).map_err(|source| InstallError::Io { path: p, source })?;
+            }
+        }
+        Ok(())
     }
 
     /// Keep the objects of release `record` for a later rollback (read back as [`Kept`]).
