@@ -364,6 +364,21 @@ fn a_delta_carries_the_changed_layer_applies_onto_its_base_chains_and_is_refused
         &apply(&v1, dir, &root2, &reg2, &[]),
         "apply v1 at the second site",
     );
+    // A K3s binary on the node that is not the one the delta leaves out: refused, naming it.
+    let k3s = root2.join("usr/local/bin/k3s");
+    let original = std::fs::read(&k3s).unwrap();
+    std::fs::write(&k3s, b"another k3s").unwrap();
+    let out = apply(&d2, dir, &root2, &reg2, &[]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("this delta leaves out k3s/k3s (sha256 ")
+            && said.contains("usr/local/bin/k3s on this node is not that file"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(&k3s).unwrap(), b"another k3s");
+    assert_eq!(installed(&root2), Some(index_sha256(&v1)));
+    std::fs::write(&k3s, &original).unwrap();
     let tags_before = resolved(&reg2, "rin/app:1");
     let lost = base
         .blobs

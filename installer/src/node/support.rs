@@ -13,7 +13,6 @@ use rin_bundle::Progress;
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use tokio::runtime::Handle;
 
 /// What replaces a secret.
@@ -23,10 +22,8 @@ pub const REDACTED: &str = "<redacted>";
 #[derive(Debug, Clone)]
 pub struct SupportOptions {
     pub root: PathBuf,
-    pub state_dir: PathBuf,
-    pub kubeconfig: PathBuf,
-    /// Bound of the wait for the cluster's API.
-    pub timeout: Duration,
+    /// The state directory, the cluster, and the bound of the wait for its API.
+    pub target: crate::cluster::manage::Target,
     /// Bytes taken in all (before compression).
     pub max_bytes: u64,
     /// The site registry, for the doctor's checks.
@@ -76,11 +73,7 @@ pub fn write(
     };
     checks.insert_str(0, "host checks (as preflight runs them)\n");
     c.add("host-checks.txt", checks.into_bytes());
-    let target = crate::cluster::manage::Target {
-        state_dir: opts.state_dir.clone(),
-        kubeconfig: opts.kubeconfig.clone(),
-        timeout: opts.timeout,
-    };
+    let target = &opts.target;
     let doctor = crate::cluster::doctor::doctor(
         &crate::cluster::doctor::DoctorOptions {
             root: root.clone(),
@@ -95,7 +88,7 @@ pub fn write(
         json_bytes(serde_json::to_value(&doctor).unwrap_or_default()),
     );
     // The node's records and K3s's configuration, redacted.
-    let state = &opts.state_dir;
+    let state = &target.state_dir;
     c.add_file(
         "state/release.json",
         &state.join("release.json"),
@@ -133,13 +126,13 @@ pub fn write(
         }
     }
     // The cluster, when it answers.
-    let status = crate::cluster::manage::status(&target, rt, progress)?;
+    let status = crate::cluster::manage::status(target, rt, progress)?;
     let status = serde_json::to_value(&status).unwrap_or_default();
     let answered = status.get("cluster").is_some();
     c.add("cluster/status.json", json_bytes(status));
     if answered
         && let Ok((cluster, _)) =
-            crate::cluster::connect::connect(&opts.kubeconfig, opts.timeout, rt, progress)
+            crate::cluster::connect::connect(&target.kubeconfig, target.timeout, rt, progress)
     {
         for (what, list) in rt.block_on(cluster.listings()) {
             c.add(&format!("cluster/{what}.json"), json_bytes(list));

@@ -86,11 +86,7 @@ fn doctor_command(args: &DoctorArgs, quiet: bool) -> anyhow::Result<()> {
         target: args.at.target(args.timeout),
         registry: args.site.options_once()?,
     };
-    let display = report::display(if quiet || args.json {
-        report::Mode::None
-    } else {
-        report::Mode::Bars
-    });
+    let display = report::display_unless(quiet || args.json);
     let rt = runtime()?;
     let checks = doctor::doctor(&opts, rt.handle(), &display).map_err(anyhow_of)?;
     if args.json {
@@ -140,20 +136,13 @@ struct SupportArgs {
 }
 
 fn support_command(args: &SupportArgs, quiet: bool) -> anyhow::Result<()> {
-    let target = args.at.target(args.timeout);
     let opts = rin_installer::node::support::SupportOptions {
         root: args.at.root.clone(),
-        state_dir: target.state_dir,
-        kubeconfig: target.kubeconfig,
-        timeout: target.timeout,
+        target: args.at.target(args.timeout),
         max_bytes: args.max_size,
         registry: args.site.options_once()?,
     };
-    let display = report::display(if quiet {
-        report::Mode::None
-    } else {
-        report::Mode::Bars
-    });
+    let display = report::display_unless(quiet);
     let rt = runtime()?;
     let got = rin_installer::node::support::write(&opts, &args.output, rt.handle(), &display)
         .map_err(anyhow_of)?;
@@ -227,11 +216,7 @@ fn inventory_command(args: &InventoryArgs, quiet: bool) -> anyhow::Result<()> {
         state_dir: args.at.target(0).state_dir,
         seed: args.site.options()?,
     };
-    let display = report::display(if quiet {
-        report::Mode::None
-    } else {
-        report::Mode::Bars
-    });
+    let display = report::display_unless(quiet);
     let rt = runtime()?;
     let inv =
         rin_installer::node::inventory::take(&opts, rt.handle(), &display).map_err(anyhow_of)?;
@@ -719,11 +704,7 @@ fn print_rolled_out(out: &rin_installer::cluster::rollout::RolledOut) {
 }
 
 fn status_command(args: &StatusArgs, quiet: bool) -> anyhow::Result<()> {
-    let display = report::display(if quiet || args.json {
-        report::Mode::None
-    } else {
-        report::Mode::Bars
-    });
+    let display = report::display_unless(quiet || args.json);
     let rt = runtime()?;
     let s =
         manage::status(&args.at.target(args.timeout), rt.handle(), &display).map_err(anyhow_of)?;

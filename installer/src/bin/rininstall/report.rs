@@ -19,6 +19,11 @@ pub enum Mode {
 
 pub type Display = rin_cli::Display<Lines, Json>;
 
+/// Bars, or nothing when `quiet`.
+pub fn display_unless(quiet: bool) -> Display {
+    display(if quiet { Mode::None } else { Mode::Bars })
+}
+
 pub fn display(mode: Mode) -> Display {
     match mode {
         Mode::Bars => Display::Bars(Lines(Bars::new(false))),

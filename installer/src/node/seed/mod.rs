@@ -162,8 +162,7 @@ pub fn seed(
 ) -> Result<Seeded> {
     let narrowed = site_plan(plan, opts)?;
     let plan = narrowed.as_ref().unwrap_or(plan);
-    let reg = Registry::connect(opts, progress)?;
-    rt.block_on(reg.ready());
+    let reg = connect(opts, rt, progress)?;
     let mut seeded = Seeded::default();
     let jobs = opts.jobs.max(1);
     let pairs = plan.pairs();
@@ -366,8 +365,7 @@ pub fn held_blobs(
     rt: &Handle,
     progress: &dyn Progress,
 ) -> Result<BTreeSet<String>> {
-    let reg = Registry::connect(opts, progress)?;
-    rt.block_on(reg.ready());
+    let reg = connect(opts, rt, progress)?;
     let names = site_names(index.images.iter().map(|i| i.reference.as_str()))?;
     let mut manifests: Vec<(String, &String)> = Vec::new();
     for (image, (repo, _)) in index.images.iter().zip(names) {
@@ -412,8 +410,7 @@ pub fn left_out_missing(
     if plan.left_out.is_empty() {
         return Ok(Vec::new());
     }
-    let reg = Registry::connect(opts, progress)?;
-    rt.block_on(reg.ready());
+    let reg = connect(opts, rt, progress)?;
     let pairs: Vec<(String, String)> = plan
         .pairs()
         .into_iter()
@@ -469,8 +466,7 @@ pub fn missing_blobs(
 ) -> Result<(usize, u64)> {
     let narrowed = site_plan(plan, opts)?;
     let plan = narrowed.as_ref().unwrap_or(plan);
-    let reg = Registry::connect(opts, progress)?;
-    rt.block_on(reg.ready());
+    let reg = connect(opts, rt, progress)?;
     let missing = rt.block_on(missing(&reg, &plan.pairs(), opts.jobs.max(1)))?;
     let digests: BTreeSet<&String> = missing.iter().map(|(_, d)| d).collect();
     let bytes = digests

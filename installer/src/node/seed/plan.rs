@@ -3,7 +3,6 @@
 //! with the repositories that need it; narrowed to the site's platforms when asked.
 
 use super::SeedOptions;
-use super::registry::Registry;
 use crate::error::{InstallError, Result};
 use oci_client::Reference;
 use rin_bundle::index::{Entry, Index};
@@ -404,8 +403,7 @@ pub fn plan_from_registry(
     rt: &Handle,
     progress: &dyn Progress,
 ) -> Result<Option<Plan>> {
-    let reg = Registry::connect(opts, progress)?;
-    rt.block_on(reg.ready());
+    let reg = super::connect(opts, rt, progress)?;
     let names = site_names(index.images.iter().map(|i| i.reference.as_str()))?;
     let mut wanted: Vec<(String, String)> = Vec::new();
     for (image, (repo, _)) in index.images.iter().zip(&names) {
