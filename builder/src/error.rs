@@ -32,6 +32,8 @@ pub enum BuildError {
     Chart { chart: String, reason: String },
     #[error("K3s {version}: {reason}")]
     K3s { version: String, reason: String },
+    #[error("host packages for {target}: {reason}")]
+    HostPackages { target: String, reason: String },
     #[error("two entries would have the path {path:?}")]
     PathClash { path: String },
     #[error("cache {path}")]
@@ -98,6 +100,9 @@ impl BuildError {
             }
             BuildError::K3s { .. } => {
                 "put the K3s release files (k3s, k3s-arm64, k3s-airgap-images-<arch>.tar.zst, sha256sum-<arch>.txt, install.sh) in the k3s.files directory"
+            }
+            BuildError::HostPackages { .. } => {
+                "check the package names and the target's repo, suite and components in bundle.yaml (`apt-cache policy NAME` on a machine of that release shows where a package comes from)"
             }
             BuildError::PathClash { .. } => "rename one of the files",
             BuildError::Cache { .. } => {

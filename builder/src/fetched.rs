@@ -17,8 +17,18 @@ pub struct Fetched {
     pub charts: BTreeMap<(String, String), PathBuf>,
     /// K3s release files, when fetched rather than read from `k3s.files`.
     pub k3s: Option<Vec<FileEntry>>,
+    /// Host packages the lock pins for the stack's targets and these architectures, in the
+    /// cache (the packer carries the selection's).
+    pub host: Vec<FetchedPackage>,
     /// Image blobs still downloading while the bundle is written (see [`Downloads`]).
     pub arrivals: Option<Arc<Arrivals>>,
+}
+
+/// A host package in the cache.
+#[derive(Debug, Clone)]
+pub struct FetchedPackage {
+    pub locked: crate::lock::LockedPackage,
+    pub path: PathBuf,
 }
 
 /// A file to carry: its index entry (hashed once, when it is collected) and where it comes from.

@@ -29,6 +29,41 @@ pub struct Lock {
     pub charts: Vec<LockedChart>,
     #[serde(default, rename = "k3s", skip_serializing_if = "Vec::is_empty")]
     pub k3s: Vec<LockedFile>,
+    #[serde(
+        default,
+        rename = "host_package",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub host_packages: Vec<LockedPackage>,
+}
+
+/// An operating system package for one target and architecture, with what the site checks
+/// before it installs it (its control fields) and what it needs of the other locked packages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedPackage {
+    pub target: String,
+    pub arch: rin_bundle::Arch,
+    /// The repository as `HostPackagesSpec::source` writes it.
+    pub source: String,
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    /// Relative to the repository's URL.
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+    /// Named by the stack or one of its components.
+    pub requested: bool,
+    /// The locked packages its dependencies are met by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub depends: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pre_depends: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provides: String,
 }
 
 /// An image pulled from a registry.
@@ -102,6 +137,19 @@ impl Lock {
             .sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
         self.k3s
             .sort_by(|a, b| (&a.version, &a.file).cmp(&(&b.version, &b.file)));
+        self.host_packages
+            .sort_by(|a, b| (&a.target, &a.arch, &a.name).cmp(&(&b.target, &b.arch, &b.name)));
+    }
+
+    /// The packages locked for one target and architecture.
+    pub fn host_set<'a>(
+        &'a self,
+        target: &'a str,
+        arch: &'a rin_bundle::Arch,
+    ) -> impl Iterator<Item = &'a LockedPackage> + 'a {
+        self.host_packages
+            .iter()
+            .filter(move |p| p.target == target && &p.arch == arch)
     }
 
     pub fn to_text(&self) -> String {
@@ -155,6 +203,11 @@ impl Lock {
         });
         let k3s_version = spec.k3s.as_ref().map(|k| k.version.as_str());
         self.k3s.retain(|f| Some(f.version.as_str()) == k3s_version);
+        self.host_packages.retain(|p| {
+            spec.host_packages
+                .iter()
+                .any(|h| h.target == p.target && h.source() == p.source)
+        });
     }
 }
 
@@ -208,6 +261,29 @@ pub fn changes(old: &Lock, new: &Lock) -> Vec<String> {
             ));
         }
     }
+    let key = |p: &LockedPackage| (p.target.clone(), p.arch.clone(), p.name.clone());
+    let olds: BTreeMap<_, _> = old.host_packages.iter().map(|p| (key(p), p)).collect();
+    let news: BTreeMap<_, _> = new.host_packages.iter().map(|p| (key(p), p)).collect();
+    for (k, n) in &news {
+        let what = format!("host package {} for {}/{}", n.name, n.target, n.arch);
+        match olds.get(k) {
+            None => out.push(format!("{what} is not locked")),
+            Some(o) if o.version != n.version => out.push(format!(
+                "{what} is locked at {}, resolves to {}",
+                o.version, n.version
+            )),
+            Some(o) if o != n => out.push(format!("{what} {} is locked differently", n.version)),
+            _ => {}
+        }
+    }
+    for (k, o) in &olds {
+        if !news.contains_key(k) {
+            out.push(format!(
+                "host package {} for {}/{} is locked but not needed",
+                o.name, o.target, o.arch
+            ));
+        }
+    }
     out
 }
 
@@ -242,6 +318,7 @@ mod tests {
                 file: "k3s".into(),
                 sha256: "00".into(),
             }],
+            host_packages: vec![],
         }
     }
 

@@ -32,6 +32,42 @@ pub struct StackSpec {
     /// Optional parts a build can leave out (`--without NAME`) or take in (`--with NAME`).
     #[serde(default)]
     pub components: std::collections::BTreeMap<String, ComponentSpec>,
+    /// The operating system releases the nodes run, each with the repository its packages come
+    /// from and the packages every node needs.
+    #[serde(default)]
+    pub host_packages: Vec<HostPackagesSpec>,
+}
+
+/// One operating system release (`target`) and its package repository.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostPackagesSpec {
+    /// `<os-release ID>-<VERSION_ID>`: `debian-12`, `ubuntu-24.04`.
+    pub target: String,
+    /// An APT repository: `https://deb.debian.org/debian`.
+    pub repo: String,
+    /// `bookworm`; a suite ending in `/` names a flat repository (`<repo>/<suite>Packages`).
+    pub suite: String,
+    /// Archive components searched, in order [default: main].
+    #[serde(default = "default_deb_components")]
+    pub components: Vec<String>,
+    /// `name` or `name=version`, with the components' `host_packages`.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// systemd units enabled and started once the packages are installed.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+fn default_deb_components() -> Vec<String> {
+    vec!["main".into()]
+}
+
+impl HostPackagesSpec {
+    /// The repository as the lock records it: `URL SUITE COMPONENT...`.
+    pub fn source(&self) -> String {
+        format!("{} {} {}", self.repo, self.suite, self.components.join(" "))
+    }
 }
 
 /// An optional part of the stack: manifests (files or directories under the manifests
@@ -54,6 +90,13 @@ pub struct ComponentSpec {
     /// (e.g. MetalLB replaces `servicelb`).
     #[serde(default)]
     pub k3s_disable: Vec<String>,
+    /// Operating system packages every node needs for it (`open-iscsi`), added to each
+    /// `host_packages` target.
+    #[serde(default)]
+    pub host_packages: Vec<String>,
+    /// systemd units those packages bring that must run (`iscsid`).
+    #[serde(default)]
+    pub host_services: Vec<String>,
 }
 
 /// K3s's packaged components that `disable` may name (K3s's `--disable`).
@@ -83,6 +126,9 @@ pub struct Selection {
     /// K3s packaged components the bundle disables: the stack's own and the selected
     /// components'.
     pub k3s_disable: std::collections::BTreeSet<String>,
+    /// Host packages and services the selected components ask for (each target adds its own).
+    pub host_packages: std::collections::BTreeSet<String>,
+    pub host_services: std::collections::BTreeSet<String>,
 }
 
 impl Selection {
@@ -260,6 +306,64 @@ impl Stack {
                 ));
             }
         }
+        let mut targets = std::collections::HashSet::new();
+        for h in &spec.host_packages {
+            let t = &h.target;
+            if let Err(reason) = rin_bundle::host::check_target(t) {
+                return bad(reason);
+            }
+            if !targets.insert(t) {
+                return bad(format!("host_packages: target {t} is listed twice"));
+            }
+            if !(h.repo.starts_with("https://") || h.repo.starts_with("http://")) {
+                return bad(format!(
+                    "host_packages {t}: repo {:?} must be an APT repository's https:// URL",
+                    h.repo
+                ));
+            }
+            let word = |w: &str| !w.is_empty() && !w.contains(char::is_whitespace);
+            if !word(&h.suite) || h.components.is_empty() || !h.components.iter().all(|c| word(c)) {
+                return bad(format!(
+                    "host_packages {t}: give `suite:` (e.g. bookworm) and `components:` (e.g. [main]), single words"
+                ));
+            }
+        }
+        let package_lists = spec
+            .host_packages
+            .iter()
+            .map(|h| {
+                (
+                    format!("host_packages {}", h.target),
+                    &h.packages,
+                    &h.services,
+                )
+            })
+            .chain(
+                spec.components
+                    .iter()
+                    .map(|(n, c)| (format!("component {n}"), &c.host_packages, &c.host_services)),
+            );
+        for (who, packages, services) in package_lists {
+            for p in packages {
+                if let Err(reason) = p.parse::<rin_hostpkg::Request>() {
+                    return bad(format!("{who}: {reason}"));
+                }
+            }
+            for u in services {
+                if u.is_empty()
+                    || !u
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ":_.@-".contains(c))
+                {
+                    return bad(format!("{who}: {u:?} is not a systemd unit name"));
+                }
+            }
+            if !packages.is_empty() && spec.host_packages.is_empty() {
+                return bad(format!(
+                    "{who} needs host packages, but the stack names no operating system to carry them for: add `host_packages:` with a target and its repository (docs/STACK.md)"
+                ));
+            }
+        }
         let mut owner = std::collections::HashMap::new();
         let manifests_dir = dir.join(&spec.manifests);
         for (name, c) in &spec.components {
@@ -339,6 +443,8 @@ impl Stack {
             if on {
                 s.selected.push(name.clone());
                 s.k3s_disable.extend(c.k3s_disable.iter().cloned());
+                s.host_packages.extend(c.host_packages.iter().cloned());
+                s.host_services.extend(c.host_services.iter().cloned());
             } else {
                 s.manifests.extend(c.manifests.iter().cloned());
                 s.images.extend(c.images.iter().cloned());
@@ -362,6 +468,48 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join(SPEC_FILE), yaml).unwrap();
         Stack::load(t.path())
+    }
+
+    #[test]
+    fn host_packages_are_checked_as_they_load() {
+        let base = "name: s\nversion: 1\n";
+        let target = "host_packages:\n  - target: debian-12\n    repo: https://deb.debian.org/debian\n    suite: bookworm\n    packages: [nfs-common]\n";
+        let ok = load(&format!(
+            "{base}{target}components:\n  longhorn:\n    host_packages: [open-iscsi]\n    host_services: [iscsid]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.spec.host_packages[0].source(),
+            "https://deb.debian.org/debian bookworm main"
+        );
+        let sel = ok.select(&[], &[]).unwrap();
+        assert!(sel.host_packages.contains("open-iscsi") && sel.host_services.contains("iscsid"));
+        let cases = [
+            (
+                target.replace("debian-12", "Debian"),
+                "is not `<os>-<version>`",
+            ),
+            (
+                target.replace("https://deb", "ftp://deb"),
+                "must be an APT repository",
+            ),
+            (
+                target.replace("nfs-common", "NFS"),
+                "is not a Debian package name",
+            ),
+            (
+                format!("{target}    services: [\"a b\"]\n"),
+                "is not a systemd unit name",
+            ),
+            (
+                "components:\n  longhorn:\n    host_packages: [open-iscsi]\n".to_string(),
+                "component longhorn needs host packages, but the stack names no operating system",
+            ),
+        ];
+        for (extra, want) in cases {
+            let err = load(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(want), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod digest;
 pub mod error;
 pub mod header;
+pub mod host;
 pub mod index;
 pub mod inventory;
 pub mod json;

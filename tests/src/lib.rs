@@ -2,6 +2,7 @@
 //! layers), test stacks, bundle crafting and tampering helpers, and the paths of the binaries.
 
 pub mod craft;
+pub mod deb;
 pub mod fixture;
 pub mod k8s;
 pub mod net;

@@ -587,6 +587,32 @@ fn serve_stand_ins(
         args.push("--registry-mirror".into());
         args.push(format!("{h}={}", reg.addr));
     }
+    // Host packages: a stand-in repository per target holding one package of each name the
+    // stack and its components ask for.
+    for h in &spec.host_packages {
+        let names: std::collections::BTreeSet<String> = h
+            .packages
+            .iter()
+            .chain(spec.components.values().flat_map(|c| &c.host_packages))
+            .map(|p| p.split('=').next().unwrap().to_string())
+            .collect();
+        let debs: Vec<rin_tests::deb::Deb> = names
+            .iter()
+            .map(|n| rin_tests::deb::Deb::new(n, "1.0-1", "all"))
+            .collect();
+        let dir = format!("apt/{}", h.target);
+        let tmp = layout.with_file_name(format!("apt-{}", h.target));
+        for (path, bytes) in rin_tests::deb::repository(&tmp, &h.suite, &["amd64", "arm64"], &debs)
+        {
+            srv.put(&format!("{dir}/{path}"), bytes);
+        }
+        args.push("--url-mirror".into());
+        args.push(format!(
+            "{}={}",
+            h.repo.trim_end_matches('/'),
+            srv.url(&dir)
+        ));
+    }
     args
 }
 
@@ -648,6 +674,16 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
         let index = rin_bundle::Index::from_canonical_json(&index).unwrap();
         assert_eq!(index.platforms, ["linux/amd64", "linux/arm64"], "{name}");
         assert_eq!(index.images.len(), l.stack.spec.images.len(), "{name}");
+        // Each target's host packages, for both architectures.
+        for h in &l.stack.spec.host_packages {
+            for arch in ["amd64", "arm64"] {
+                let list = format!("host/{}/{arch}/packages.json", h.target);
+                assert!(
+                    index.entries.iter().any(|e| e.path == list),
+                    "{name}: no {list}"
+                );
+            }
+        }
         if l.stack.spec.k3s.is_none() {
             // Only stacks that carry K3s install on a node.
             continue;

@@ -8,7 +8,7 @@ use crate::fetched::Fetched;
 use crate::lock::{self, Lock};
 use crate::net::registry::{self, parse_reference};
 use crate::net::session::{FetchOptions, Session, session};
-use crate::net::{charts, k3s};
+use crate::net::{charts, hostpkg, k3s};
 use crate::spec::Stack;
 use rin_bundle::Arch;
 use rin_bundle::oci::Descriptor;
@@ -54,6 +54,7 @@ pub fn needs_network(stack: &Stack) -> bool {
     s.images.iter().any(|i| i.layout.is_none())
         || s.charts.iter().any(|c| c.repo.is_some())
         || s.k3s.as_ref().is_some_and(|k| k.files.is_none())
+        || !s.host_packages.is_empty()
 }
 
 /// Resolve what `lock` lacks for the stack (everything, when it is empty), after dropping what
@@ -81,21 +82,28 @@ async fn resolve_into(s: &Session, stack: &Stack, arches: &[Arch], lock: &mut Lo
     {
         k3s::resolve(s, k, arches, lock).await?;
     }
+    hostpkg::resolve(s, spec, arches, lock).await?;
     lock.sort();
     Ok(())
 }
 
-/// `rinbundle lock`: resolve every entry afresh and write the lock.
+/// `rinbundle lock`: resolve every entry afresh (or, with `missing`, only what the lock lacks)
+/// and write the lock.
 pub async fn lock(
     stack: &Stack,
     arches: &[Arch],
     opts: &FetchOptions,
+    missing: bool,
     reporter: Arc<dyn Progress>,
 ) -> Result<LockOutcome> {
     let path = opts.lock_path(stack);
     let old = Lock::load(&path)?.unwrap_or_default();
     let s = session(stack, opts, reporter).await?;
-    let mut lock = Lock::default();
+    let mut lock = if missing {
+        old.clone()
+    } else {
+        Lock::default()
+    };
     resolve_into(&s, stack, arches, &mut lock).await?;
     let changes = lock::changes(&old, &lock);
     let written = lock.save(&path)?;
@@ -214,6 +222,7 @@ pub async fn prepare(
     {
         fetched.k3s = Some(k3s::fetch(&s, k, arches, &lock).await?);
     }
+    fetched.host = hostpkg::fetch(&s, spec, arches, &lock).await?;
     Ok((
         fetched,
         Some(LockOutcome {

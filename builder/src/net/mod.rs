@@ -7,6 +7,7 @@ pub mod charts;
 pub mod download;
 pub mod failure;
 pub mod fetch;
+pub mod hostpkg;
 pub mod http;
 pub mod k3s;
 pub mod registry;

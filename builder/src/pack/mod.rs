@@ -5,6 +5,7 @@
 pub mod collect;
 pub mod delta;
 pub mod files;
+pub mod host;
 pub mod scan;
 
 use crate::error::{BuildError, Result};
@@ -252,6 +253,8 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
             }
         }
     }
+    let (host_files, host_lists) = host::entries(stack, &selection, &arches, fetched)?;
+    files.extend(host_files);
     if let Some(dir) = &opts.installers {
         for arch in &arches {
             files.push(files::installer(dir, arch)?);
@@ -293,6 +296,10 @@ pub fn plan(stack: &Stack, opts: &BuildOptions, fetched: &Fetched) -> Result<Pla
     add(e, s)?;
     let (e, s) = small("oci/index.json", layout_json);
     add(e, s)?;
+    for (path, bytes) in host_lists {
+        let (e, s) = small(&path, bytes);
+        add(e, s)?;
+    }
     for (digest, blob) in blobs.blobs {
         let path =
             oci::bundle_blob_path(&digest).expect("blob digests were checked when collected");

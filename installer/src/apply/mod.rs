@@ -3,9 +3,12 @@
 //! 1. **preflight**: every check, from the signed index alone (signatures checked first), before
 //!    anything changes;
 //! 2. **verify**: one streaming pass over the whole bundle, staging the K3s files that are not
-//!    already in place and keeping the seeding plan;
-//! 3. **K3s host files**: binary, image archives (the site registry's built here), `.cache.json`,
-//!    `registries.yaml`, `config.yaml`, and K3s's own `install.sh` (unless `--no-start`);
+//!    already in place and the node's host packages, and keeping the seeding plan; then, still
+//!    before any change, a delta's left-out blobs and the host packages' dependencies checked;
+//! 3. **host packages and K3s host files**: the operating system packages the node lacks (dpkg)
+//!    and their services; K3s's binary, image archives (the site registry's built here),
+//!    `.cache.json`, `registries.yaml`, `config.yaml`, and its own `install.sh` (unless
+//!    `--no-start`);
 //! 4. **site registry**: its manifests for the cluster step; with K3s started here, applied and
 //!    waited for;
 //! 5. **seed**: every image and chart into the site registry (the first server only);
@@ -26,6 +29,7 @@ use crate::cluster::{rollout, stack};
 use crate::error::{InstallError, Result};
 use crate::node::host;
 use crate::node::host::{Role, SiteRegistry};
+use crate::node::packages;
 use crate::node::preflight::{self, Node};
 use crate::node::seed::{self, SeedOptions, Seeded};
 use crate::node::site_registry;
@@ -75,6 +79,8 @@ pub struct ApplyOptions {
     pub prune_volumes: bool,
     /// Releases kept for rollback.
     pub keep: usize,
+    /// What to do with the bundle's host packages.
+    pub host_packages: packages::Mode,
 }
 
 /// What apply did (or, in a dry run, would do).
@@ -92,6 +98,22 @@ pub struct Applied {
     pub plan: Vec<String>,
     /// The cluster step's outcome, when it ran.
     pub rolled_out: Option<RolledOut>,
+    /// The host packages step, when the bundle carries a set for this node.
+    pub host: Option<HostDone>,
+}
+
+/// What the host packages step did (or would do).
+#[derive(Debug, Default, Clone)]
+pub struct HostDone {
+    pub target: String,
+    /// `name version` of each package installed (or to install).
+    pub installed: Vec<String>,
+    /// Packages the node had already.
+    pub present: usize,
+    /// The commands, as run or as they would run.
+    pub commands: Vec<String>,
+    /// The commands ran (false: shown only).
+    pub ran: bool,
 }
 
 const STEPS: usize = 7;
@@ -193,6 +215,10 @@ struct Run<'a> {
     index_sha256: String,
     /// What the first pass sent to the registry while it verified (apply's one read).
     early: Option<seed::EarlySent>,
+    /// The bundle's host package set for this node, when it takes one.
+    host_target: Option<String>,
+    /// That set planned against the node, after the first pass.
+    host_plan: Option<packages::Plan>,
     done: Applied,
 }
 
@@ -242,16 +268,25 @@ pub fn apply(
         installed,
         real_root,
         early: None,
+        host_target: None,
+        host_plan: None,
         done: Applied::default(),
     };
     run.preflight()?;
-    let files = run.host_files_needed()?;
+    let mut files = run.host_files_needed()?;
+    if let Some(t) = &run.host_target {
+        files
+            .wanted
+            .extend(packages::staged_entries(&run.index, t, &run.opts.arch));
+    }
 
     report.step(2, STEPS, "verify");
     let staged = run.verify(opened, &files)?;
     run.check_delta(&staged)?;
+    run.check_host_packages(&staged)?;
 
-    report.step(3, STEPS, "K3s host files");
+    report.step(3, STEPS, "host packages and K3s files");
+    run.install_host_packages(&staged)?;
     run.write_host_files(files, &staged)?;
 
     report.step(4, STEPS, "site registry");
@@ -282,7 +317,7 @@ impl Run<'_> {
     }
 
     /// Step 1: every check from the signed index alone.
-    fn preflight(&self) -> Result<()> {
+    fn preflight(&mut self) -> Result<()> {
         let opts = &self.opts;
         let bin = opts.root.join(host::K3S_BIN);
         let found_k3s = if self.real_root
@@ -314,19 +349,30 @@ impl Run<'_> {
                     RegistryMode::InCluster { node_port, .. } => Some(node_port),
                     RegistryMode::External => None,
                 },
+                host_packages: opts.host_packages != packages::Mode::Skip,
             },
-        )
+        )?;
+        if opts.host_packages != packages::Mode::Skip {
+            // Preflight refused a node whose release the bundle carries no set for.
+            self.host_target = packages::target_for(&self.index, &opts.root, &opts.arch)
+                .ok()
+                .flatten();
+        }
+        Ok(())
     }
 
     /// Step 2: the first verified pass, staging the K3s files `files` needs and keeping what
     /// the cluster step reads; the stack's objects are read (and refused when malformed) before
     /// anything is touched.
     fn verify(&mut self, opened: Opened, files: &files::HostFiles) -> Result<Staged> {
-        let keep = if self.opts.plans() {
+        let mut keep = if self.opts.plans() {
             stack::kept_entries(&self.index)
         } else {
             Default::default()
         };
+        if let Some(t) = &self.host_target {
+            keep.insert(rin_bundle::host::list_path(t, &self.opts.arch));
+        }
         let staging_dir = self.state.as_ref().map(|s| s.staging(&self.index_sha256));
         let pass = |also: &mut dyn rin_bundle::Sink| {
             stage::first_pass(
@@ -413,6 +459,82 @@ impl Run<'_> {
         } else {
             Err(InstallError::Preflight { failures })
         }
+    }
+
+    /// The rest of preflight for host packages, once the first pass has read the set's list:
+    /// what the node lacks, and a refusal when a dependency is met neither by the node nor by
+    /// the set (before anything changes).
+    fn check_host_packages(&mut self, staged: &Staged) -> Result<()> {
+        let Some(target) = &self.host_target else {
+            return Ok(());
+        };
+        let path = rin_bundle::host::list_path(target, &self.opts.arch);
+        let bad = |reason: String| InstallError::Step {
+            what: format!("host packages ({path})"),
+            reason,
+        };
+        let bytes = staged
+            .kept
+            .get(&path)
+            .ok_or_else(|| bad("the list was not read".into()))?;
+        let list = rin_bundle::host::read(bytes).map_err(bad)?;
+        if list.target != *target || list.arch != self.opts.arch {
+            return Err(bad(format!(
+                "the list names {}/{}, not {target}/{}",
+                list.target, list.arch, self.opts.arch
+            )));
+        }
+        let plan = packages::plan(list, &self.opts.root)?;
+        if let Some(why) = plan.refusal() {
+            return Err(InstallError::Preflight {
+                failures: vec![why],
+            });
+        }
+        self.host_plan = Some(plan);
+        Ok(())
+    }
+
+    /// Step 3, first half: the host packages this node lacks, installed with dpkg, and their
+    /// services enabled (or the commands shown, with `--host-packages show` and in a dry run).
+    fn install_host_packages(&mut self, staged: &Staged) -> Result<()> {
+        let Some(plan) = &self.host_plan else {
+            return Ok(());
+        };
+        let opts = &self.opts;
+        let staged_path = |p: &str| {
+            staged
+                .path(p)
+                .unwrap_or_else(|| PathBuf::from(p.rsplit('/').next().unwrap_or(p)))
+        };
+        let commands = plan.commands(&opts.root, &staged_path);
+        let run_them = opts.host_packages == packages::Mode::Install && !opts.dry_run;
+        let mut done = HostDone {
+            target: plan.list.target.clone(),
+            installed: plan
+                .install
+                .iter()
+                .map(|p| format!("{} {}", p.name, p.version))
+                .collect(),
+            present: plan.present.len(),
+            commands: commands.iter().map(|c| c.join(" ")).collect(),
+            ran: false,
+        };
+        self.report.say(&format!(
+            "host packages for {}: {} to install, {} present",
+            done.target,
+            done.installed.len(),
+            done.present
+        ));
+        if run_them {
+            for c in &commands {
+                self.report.say(&format!("running: {}", c.join(" ")));
+                packages::run(c)?;
+            }
+            packages::check_installed(plan, &opts.root)?;
+            done.ran = true;
+        }
+        self.done.host = Some(done);
+        Ok(())
     }
 
     /// Step 5: every image and chart into the site registry (the first server only).

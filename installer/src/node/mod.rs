@@ -6,6 +6,7 @@
 
 pub mod host;
 pub mod inventory;
+pub mod packages;
 pub mod preflight;
 pub mod readiness;
 pub mod seed;

@@ -36,6 +36,8 @@ pub struct Node<'a> {
     pub role: &'a crate::node::host::Role,
     /// The in-cluster site registry's NodePort, when it runs from the bundle.
     pub registry_node_port: Option<u16>,
+    /// The bundle's host packages are installed (not `--host-packages skip`).
+    pub host_packages: bool,
 }
 
 /// Bytes, and files (inodes), a step needs under a path.
@@ -252,6 +254,11 @@ pub fn check(index: &Index, f: &Node<'_>) -> Result<()> {
             now: rin_bundle::index::now_epoch(),
         },
     ));
+    if f.host_packages
+        && let Err(why) = crate::node::packages::target_for(index, f.root, f.arch)
+    {
+        failures.push(why);
+    }
     failures.extend(disk_failures(&disk_needs(index, f)));
     if failures.is_empty() {
         Ok(())

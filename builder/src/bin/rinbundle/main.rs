@@ -53,6 +53,10 @@ enum Command {
         /// offer). Default: the stack's `platforms`.
         #[arg(long = "arch", value_name = "ARCH", value_parser = Arch::known)]
         arches: Vec<Arch>,
+        /// Keep every entry that still matches the stack and resolve only what the lock lacks
+        /// (as a build does, without fetching anything else).
+        #[arg(long)]
+        missing: bool,
         #[command(flatten)]
         fetch: FetchArgs,
     },
@@ -241,8 +245,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lock {
             stack,
             arches,
+            missing,
             fetch,
-        } => lock(&stack, arches, &fetch, mode),
+        } => lock(&stack, arches, missing, &fetch, mode),
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Verify(args) => rin_cli::verify_command(&args, None, cli.quiet),
         Command::Split {
@@ -339,6 +344,7 @@ struct BuildArgs {
 fn lock(
     stack_dir: &Path,
     arches: Vec<Arch>,
+    missing: bool,
     fetch: &FetchArgs,
     mode: reporters::Mode,
 ) -> anyhow::Result<()> {
@@ -353,7 +359,7 @@ fn lock(
     let display = reporters::reporter(mode);
     let out = runtime()?
         .block_on(rin_builder::net::fetch::lock(
-            &stack, &arches, &opts, display,
+            &stack, &arches, &opts, missing, display,
         ))
         .with_context(|| format!("cannot lock {}", stack_dir.display()))?;
     report_lock(&out);
@@ -365,12 +371,17 @@ fn report_lock(out: &rin_builder::LockOutcome) {
         println!("lock: {c}");
     }
     println!(
-        "{} {}: {} images, {} charts, {} K3s files",
+        "{} {}: {} images, {} charts, {} K3s files{}",
         if out.written { "wrote" } else { "unchanged" },
         out.path.display(),
         out.lock.images.len(),
         out.lock.charts.len(),
-        out.lock.k3s.len()
+        out.lock.k3s.len(),
+        if out.lock.host_packages.is_empty() {
+            String::new()
+        } else {
+            format!(", {} host packages", out.lock.host_packages.len())
+        }
     );
 }
 
@@ -569,6 +580,17 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     println!("charts     {}", index.charts.len());
     for c in &index.charts {
         println!("  {} {}  {}", c.name, c.version, c.digest);
+    }
+    for ((target, arch), files) in rin_bundle::host::carried(&index) {
+        let size: u64 = files.iter().map(|e| e.size).sum();
+        println!(
+            "host       {target}/{arch}: {} packages ({})",
+            files.len(),
+            human_bytes(size)
+        );
+        for e in files {
+            println!("  {}", e.path.rsplit('/').next().unwrap_or(&e.path));
+        }
     }
     println!(
         "entries    {} ({})",

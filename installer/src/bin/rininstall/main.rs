@@ -8,6 +8,7 @@ use rin_installer::InstallError;
 use rin_installer::apply::{self, ApplyOptions, RegistryMode};
 use rin_installer::cluster::manage::{self, Target};
 use rin_installer::node::host::Role;
+use rin_installer::node::packages;
 use rin_installer::node::seed::{self, SeedFailure, SeedOptions};
 use rin_installer::node::site_registry;
 use std::path::{Path, PathBuf};
@@ -570,6 +571,11 @@ struct ApplyArgs {
     /// Print what would change (files to write, blobs to push) and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// The bundle's operating system packages for this node (host/): `install` what the node
+    /// lacks with dpkg and enable their services, `show` the commands only, or `skip` them
+    /// [default: install on /, show under --root].
+    #[arg(long, value_enum, value_name = "WHAT")]
+    host_packages: Option<HostPackagesArg>,
     /// Install a bundle older than the installed release (or an older K3s).
     #[arg(long)]
     allow_downgrade: bool,
@@ -582,6 +588,13 @@ struct ApplyArgs {
     /// How to show progress.
     #[arg(long, value_enum, default_value = "bars")]
     progress: report::Mode,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum HostPackagesArg {
+    Install,
+    Show,
+    Skip,
 }
 
 fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
@@ -634,6 +647,13 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
         force_conflicts: args.deploy.force_conflicts,
         prune_volumes: args.deploy.prune_volumes,
         keep: args.deploy.keep,
+        host_packages: match args.host_packages {
+            Some(HostPackagesArg::Install) => packages::Mode::Install,
+            Some(HostPackagesArg::Show) => packages::Mode::Show,
+            Some(HostPackagesArg::Skip) => packages::Mode::Skip,
+            None if args.root == Path::new("/") => packages::Mode::Install,
+            None => packages::Mode::Show,
+        },
     };
     let display = report::display(if quiet {
         report::Mode::None
@@ -643,6 +663,24 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
     let file = args.file.as_path();
     let rt = runtime()?;
     let done = apply::apply(file, &policy, &opts, rt.handle(), &display).map_err(anyhow_of)?;
+    if let Some(h) = &done.host {
+        let verb = if h.ran { "installed" } else { "would install" };
+        if h.installed.is_empty() {
+            println!("host packages for {}: all {} present", h.target, h.present);
+        } else {
+            println!(
+                "host packages for {}: {verb} {} ({} present)",
+                h.target,
+                h.installed.join(", "),
+                h.present
+            );
+        }
+        if !h.ran {
+            for c in &h.commands {
+                println!("would run {c}");
+            }
+        }
+    }
     let verb = if opts.dry_run { "would write" } else { "wrote" };
     for w in &done.written {
         println!("{verb} {}", opts.root.join(w).display());

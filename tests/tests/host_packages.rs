@@ -1,0 +1,321 @@
+//! Host packages end to end with real Debian tools: `.deb` files made by `dpkg-deb`, an APT
+//! repository made by `dpkg-scanpackages` served over HTTP, `rinbundle build` resolving and
+//! locking them with their dependencies, `rinbundle inspect` listing them, and `rininstall
+//! apply` installing what a node lacks with `dpkg --root` (and enabling a service with
+//! `systemctl --root`), showing the commands, or refusing before anything changes.
+#![allow(clippy::unwrap_used)]
+
+use rin_tests::deb::{self, Deb};
+use rin_tests::net::FileServer;
+use rin_tests::{bin, build_command, build_signed_with, fixture, ok, text};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository: a tool that needs a library (two versions; the newer is taken) and a package
+/// every minimal install has (`Priority: required`, never carried), and a component's package
+/// that brings a systemd unit.
+fn debs() -> Vec<Deb> {
+    vec![
+        Deb::new("rin-tool", "1.0-1", "amd64")
+            .fields("Depends: rin-lib (>= 2), rin-base (>= 1)\n")
+            .file("usr/bin/rin-tool", "#!/bin/sh\necho rin-tool\n"),
+        Deb::new("rin-lib", "1.0-1", "all"),
+        Deb::new("rin-lib", "2.0-1", "all"),
+        Deb::new("rin-base", "1.5", "amd64").fields("Priority: required\n"),
+        Deb::new("rin-iscsi", "1:3.0-2", "amd64").file(
+            "lib/systemd/system/rin-iscsid.service",
+            "[Unit]\nDescription=test\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+        ),
+        Deb::new("unrelated", "1.0", "amd64"),
+        Deb::new("rin-tool", "9.0", "arm64"),
+    ]
+}
+
+struct Site {
+    srv: FileServer,
+    dir: PathBuf,
+    stack: PathBuf,
+}
+
+fn site(dir: &Path) -> Site {
+    let srv = FileServer::start();
+    for (path, bytes) in deb::repository(&dir.join("repo"), "bookworm", &["amd64"], &debs()) {
+        srv.put(&format!("debian/{path}"), bytes);
+    }
+    // With the site registry's image, as a first server's bundle has it.
+    let registry = fixture::busybox_image("registry:2.8.3", &["amd64", "arm64"]);
+    let stack = fixture::write_stack_with(
+        &dir.join("stack"),
+        &[("docker.io/library/registry:2.8.3", registry)],
+    )
+    .unwrap();
+    let spec = stack.join("bundle.yaml");
+    let mut text = std::fs::read_to_string(&spec).unwrap();
+    text.push_str(&format!(
+        "host_packages:\n  - target: debian-12\n    repo: {}\n    suite: bookworm\n    packages: [rin-tool]\ncomponents:\n  storage:\n    description: block storage\n    host_packages: [rin-iscsi]\n    host_services: [rin-iscsid]\n",
+        srv.url("debian")
+    ));
+    std::fs::write(&spec, text).unwrap();
+    Site {
+        srv,
+        dir: dir.to_path_buf(),
+        stack,
+    }
+}
+
+fn apply(bundle: &Path, key: &Path, root: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(bin("rininstall"))
+        .arg("apply")
+        .arg(bundle)
+        .arg("--key")
+        .arg(key)
+        .arg("--root")
+        .arg(root)
+        .args(["--arch", "amd64", "--no-start", "--progress", "none"])
+        .args(extra)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap()
+}
+
+const CARRIED: [&str; 3] = [
+    "rin-iscsi_3.0-2_amd64.deb",
+    "rin-lib_2.0-1_all.deb",
+    "rin-tool_1.0-1_amd64.deb",
+];
+
+#[test]
+fn packages_are_resolved_locked_carried_and_installed_once() {
+    let t = tempfile::tempdir().unwrap();
+    let s = site(t.path());
+    let bundle = s.dir.join("b.tar.zst");
+    let arch = ["--arch".to_string(), "amd64".to_string()];
+    let (key, index) = build_signed_with(&s.dir, &s.stack, "1700000000", &bundle, &arch);
+
+    // The lock pins the request and its dependencies, not what a minimal install has.
+    let lock = std::fs::read_to_string(s.stack.join("images.lock")).unwrap();
+    let locked: Vec<&str> = lock
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .collect();
+    assert_eq!(locked, ["rin-iscsi\"", "rin-lib\"", "rin-tool\""], "{lock}");
+    assert!(
+        lock.contains("version = \"2.0-1\""),
+        "the newest rin-lib: {lock}"
+    );
+    assert!(!lock.contains("rin-base\""), "{lock}");
+
+    // Carried as signed entries with their list, each under host/debian-12/amd64/.
+    let mut paths: Vec<&str> = index
+        .entries
+        .iter()
+        .filter_map(|e| e.path.strip_prefix("host/debian-12/amd64/"))
+        .collect();
+    paths.sort();
+    let mut want: Vec<&str> = CARRIED.to_vec();
+    want.push("packages.json");
+    want.sort();
+    assert_eq!(paths, want);
+    let inspect = ok(
+        &Command::new(bin("rinbundle"))
+            .arg("inspect")
+            .arg(&bundle)
+            .output()
+            .unwrap(),
+        "inspect",
+    );
+    assert!(
+        inspect.contains("host       debian-12/amd64: 3 packages"),
+        "{inspect}"
+    );
+    assert!(inspect.contains("  rin-lib_2.0-1_all.deb"), "{inspect}");
+
+    // Without the component its package stays out; the lock (every component) is unchanged,
+    // and --locked needs no repository.
+    let without = s.dir.join("without.tar.zst");
+    let args = [
+        "--arch".to_string(),
+        "amd64".into(),
+        "--without".into(),
+        "storage".into(),
+        "--locked".into(),
+    ];
+    let asked = s.srv.seen().len();
+    let (_, index2) = build_signed_with(&s.dir, &s.stack, "1700000000", &without, &args);
+    assert_eq!(
+        s.srv.seen().len(),
+        asked,
+        "the repository was not asked again"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.stack.join("images.lock")).unwrap(),
+        lock
+    );
+    let carried2: Vec<&str> = index2
+        .entries
+        .iter()
+        .filter(|e| e.path.ends_with(".deb"))
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(
+        carried2,
+        [
+            "host/debian-12/amd64/rin-lib_2.0-1_all.deb",
+            "host/debian-12/amd64/rin-tool_1.0-1_amd64.deb"
+        ]
+    );
+
+    // A Debian 12 node that has the base package: dpkg installs the three, systemctl enables
+    // the service; a second apply finds them present.
+    let root = s.dir.join("node");
+    deb::node_root(&root, "debian", "12", &[("rin-base", "1.5")]);
+    let out = apply(&bundle, &key, &root, &["--host-packages", "install"]);
+    let first = ok(&out, "apply installing host packages");
+    assert!(
+        first.contains(
+            "host packages for debian-12: installed rin-iscsi 1:3.0-2, rin-lib 2.0-1, rin-tool 1.0-1 (0 present)"
+        ),
+        "{first}"
+    );
+    assert_eq!(
+        deb::installed(&root),
+        [
+            "rin-base 1.5",
+            "rin-iscsi 1:3.0-2",
+            "rin-lib 2.0-1",
+            "rin-tool 1.0-1"
+        ]
+    );
+    assert!(root.join("usr/bin/rin-tool").is_file());
+    assert!(
+        root.join("etc/systemd/system/multi-user.target.wants/rin-iscsid.service")
+            .symlink_metadata()
+            .is_ok(),
+        "systemctl --root enabled the unit"
+    );
+    let again = ok(
+        &apply(&bundle, &key, &root, &["--host-packages", "install"]),
+        "second apply",
+    );
+    assert!(
+        again.contains("host packages for debian-12: all 3 present"),
+        "{again}"
+    );
+
+    // Under --root without being asked, the commands are shown and nothing is installed.
+    let shown = s.dir.join("shown");
+    deb::node_root(
+        &shown,
+        "debian",
+        "12",
+        &[("rin-base", "1.5"), ("rin-lib", "3.0")],
+    );
+    let out = ok(&apply(&bundle, &key, &shown, &[]), "apply showing");
+    assert!(
+        out.contains(
+            "host packages for debian-12: would install rin-iscsi 1:3.0-2, rin-tool 1.0-1 (1 present)"
+        ),
+        "a newer rin-lib counts as present: {out}"
+    );
+    assert!(
+        out.contains(&format!("would run dpkg --root={} ", shown.display()))
+            && out.contains("rin-tool_1.0-1_amd64.deb"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "would run systemctl --root={} enable rin-iscsid",
+            shown.display()
+        )),
+        "{out}"
+    );
+    assert_eq!(deb::installed(&shown), ["rin-base 1.5", "rin-lib 3.0"]);
+}
+
+#[test]
+fn a_node_that_cannot_take_the_packages_is_refused_before_anything_changes() {
+    let t = tempfile::tempdir().unwrap();
+    let s = site(t.path());
+    let bundle = s.dir.join("b.tar.zst");
+    let args = [
+        "--arch".to_string(),
+        "amd64".into(),
+        "--without".into(),
+        "storage".into(),
+    ];
+    let (key, _) = build_signed_with(&s.dir, &s.stack, "1700000000", &bundle, &args);
+
+    // The base package the bundle counts on is missing: refused after the first pass, before
+    // dpkg or any K3s file.
+    let bare = s.dir.join("bare");
+    deb::node_root(&bare, "debian", "12", &[]);
+    let out = apply(&bundle, &key, &bare, &["--host-packages", "install"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("rin-tool needs rin-base (>= 1)")
+            && msg.contains("cannot be installed without a network"),
+        "{msg}"
+    );
+    assert!(deb::installed(&bare).is_empty());
+    assert!(!bare.join("usr/local/bin/k3s").exists(), "no K3s file");
+    assert!(!bare.join("var/lib/rininstall/release.json").exists());
+
+    // Another release: preflight names it and the way out.
+    let ubuntu = s.dir.join("ubuntu");
+    deb::node_root(&ubuntu, "ubuntu", "24.04", &[("rin-base", "1.5")]);
+    let out = apply(&bundle, &key, &ubuntu, &["--host-packages", "install"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("this node runs ubuntu-24.04")
+            && msg.contains("host packages for debian-12 on amd64 only")
+            && msg.contains("--host-packages skip"),
+        "{msg}"
+    );
+    let skipped = ok(
+        &apply(&bundle, &key, &ubuntu, &["--host-packages", "skip"]),
+        "apply skipping host packages",
+    );
+    assert!(!skipped.contains("host packages"), "{skipped}");
+    assert!(ubuntu.join("usr/local/bin/k3s").exists());
+}
+
+#[test]
+fn a_package_the_repository_lacks_fails_the_build_naming_it() {
+    let t = tempfile::tempdir().unwrap();
+    let s = site(t.path());
+    let spec = s.stack.join("bundle.yaml");
+    let text_before = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(
+        &spec,
+        text_before.replace("packages: [rin-tool]", "packages: [rin-tool, rin-absent]"),
+    )
+    .unwrap();
+    ok(
+        &Command::new(bin("rinbundle"))
+            .args(["keygen", "--out"])
+            .arg(s.dir.join("k"))
+            .output()
+            .unwrap(),
+        "keygen",
+    );
+    let out = build_command(
+        &s.dir,
+        &s.stack,
+        "1700000000",
+        &s.dir.join("b.tar.zst"),
+        &["--arch".to_string(), "amd64".into()],
+    )
+    .output()
+    .unwrap();
+    let msg = text(&out);
+    assert!(!out.status.success(), "{msg}");
+    assert!(
+        msg.contains(
+            "host packages for debian-12: no package rin-absent in the repository for amd64"
+        ),
+        "{msg}"
+    );
+    assert!(!s.dir.join("b.tar.zst").exists());
+}
