@@ -625,6 +625,7 @@ fn doctor_looks_over_an_installed_node_and_names_what_is_wrong() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     for line in [
         "unknown k3s service       not the real root",
+        "unknown kernel            k3s check-config runs only on the real root",
         "ok      release           doctor 1.0.0",
         "FAIL    registry mirrors  containerd has no mirror to the site registry for registry.example",
         &format!(
@@ -633,7 +634,7 @@ fn doctor_looks_over_an_installed_node_and_names_what_is_wrong() {
         ),
         "ok      nodes             all ",
         "ok      stack             all ",
-        "1 of 7 checks failed",
+        "1 of 8 checks failed",
     ] {
         assert!(said.contains(line), "{line:?} in {said}");
     }
@@ -658,7 +659,7 @@ fn doctor_looks_over_an_installed_node_and_names_what_is_wrong() {
     let out = doctor(&["--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(checks.as_array().unwrap().len(), 7);
+    assert_eq!(checks.as_array().unwrap().len(), 8);
     assert!(
         checks
             .as_array()

@@ -78,6 +78,30 @@ fn apply(bundle: &Path, key: &Path, root: &Path, extra: &[&str]) -> std::process
         .unwrap()
 }
 
+/// `rininstall doctor --json` under `root`: the host packages check's verdict and detail.
+fn doctor_host_packages(root: &Path) -> (String, String) {
+    let out = Command::new(bin("rininstall"))
+        .args(["doctor", "--json", "--timeout", "1", "--root"])
+        .arg(root)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}", text(&out)));
+    let c = checks
+        .as_array()
+        .or_else(|| checks["checks"].as_array())
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "host packages")
+        .unwrap_or_else(|| panic!("no host packages check: {checks}"))
+        .clone();
+    (
+        c["verdict"].as_str().unwrap().to_string(),
+        c["detail"].as_str().unwrap().to_string(),
+    )
+}
+
 const CARRIED: [&str; 3] = [
     "rin-iscsi_3.0-2_amd64.deb",
     "rin-lib_2.0-1_all.deb",
@@ -200,6 +224,26 @@ fn packages_are_resolved_locked_carried_and_installed_once() {
     assert!(
         again.contains("host packages for debian-12: all 3 present"),
         "{again}"
+    );
+    // doctor checks them; once one is removed it names it.
+    assert_eq!(
+        doctor_host_packages(&root),
+        (
+            "ok".to_string(),
+            "the 3 packages for debian-12 are installed".to_string()
+        )
+    );
+    let out = Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args(["--log=/dev/null", "-r", "rin-tool"])
+        .output()
+        .unwrap();
+    ok(&out, "dpkg -r");
+    let (verdict, detail) = doctor_host_packages(&root);
+    assert_eq!(verdict, "fail");
+    assert!(
+        detail.starts_with("rin-tool 1.0-1 is not installed"),
+        "{detail}"
     );
 
     // Under --root without being asked, the commands are shown and nothing is installed.

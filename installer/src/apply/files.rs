@@ -144,6 +144,9 @@ impl Run<'_> {
             ));
             if !self.done.written.is_empty() || !unit.exists() {
                 if !opts.dry_run {
+                    if opts.check_config {
+                        check_config(&opts.root.join(host::K3S_BIN), self.report)?;
+                    }
                     let script = staged
                         .path(&rin_bundle::k3s::path(rin_bundle::k3s::INSTALL_SCRIPT))
                         .ok_or_else(|| InstallError::Bundle {
@@ -181,6 +184,29 @@ impl HostFiles {
         self.files.push(f);
         self.changes.push(c);
         Ok(())
+    }
+}
+
+/// `k3s check-config` of the binary just put in place, before K3s is started: a failure stops
+/// here, with K3s's files written and K3s not started.
+fn check_config(bin: &Path, report: &dyn Progress) -> Result<()> {
+    use crate::node::check_config;
+    match check_config::run(bin, check_config::TIMEOUT) {
+        Ok(r) if r.failures.is_empty() => {
+            report.say(&format!("k3s check-config: {}", r.status));
+            Ok(())
+        }
+        Ok(r) => Err(InstallError::Step {
+            what: "k3s check-config".into(),
+            reason: format!(
+                "this node's kernel or system lacks what K3s needs, so K3s was not started (its files are in place): {}. Fix each (a kernel module, a sysctl, a firewall port), or run again with --no-check-config if you know K3s runs without it",
+                r.failures.join("; ")
+            ),
+        }),
+        Err(why) => {
+            report.say(&format!("k3s check-config did not judge this node: {why}"));
+            Ok(())
+        }
     }
 }
 

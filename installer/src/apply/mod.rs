@@ -81,6 +81,8 @@ pub struct ApplyOptions {
     pub keep: usize,
     /// What to do with the bundle's host packages.
     pub host_packages: packages::Mode,
+    /// Run `k3s check-config` before K3s is first started here (and stop on its failures).
+    pub check_config: bool,
 }
 
 /// What apply did (or, in a dry run, would do).
@@ -532,6 +534,11 @@ impl Run<'_> {
             }
             packages::check_installed(plan, &opts.root)?;
             done.ran = true;
+            state::write_atomic(
+                &state::host_list_path(&opts.state_dir),
+                &rin_bundle::json::canonical_json(&plan.list),
+                0o644,
+            )?;
         }
         self.done.host = Some(done);
         Ok(())

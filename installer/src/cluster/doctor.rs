@@ -48,7 +48,8 @@ fn check(check: &'static str, verdict: Verdict, detail: impl Into<String>) -> Ch
 
 /// Every check, in order. Call from a thread outside the runtime `rt`.
 pub fn doctor(o: &DoctorOptions, rt: &Handle, progress: &dyn Progress) -> Result<Vec<Check>> {
-    let mut out = vec![service(&o.root)];
+    let mut out = vec![service(&o.root), kernel(&o.root)];
+    out.extend(host_packages(&o.root, &o.target.state_dir));
     let release = state::read_release(&o.target.state_dir)?;
     let index = match &release {
         None => {
@@ -121,6 +122,87 @@ pub fn doctor(o: &DoctorOptions, rt: &Handle, progress: &dyn Progress) -> Result
 }
 
 /// K3s's service: `systemctl is-active` on the real root.
+/// `k3s check-config` of the installed K3s (on the real root: it judges the running kernel).
+fn kernel(root: &Path) -> Check {
+    use crate::node::check_config;
+    let bin = root.join(host::K3S_BIN);
+    if root != Path::new("/") || !bin.exists() {
+        return check(
+            "kernel",
+            Verdict::Unknown,
+            "k3s check-config runs only on the real root with K3s installed",
+        );
+    }
+    match check_config::run(&bin, check_config::TIMEOUT) {
+        Ok(r) if r.failures.is_empty() => check("kernel", Verdict::Ok, r.status),
+        Ok(r) => check(
+            "kernel",
+            Verdict::Fail,
+            format!("k3s check-config: {}", r.failures.join("; ")),
+        ),
+        Err(why) => check("kernel", Verdict::Unknown, why),
+    }
+}
+
+/// The host packages apply installed here, still installed, and their services running.
+fn host_packages(root: &Path, state_dir: &Path) -> Option<Check> {
+    use crate::node::packages;
+    let bytes = std::fs::read(state::host_list_path(state_dir)).ok()?;
+    let list = match rin_bundle::host::read(&bytes) {
+        Ok(l) => l,
+        Err(e) => return Some(check("host packages", Verdict::Unknown, e)),
+    };
+    let target = list.target.clone();
+    let services = list.services.clone();
+    let plan = match packages::plan(list, root) {
+        Ok(p) => p,
+        Err(e) => return Some(check("host packages", Verdict::Unknown, e.to_string())),
+    };
+    let mut missing: Vec<String> = plan
+        .install
+        .iter()
+        .map(|p| format!("{} {} is not installed", p.name, p.version))
+        .collect();
+    missing.extend(plan.unmet.iter().cloned());
+    if root == Path::new("/") {
+        for unit in &services {
+            let active = std::process::Command::new("systemctl")
+                .args(["is-active", "--quiet", unit])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !active {
+                missing.push(format!(
+                    "{unit} is not running: systemctl enable --now {unit}; why: journalctl -u {unit} -n 50"
+                ));
+            }
+        }
+    }
+    Some(if missing.is_empty() {
+        check(
+            "host packages",
+            Verdict::Ok,
+            format!(
+                "the {} packages for {target} are installed{}",
+                plan.present.len(),
+                if services.is_empty() || root != Path::new("/") {
+                    String::new()
+                } else {
+                    format!(", {} running", services.join(", "))
+                }
+            ),
+        )
+    } else {
+        check(
+            "host packages",
+            Verdict::Fail,
+            format!(
+                "{}; apply the release's bundle again to install them",
+                missing.join("; ")
+            ),
+        )
+    })
+}
+
 fn service(root: &Path) -> Check {
     if root != Path::new("/") {
         return check("k3s service", Verdict::Unknown, "not the real root");

@@ -4,6 +4,7 @@
 //! `seed` (images and charts into the registry), `state` (the lock, staging, release record)
 //! and `inventory` (what the site holds, for a delta).
 
+pub mod check_config;
 pub mod host;
 pub mod inventory;
 pub mod packages;

@@ -224,6 +224,12 @@ fn index_file(dir: &Path, index_sha256: &str) -> PathBuf {
 
 /// The signed index of release `index_sha256`, as kept by the apply that installed it (checked
 /// against that sha256).
+/// The host package list this node installed from (`STATE/host-packages.json`), which
+/// `doctor` checks the node against.
+pub fn host_list_path(dir: &Path) -> PathBuf {
+    dir.join("host-packages.json")
+}
+
 pub fn kept_index(dir: &Path, index_sha256: &str) -> Result<Vec<u8>> {
     let path = index_file(dir, index_sha256);
     let bytes = fs::read(&path).map_err(|source| match source.kind() {

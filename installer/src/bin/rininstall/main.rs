@@ -56,7 +56,8 @@ enum Command {
     /// Write what this site holds (the installed release, the blobs its registry holds for it,
     /// the K3s files in place), for `rinbundle build --base` to build a delta against.
     Inventory(InventoryArgs),
-    /// Look an installed node over: K3s's service, the release, containerd's mirrors, every
+    /// Look an installed node over: K3s's service, `k3s check-config`, the host packages, the
+    /// release, containerd's mirrors, every
     /// image resolving in the site registry, the nodes Ready, the stack healthy (each cause
     /// named), disk and inodes. Exit code 1 when a check fails.
     Doctor(DoctorArgs),
@@ -576,6 +577,10 @@ struct ApplyArgs {
     /// [default: install on /, show under --root].
     #[arg(long, value_enum, value_name = "WHAT")]
     host_packages: Option<HostPackagesArg>,
+    /// Start K3s even when `k3s check-config` finds the kernel lacking (it runs before K3s's
+    /// install.sh, on the real root).
+    #[arg(long)]
+    no_check_config: bool,
     /// Install a bundle older than the installed release (or an older K3s).
     #[arg(long)]
     allow_downgrade: bool,
@@ -654,6 +659,7 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
             None if args.root == Path::new("/") => packages::Mode::Install,
             None => packages::Mode::Show,
         },
+        check_config: !args.no_check_config,
     };
     let display = report::display(if quiet {
         report::Mode::None
