@@ -38,16 +38,24 @@ pub struct StackSpec {
     pub host_packages: Vec<HostPackagesSpec>,
 }
 
-/// One operating system release (`target`) and its package repository.
+/// One operating system release (`target`) and where its packages come from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostPackagesSpec {
-    /// `<os-release ID>-<VERSION_ID>`: `debian-12`, `ubuntu-24.04`.
+    /// `<os-release ID>-<VERSION_ID>`: `debian-12`, `ubuntu-24.04`, `rhel-9`.
     pub target: String,
-    /// An APT repository: `https://deb.debian.org/debian`.
+    /// `deb` (the default: an APT repository) or `rpm` (local `.rpm` files).
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// An APT repository: `https://deb.debian.org/debian` (deb).
+    #[serde(default)]
     pub repo: String,
     /// `bookworm`; a suite ending in `/` names a flat repository (`<repo>/<suite>Packages`).
+    #[serde(default)]
     pub suite: String,
+    /// Local package files, carried as they are (rpm).
+    #[serde(default)]
+    pub files: Vec<String>,
     /// Archive components searched, in order [default: main].
     #[serde(default = "default_deb_components")]
     pub components: Vec<String>,
@@ -59,11 +67,19 @@ pub struct HostPackagesSpec {
     pub services: Vec<String>,
 }
 
+fn default_format() -> String {
+    rin_bundle::host::FORMAT_DEB.into()
+}
+
 fn default_deb_components() -> Vec<String> {
     vec!["main".into()]
 }
 
 impl HostPackagesSpec {
+    pub fn is_rpm(&self) -> bool {
+        self.format == rin_bundle::host::FORMAT_RPM
+    }
+
     /// The repository as the lock records it: `URL SUITE COMPONENT...`.
     pub fn source(&self) -> String {
         format!("{} {} {}", self.repo, self.suite, self.components.join(" "))
@@ -315,6 +331,32 @@ impl Stack {
             if !targets.insert(t) {
                 return bad(format!("host_packages: target {t} is listed twice"));
             }
+            if h.is_rpm() {
+                if h.files.is_empty() || !h.repo.is_empty() || !h.packages.is_empty() {
+                    return bad(format!(
+                        "host_packages {t}: an rpm target carries local files (`files:` naming the .rpm files, e.g. k3s-selinux and container-selinux); packages from RPM repositories are not supported yet"
+                    ));
+                }
+                for f in &h.files {
+                    if !f.ends_with(".rpm") || !dir.join(f).is_file() {
+                        return bad(format!(
+                            "host_packages {t}: {f} is not an .rpm file in the stack"
+                        ));
+                    }
+                }
+                continue;
+            }
+            if h.format != rin_bundle::host::FORMAT_DEB {
+                return bad(format!(
+                    "host_packages {t}: format {:?} is not deb or rpm",
+                    h.format
+                ));
+            }
+            if !h.files.is_empty() {
+                return bad(format!(
+                    "host_packages {t}: local .deb files go in a repository: make one with `dpkg-scanpackages` and name it in `repo:` (docs/STACK.md)"
+                ));
+            }
             if !(h.repo.starts_with("https://") || h.repo.starts_with("http://")) {
                 return bad(format!(
                     "host_packages {t}: repo {:?} must be an APT repository's https:// URL",
@@ -358,7 +400,7 @@ impl Stack {
                     return bad(format!("{who}: {u:?} is not a systemd unit name"));
                 }
             }
-            if !packages.is_empty() && spec.host_packages.is_empty() {
+            if !packages.is_empty() && !spec.host_packages.iter().any(|h| !h.is_rpm()) {
                 return bad(format!(
                     "{who} needs host packages, but the stack names no operating system to carry them for: add `host_packages:` with a target and its repository (docs/STACK.md)"
                 ));
@@ -500,6 +542,14 @@ mod tests {
             (
                 format!("{target}    services: [\"a b\"]\n"),
                 "is not a systemd unit name",
+            ),
+            (
+                "host_packages:\n  - target: rhel-9\n    format: rpm\n    packages: [k3s-selinux]\n".to_string(),
+                "an rpm target carries local files",
+            ),
+            (
+                "host_packages:\n  - target: rhel-9\n    format: rpm\n    files: [absent.rpm]\n".to_string(),
+                "absent.rpm is not an .rpm file in the stack",
             ),
             (
                 "components:\n  longhorn:\n    host_packages: [open-iscsi]\n".to_string(),

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 pub const DIR: &str = "host";
 /// The list's file name in each `host/<target>/<arch>/` directory.
 pub const LIST: &str = "packages.json";
-/// The only package format so far: Debian's (`.deb`, installed with `dpkg`).
+/// Debian's packages (`.deb`, installed with `dpkg`).
 pub const FORMAT_DEB: &str = "deb";
+/// RPM packages (`.rpm`, installed with `rpm`): RHEL and its kin.
+pub const FORMAT_RPM: &str = "rpm";
 /// Largest list read into memory.
 pub const MAX_LIST: u64 = 4 << 20;
 
@@ -19,7 +21,7 @@ pub const MAX_LIST: u64 = 4 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostList {
-    /// `deb`.
+    /// `deb` or `rpm`.
     pub format: String,
     /// The operating system release: `<os-release ID>-<VERSION_ID>` (`debian-12`,
     /// `ubuntu-24.04`).
@@ -142,6 +144,17 @@ pub fn deb_arch(arch: &Arch) -> &str {
     }
 }
 
+/// RPM's name of an architecture (`rpm --eval %_arch`).
+pub fn rpm_arch(arch: &Arch) -> &str {
+    match arch.as_str() {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "arm" => "armv7hl",
+        "386" => "i686",
+        other => other,
+    }
+}
+
 /// Parse a list: canonical JSON, known fields, its own target and architecture, every path
 /// under its directory, sorted by name.
 pub fn read(bytes: &[u8]) -> Result<HostList, String> {
@@ -150,9 +163,9 @@ pub fn read(bytes: &[u8]) -> Result<HostList, String> {
     if crate::json::canonical_json(&list) != bytes {
         return Err("not canonical JSON".into());
     }
-    if list.format != FORMAT_DEB {
+    if list.format != FORMAT_DEB && list.format != FORMAT_RPM {
         return Err(format!(
-            "package format {:?} is not known (this installer knows {FORMAT_DEB:?})",
+            "package format {:?} is not known (this installer knows {FORMAT_DEB:?} and {FORMAT_RPM:?})",
             list.format
         ));
     }

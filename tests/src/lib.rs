@@ -8,6 +8,7 @@ pub mod k8s;
 pub mod net;
 pub mod pki;
 pub mod registry;
+pub mod rpm;
 
 use std::path::{Path, PathBuf};
 

@@ -363,3 +363,102 @@ fn a_package_the_repository_lacks_fails_the_build_naming_it() {
     );
     assert!(!s.dir.join("b.tar.zst").exists());
 }
+
+/// An RHEL-family target from local `.rpm` files (made by `rpmbuild`): carried for every
+/// architecture (noarch), named from their headers, checked with `rpm -U --test` before anything
+/// changes, installed with `rpm --root`, once; a carried `k3s-selinux` lets an enforcing-SELinux
+/// node through preflight.
+#[test]
+fn rpm_files_are_carried_checked_and_installed_once() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let registry = fixture::busybox_image("registry:2.8.3", &["amd64", "arm64"]);
+    let stack = fixture::write_stack_with(
+        &dir.join("stack"),
+        &[("docker.io/library/registry:2.8.3", registry)],
+    )
+    .unwrap();
+    let rpms = stack.join("rpms");
+    std::fs::create_dir_all(&rpms).unwrap();
+    rin_tests::rpm::build(
+        &rpms,
+        "k3s-selinux",
+        "1.6",
+        "1.el9",
+        "rin-container-selinux >= 2",
+    );
+    rin_tests::rpm::build(
+        &rpms,
+        "rin-container-selinux",
+        "2.229.0",
+        "1.el9",
+        "rin-base",
+    );
+    let base = rin_tests::rpm::build(dir, "rin-base", "1.0", "1", "");
+    let spec = stack.join("bundle.yaml");
+    let mut text_ = std::fs::read_to_string(&spec).unwrap();
+    text_.push_str(
+        "host_packages:\n  - target: rhel-9\n    format: rpm\n    files: [rpms/k3s-selinux-1.6-1.el9.noarch.rpm, rpms/rin-container-selinux-2.229.0-1.el9.noarch.rpm]\n",
+    );
+    std::fs::write(&spec, text_).unwrap();
+    let bundle = dir.join("b.tar.zst");
+    let arch = ["--arch".to_string(), "amd64".to_string()];
+    let (key, _) = build_signed_with(dir, &stack, "1700000000", &bundle, &arch);
+    let inspect = ok(
+        &Command::new(bin("rinbundle"))
+            .arg("inspect")
+            .arg(&bundle)
+            .output()
+            .unwrap(),
+        "inspect",
+    );
+    assert!(
+        inspect.contains("host       rhel-9/amd64: 2 packages")
+            && inspect.contains("  k3s-selinux-1.6-1.el9.noarch.rpm"),
+        "{inspect}"
+    );
+
+    // Without the package they need at the base: rpm's own check refuses, nothing changes.
+    let bare = dir.join("bare");
+    rin_tests::rpm::node_root(&bare, "rhel", "9.4", &[]);
+    let out = apply(&bundle, &key, &bare, &["--host-packages", "install"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("rin-base is needed by rin-container-selinux-2.229.0-1.el9.noarch"),
+        "{msg}"
+    );
+    assert!(rin_tests::rpm::installed(&bare).is_empty());
+    assert!(!bare.join("usr/local/bin/k3s").exists(), "no K3s file");
+
+    // A Rocky-style 9.4 node with it: both installed; again: both present.
+    // SELinux enforcing without K3s's policy: preflight lets it pass, the bundle brings it.
+    let node = dir.join("node");
+    rin_tests::rpm::node_root(&node, "rhel", "9.4", &[base]);
+    std::fs::create_dir_all(node.join("sys/fs/selinux")).unwrap();
+    std::fs::write(node.join("sys/fs/selinux/enforce"), "1\n").unwrap();
+    let first = ok(
+        &apply(&bundle, &key, &node, &["--host-packages", "install"]),
+        "apply installing rpm packages",
+    );
+    assert!(
+        first.contains("host packages for rhel-9: installed k3s-selinux 1.6-1.el9, rin-container-selinux 2.229.0-1.el9 (0 present)"),
+        "{first}"
+    );
+    assert_eq!(
+        rin_tests::rpm::installed(&node),
+        [
+            "k3s-selinux 1.6-1.el9",
+            "rin-base 1.0-1",
+            "rin-container-selinux 2.229.0-1.el9"
+        ]
+    );
+    let again = ok(
+        &apply(&bundle, &key, &node, &["--host-packages", "install"]),
+        "second apply",
+    );
+    assert!(
+        again.contains("host packages for rhel-9: all 2 present"),
+        "{again}"
+    );
+}

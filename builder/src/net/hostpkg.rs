@@ -103,7 +103,7 @@ pub async fn resolve(
     arches: &[Arch],
     lock: &mut Lock,
 ) -> Result<()> {
-    for h in &spec.host_packages {
+    for h in spec.host_packages.iter().filter(|h| !h.is_rpm()) {
         let requests = requests(spec, h)?;
         for arch in arches {
             if requests.is_empty() {
@@ -163,7 +163,7 @@ pub async fn fetch(
     lock: &Lock,
 ) -> Result<Vec<FetchedPackage>> {
     let mut out = Vec::new();
-    for h in &spec.host_packages {
+    for h in spec.host_packages.iter().filter(|h| !h.is_rpm()) {
         for arch in arches {
             for p in lock.host_set(&h.target, arch) {
                 let url = http::check_scheme(&format!("{}{}", root(h), p.file), &s.opts)?;

@@ -27,6 +27,10 @@ pub fn entries(
             target: h.target.clone(),
             reason,
         };
+        if h.is_rpm() {
+            rpm_entries(stack, h, arches, &mut files, &mut lists)?;
+            continue;
+        }
         let mut wanted = BTreeSet::new();
         for p in h.packages.iter().chain(&selection.host_packages) {
             let r: rin_hostpkg::Request = p.parse().map_err(err)?;
@@ -100,4 +104,89 @@ pub fn entries(
         }
     }
     Ok((files, lists))
+}
+
+/// An rpm target's local files, as they are: each carried for every architecture it runs on
+/// (`noarch` for all), named and versioned from its own header (the `rpm` crate), each one
+/// requested; `rpm -U --test` judges their dependencies at the site.
+fn rpm_entries(
+    stack: &Stack,
+    h: &crate::spec::HostPackagesSpec,
+    arches: &[Arch],
+    files: &mut Vec<FileEntry>,
+    lists: &mut Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    let err = |reason: String| BuildError::HostPackages {
+        target: h.target.clone(),
+        reason,
+    };
+    let mut read = Vec::new();
+    for f in &h.files {
+        let path = stack.resolve(f);
+        let m = rpm::PackageMetadata::open(&path)
+            .map_err(|e| err(format!("{f} is not an RPM package: {e}")))?;
+        let field = |r: std::result::Result<&str, rpm::Error>| {
+            r.map(str::to_string).map_err(|e| err(format!("{f}: {e}")))
+        };
+        let (name, version, release, arch) = (
+            field(m.get_name())?,
+            field(m.get_version())?,
+            field(m.get_release())?,
+            field(m.get_arch())?,
+        );
+        let version = match m.get_epoch() {
+            Ok(e) if e > 0 => format!("{e}:{version}-{release}"),
+            _ => format!("{version}-{release}"),
+        };
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        read.push((name, version, arch, file, path));
+    }
+    read.sort();
+    for arch in arches {
+        let dir = host::dir(&h.target, arch);
+        let mut packages: Vec<HostPackage> = Vec::new();
+        for (name, version, rpm_arch, file, path) in &read {
+            if rpm_arch != "noarch" && rpm_arch != host::rpm_arch(arch) {
+                continue;
+            }
+            if packages.iter().any(|p| &p.name == name) {
+                return Err(err(format!("two files of {name} for {arch}")));
+            }
+            let entry = format!("{dir}/{file}");
+            files.push(FileEntry::regular(entry.clone(), path.clone())?);
+            packages.push(HostPackage {
+                name: name.clone(),
+                version: version.clone(),
+                architecture: rpm_arch.clone(),
+                path: entry,
+                requested: true,
+                depends: String::new(),
+                pre_depends: String::new(),
+                provides: String::new(),
+            });
+        }
+        if packages.is_empty() {
+            continue;
+        }
+        let list = HostList {
+            format: host::FORMAT_RPM.into(),
+            target: h.target.clone(),
+            arch: arch.clone(),
+            packages,
+            services: {
+                let mut s = h.services.clone();
+                s.sort();
+                s.dedup();
+                s
+            },
+        };
+        lists.push((
+            host::list_path(&h.target, arch),
+            rin_bundle::json::canonical_json(&list),
+        ));
+    }
+    Ok(())
 }

@@ -486,7 +486,13 @@ impl Run<'_> {
                 list.target, list.arch, self.opts.arch
             )));
         }
-        let plan = packages::plan(list, &self.opts.root)?;
+        // Staged files are there to check only after a real first pass (not in a dry run).
+        let staged_path = |p: &str| staged.path(p).unwrap_or_default();
+        let check = staged
+            .dir
+            .is_some()
+            .then_some(&staged_path as packages::StagedPath<'_>);
+        let plan = packages::plan(list, &self.opts.root, check)?;
         if let Some(why) = plan.refusal() {
             return Err(InstallError::Preflight {
                 failures: vec![why],

@@ -154,7 +154,7 @@ fn host_packages(root: &Path, state_dir: &Path) -> Option<Check> {
     };
     let target = list.target.clone();
     let services = list.services.clone();
-    let plan = match packages::plan(list, root) {
+    let plan = match packages::plan(list, root, None) {
         Ok(p) => p,
         Err(e) => return Some(check("host packages", Verdict::Unknown, e.to_string())),
     };

@@ -118,8 +118,16 @@ fn dpkg_status(root: &Path) -> PathBuf {
     root.join("var/lib/dpkg/status")
 }
 
-/// Plan a set against the node's dpkg database (none: nothing is installed).
-pub fn plan(list: HostList, root: &Path) -> Result<Plan> {
+/// Where a staged package file is (after the first pass), to check it with the package tool.
+pub type StagedPath<'a> = &'a dyn Fn(&str) -> PathBuf;
+
+/// Plan a set against the node's package database: dpkg's (none: nothing is installed) or
+/// rpm's. An rpm set's dependencies are checked with `rpm -U --test` of its staged files when
+/// `staged` is given.
+pub fn plan(list: HostList, root: &Path, staged: Option<StagedPath<'_>>) -> Result<Plan> {
+    if list.format == host::FORMAT_RPM {
+        return rpm_plan(list, root, staged);
+    }
     let status = dpkg_status(root);
     let have = match std::fs::File::open(&status) {
         Ok(f) => rin_hostpkg::Have::from_status(std::io::BufReader::new(f)),
@@ -169,6 +177,77 @@ pub fn plan(list: HostList, root: &Path) -> Result<Plan> {
     })
 }
 
+/// `--root=DIR` for the package tools when the root is not `/`.
+fn root_arg(root: &Path) -> Option<String> {
+    (root != Path::new("/")).then(|| format!("--root={}", root.display()))
+}
+
+fn step(reason: String) -> InstallError {
+    InstallError::Step {
+        what: "host packages".into(),
+        reason,
+    }
+}
+
+/// An rpm set: each package the node's rpm database lacks (by name), checked with `rpm -U
+/// --test`, which changes nothing.
+fn rpm_plan(list: HostList, root: &Path, staged: Option<StagedPath<'_>>) -> Result<Plan> {
+    let out = std::process::Command::new("rpm")
+        .args(root_arg(root))
+        .args(["-qa", "--qf", "%{NAME}\\n"])
+        .output()
+        .map_err(|e| {
+            step(format!(
+                "this node has no usable rpm tool to install the bundle's RPM packages: {e}"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(step(format!(
+            "rpm -qa failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let installed: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let (present, install): (Vec<&HostPackage>, Vec<&HostPackage>) = list
+        .packages
+        .iter()
+        .partition(|p| installed.contains(&p.name));
+    let mut unmet = Vec::new();
+    if let Some(staged) = staged
+        && !install.is_empty()
+    {
+        let out = std::process::Command::new("rpm")
+            .args(root_arg(root))
+            .args(["-U", "--test"])
+            .args(install.iter().map(|p| staged(&p.path)))
+            .output()
+            .map_err(|e| step(format!("cannot run rpm -U --test: {e}")))?;
+        if !out.status.success() {
+            unmet = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| l.starts_with(char::is_whitespace))
+                .map(|l| l.trim().to_string())
+                .collect();
+            if unmet.is_empty() {
+                unmet.push(format!(
+                    "rpm -U --test refused them ({})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+    }
+    Ok(Plan {
+        present: present.iter().map(|p| p.name.clone()).collect(),
+        install: install.into_iter().cloned().collect(),
+        unmet,
+        list,
+    })
+}
+
 impl Plan {
     /// The refusal when the set cannot be installed without a network.
     pub fn refusal(&self) -> Option<String> {
@@ -188,15 +267,18 @@ impl Plan {
         let rooted = root != Path::new("/");
         let mut out = Vec::new();
         if !self.install.is_empty() {
-            let mut dpkg = vec!["dpkg".to_string()];
-            if rooted {
-                dpkg.push(format!("--root={}", root.display()));
+            let rpm = self.list.format == host::FORMAT_RPM;
+            let mut dpkg = vec![if rpm { "rpm" } else { "dpkg" }.to_string()];
+            dpkg.extend(root_arg(root));
+            if rpm {
+                dpkg.push("-U".into());
+            } else {
+                dpkg.extend(
+                    ["--force-confdef", "--force-confold", "-i"]
+                        .iter()
+                        .map(|s| s.to_string()),
+                );
             }
-            dpkg.extend(
-                ["--force-confdef", "--force-confold", "-i"]
-                    .iter()
-                    .map(|s| s.to_string()),
-            );
             dpkg.extend(
                 self.install
                     .iter()
@@ -248,7 +330,7 @@ pub fn run(cmd: &[String]) -> Result<()> {
 
 /// After `dpkg -i`: every package of the plan is installed, and nothing is left to do.
 pub fn check_installed(plan: &Plan, root: &Path) -> Result<()> {
-    let again = self::plan(plan.list.clone(), root)?;
+    let again = self::plan(plan.list.clone(), root, None)?;
     if again.install.is_empty() && again.unmet.is_empty() {
         return Ok(());
     }

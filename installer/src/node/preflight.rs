@@ -252,6 +252,19 @@ pub fn check(index: &Index, f: &Node<'_>) -> Result<()> {
             joining: !f.first_server,
             created: index.created_epoch().unwrap_or(0),
             now: rin_bundle::index::now_epoch(),
+            k3s_selinux_carried: f.host_packages
+                && crate::node::packages::target_for(index, f.root, f.arch)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|t| {
+                        crate::node::packages::staged_entries(index, &t, f.arch)
+                            .iter()
+                            .any(|p| {
+                                p.rsplit('/')
+                                    .next()
+                                    .is_some_and(|n| n.starts_with("k3s-selinux-"))
+                            })
+                    }),
         },
     ));
     if f.host_packages

@@ -31,6 +31,8 @@ pub struct Host<'a> {
     /// The bundle's creation time and this machine's clock, seconds since the epoch.
     pub created: u64,
     pub now: u64,
+    /// The bundle carries `k3s-selinux` in this node's host packages (installed before K3s).
+    pub k3s_selinux_carried: bool,
 }
 
 /// Every host check that fails, each naming its fix.
@@ -39,7 +41,9 @@ pub fn failures(h: &Host<'_>) -> Vec<String> {
     out.extend(memory_cgroup(h.root));
     out.extend(kernel_modules(h.root));
     out.extend(clock(h.now, h.created));
-    out.extend(selinux(h.root));
+    if !h.k3s_selinux_carried {
+        out.extend(selinux(h.root));
+    }
     if !h.k3s_present {
         let mut tcp: Vec<u16> = vec![KUBELET_TCP];
         if h.server {
@@ -159,7 +163,7 @@ fn selinux(root: &Path) -> Option<String> {
         return None;
     }
     Some(
-        "SELinux is enforcing and K3s's policy is not installed: install the container-selinux and k3s-selinux RPMs (k3s-selinux from K3s's RPM repository) from local files first, then run again".into(),
+        "SELinux is enforcing and K3s's policy is not installed: carry the container-selinux and k3s-selinux RPMs in the bundle (bundle.yaml host_packages, format: rpm; k3s-selinux from K3s's RPM repository) or install them from local files first, then run again".into(),
     )
 }
 
@@ -282,6 +286,7 @@ mod tests {
             joining: false,
             created: 1_700_000_000,
             now: 1_800_000_000,
+            k3s_selinux_carried: false,
         }
     }
 
@@ -383,6 +388,15 @@ mod tests {
             ..host(t.path())
         };
         assert!(failures(&k3s_runs).is_empty(), "K3s's own ports");
+        // SELinux enforcing is fine when the bundle brings k3s-selinux for this node.
+        let enforcing = healthy();
+        put(enforcing.path(), "sys/fs/selinux/enforce", "1");
+        assert_eq!(failures(&host(enforcing.path())).len(), 1);
+        let carried = Host {
+            k3s_selinux_carried: true,
+            ..host(enforcing.path())
+        };
+        assert!(failures(&carried).is_empty());
         one(
             &|r| {
                 put(

@@ -65,6 +65,7 @@ pub fn write(
         joining: false,
         created: 0,
         now: rin_bundle::index::now_epoch(),
+        k3s_selinux_carried: false,
     });
     let mut checks = if host.is_empty() {
         "no problem found by the host checks\n".to_string()

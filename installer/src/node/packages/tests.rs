@@ -64,7 +64,7 @@ fn os_release_is_read_from_etc_or_usr_lib() {
 fn the_plan_installs_what_the_node_lacks_and_refuses_what_cannot_be_met() {
     let older = "Package: libnfsidmap1\nStatus: install ok installed\nVersion: 1:2.6.1-1\n";
     let t = root_with(None, &format!("{LIBC}\n{older}"));
-    let plan = plan(list(&[]), t.path()).unwrap();
+    let plan = plan(list(&[]), t.path(), None).unwrap();
     assert_eq!(
         plan.install
             .iter()
@@ -78,7 +78,7 @@ fn the_plan_installs_what_the_node_lacks_and_refuses_what_cannot_be_met() {
 
     let mut strict = list(&[]);
     strict.packages[1].depends = "libnfsidmap1 (>= 1:2.6.2-4), libc6".into();
-    let plan = self::plan(strict, t.path()).unwrap();
+    let plan = self::plan(strict, t.path(), None).unwrap();
     assert_eq!(
         plan.install
             .iter()
@@ -89,7 +89,7 @@ fn the_plan_installs_what_the_node_lacks_and_refuses_what_cannot_be_met() {
     );
 
     let bare = root_with(None, "");
-    let plan2 = self::plan(list(&[]), bare.path()).unwrap();
+    let plan2 = self::plan(list(&[]), bare.path(), None).unwrap();
     let why = plan2.refusal().unwrap();
     assert!(
         why.contains("nfs-common needs libc6 (>= 2.34)")
@@ -103,7 +103,7 @@ fn the_plan_installs_what_the_node_lacks_and_refuses_what_cannot_be_met() {
             "{LIBC}\n{older}\nPackage: nfs-common\nStatus: install ok installed\nVersion: 1:2.7-1\n"
         ),
     );
-    let plan3 = self::plan(list(&["rpc-statd"]), current.path()).unwrap();
+    let plan3 = self::plan(list(&["rpc-statd"]), current.path(), None).unwrap();
     assert!(plan3.install.is_empty());
     assert_eq!(plan3.present, ["libnfsidmap1", "nfs-common"]);
     // Nothing to install: the services are still enabled (idempotent).
@@ -116,7 +116,7 @@ fn the_plan_installs_what_the_node_lacks_and_refuses_what_cannot_be_met() {
 #[test]
 fn commands_name_the_staged_files_and_the_root() {
     let t = root_with(None, LIBC);
-    let plan = plan(list(&["iscsid"]), t.path()).unwrap();
+    let plan = plan(list(&["iscsid"]), t.path(), None).unwrap();
     let staged = |p: &str| Path::new("/state/staging/abc").join(p);
     let cmds = plan.commands(Path::new("/"), &staged);
     assert_eq!(
