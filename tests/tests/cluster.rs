@@ -897,3 +897,40 @@ fn real_k3s_apply_upgrade_and_rollback() {
     let out = Command::new("bash").arg(&script).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// A machine joining the cluster under the name of a node the cluster has is refused before
+/// anything changes (K3s itself would refuse it only once started); another name passes.
+#[test]
+fn a_joining_machine_named_like_a_node_of_the_cluster_is_refused() {
+    let s = site("joinname");
+    let b = s.t.path().join("b.tar.zst");
+    let (key, _) = build_signed(s.t.path(), &s.stack, "1700000000", &b);
+    let token = s.t.path().join("token");
+    std::fs::write(&token, "K10stand-in::server:secret\n").unwrap();
+    std::fs::create_dir_all(s.root.join("etc")).unwrap();
+    let join = [
+        "--role",
+        "agent",
+        "--server",
+        "https://127.0.0.1:6443",
+        "--token-file",
+        token.to_str().unwrap(),
+    ];
+    std::fs::write(s.root.join("etc/hostname"), "agent-0\n").unwrap();
+    let out = s.apply_with(&b, &key, &join, "30");
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("the cluster has a node named agent-0 already")
+            && said.contains("kubectl delete node agent-0"),
+        "{said}"
+    );
+    assert!(
+        !s.root.join("usr/local/bin/k3s").exists(),
+        "nothing written"
+    );
+    std::fs::write(s.root.join("etc/hostname"), "agent-new\n").unwrap();
+    let out = s.apply_with(&b, &key, &join, "30");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(s.root.join("usr/local/bin/k3s").exists());
+}

@@ -354,6 +354,7 @@ impl Run<'_> {
                 host_packages: opts.host_packages != packages::Mode::Skip,
             },
         )?;
+        self.hostname_unique()?;
         if opts.host_packages != packages::Mode::Skip {
             // Preflight refused a node whose release the bundle carries no set for.
             self.host_target = packages::target_for(&self.index, &opts.root, &opts.arch)
@@ -361,6 +362,55 @@ impl Run<'_> {
                 .flatten();
         }
         Ok(())
+    }
+
+    /// A machine joining a cluster must not take the name of a node the cluster has: K3s
+    /// refuses it ("Node password rejected, duplicate hostname"). Asked of the cluster when
+    /// `--kubeconfig` reaches it (a joining node has no credentials of its own), and only before
+    /// K3s is installed here (after that the node of this name is this machine).
+    fn hostname_unique(&self) -> Result<()> {
+        let opts = &self.opts;
+        let k3s_here = self.installed.is_some() || opts.root.join(host::K3S_BIN).exists();
+        let (Some(kc), false, false) = (&opts.kubeconfig, opts.role.is_first(), k3s_here) else {
+            return Ok(());
+        };
+        let Some(name) = crate::node::readiness::node_name(&opts.root) else {
+            return Ok(());
+        };
+        let node = crate::cluster::objects::ObjectRef {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            namespace: String::new(),
+            name: name.clone(),
+        };
+        let asked = self.rt.block_on(async {
+            let ask = async {
+                let c = crate::cluster::deploy::Cluster::connect(kc).await?;
+                c.get(&node).await
+            };
+            tokio::time::timeout(opts.timeout, ask).await
+        });
+        match asked {
+            Ok(Ok(Some(_))) => Err(InstallError::Preflight {
+                failures: vec![format!(
+                    "the cluster has a node named {name} already, and this machine would join under that name, which K3s refuses: give this machine another name (`hostnamectl set-hostname NAME`), or, if that node is this machine installed afresh, remove the old one first (`kubectl delete node {name}`), then run again"
+                )],
+            }),
+            Ok(Ok(None)) => Ok(()),
+            Ok(Err(e)) => {
+                self.report.say(&format!(
+                    "the node names in the cluster could not be read ({e}); K3s will refuse a duplicate name when it joins"
+                ));
+                Ok(())
+            }
+            Err(_) => {
+                self.report.say(&format!(
+                    "the cluster did not answer within {} s for its node names; K3s will refuse a duplicate name when it joins",
+                    opts.timeout.as_secs()
+                ));
+                Ok(())
+            }
+        }
     }
 
     /// Step 2: the first verified pass, staging the K3s files `files` needs and keeping what

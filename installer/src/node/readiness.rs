@@ -217,11 +217,17 @@ fn ports_taken(root: &Path, tcp: &[u16], udp: &[u16]) -> Vec<String> {
 
 /// The hostname becomes the node's name: a valid Kubernetes name, and not `localhost` on a node
 /// that joins others (every node's must differ).
-fn hostname(root: &Path, joining: bool) -> Option<String> {
+/// The name this machine joins the cluster under: its hostname (under the root).
+pub fn node_name(root: &Path) -> Option<String> {
     let name = read(root, "etc/hostname")
         .or_else(|| read(root, "proc/sys/kernel/hostname"))?
         .trim()
         .to_string();
+    (!name.is_empty()).then_some(name)
+}
+
+fn hostname(root: &Path, joining: bool) -> Option<String> {
+    let name = node_name(root)?;
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
