@@ -137,3 +137,27 @@ impl BuildError {
         })
     }
 }
+
+#[cfg(all(test, feature = "cli"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_renders_each_cause_once_with_its_hint() {
+        let e = anyhow::Error::from(BuildError::Read {
+            path: "stack/bundle.yaml".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        let r = rin_cli::rendered(&e, &|e| {
+            e.downcast_ref::<BuildError>()
+                .and_then(|b| b.hint())
+                .map(str::to_string)
+        });
+        assert_eq!(r.error, "cannot read stack/bundle.yaml: entity not found");
+        assert_eq!(
+            r.hint.as_deref(),
+            Some("check that the stack directory holds every file bundle.yaml names")
+        );
+        assert_eq!(r.code, rin_cli::exit::ERROR);
+    }
+}

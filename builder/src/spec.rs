@@ -250,19 +250,10 @@ impl Stack {
                 reason,
             })
         };
-        if spec.name.is_empty()
-            || !spec
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        if let Err(reason) = rin_bundle::index::check_stack_name(&spec.name)
+            .and_then(|()| rin_bundle::index::check_stack_version(&spec.version))
         {
-            return bad(format!(
-                "name {:?} must be letters, digits, '-', '_' or '.'",
-                spec.name
-            ));
-        }
-        if spec.version.is_empty() {
-            return bad("version is empty".into());
+            return bad(reason);
         }
         let mut refs = std::collections::HashSet::new();
         for i in &spec.images {

@@ -23,6 +23,8 @@ pub const MODE_FILE: u32 = 0o644;
 pub const MODE_EXEC: u32 = 0o755;
 /// Longest path an entry may have.
 pub const MAX_PATH_LEN: usize = 1024;
+/// Longest path component, in bytes: what Linux file systems take (`NAME_MAX`).
+pub const MAX_COMPONENT_LEN: usize = 255;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +201,37 @@ impl Index {
     fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Err(BundleError::InvalidIndex { reason });
         self.created_epoch()?;
+        // Names the site prints and files it writes come from here: the stack's as bundle.yaml
+        // allows them, the rest visible ASCII (no space, no control character).
+        if let Err(reason) = check_stack_name(&self.stack.name)
+            .and_then(|()| check_stack_version(&self.stack.version))
+        {
+            return invalid(reason);
+        }
+        let texts = self
+            .images
+            .iter()
+            .flat_map(|i| [i.reference.as_str(), i.media_type.as_str()])
+            .chain(
+                self.charts
+                    .iter()
+                    .flat_map(|c| [c.name.as_str(), c.version.as_str()])
+                    .chain(self.charts.iter().filter_map(|c| c.namespace.as_deref())),
+            )
+            .chain(self.components.iter().map(String::as_str))
+            .chain(
+                self.k3s
+                    .iter()
+                    .flat_map(|k| std::iter::once(&k.version).chain(&k.disable))
+                    .map(String::as_str),
+            );
+        for t in texts {
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return invalid(format!(
+                    "{t:?} is not a name: names are visible ASCII, no space or control character"
+                ));
+            }
+        }
         let mut seen = HashSet::new();
         for e in &self.entries {
             if let Err(problem) = check_entry_path(&e.path) {
@@ -218,6 +251,19 @@ impl Index {
                     "entry {:?} has mode {:o}, only 644 and 755 are allowed",
                     e.path, e.mode
                 ));
+            }
+        }
+        // A path that is a file cannot also be a directory of another entry (`files/f` and
+        // `files/f/x`): no extraction could hold both.
+        for e in &self.entries {
+            for (i, _) in e.path.match_indices('/') {
+                let parent = &e.path[..i];
+                if seen.contains(parent) {
+                    return invalid(format!(
+                        "entry {:?} is a file, and {:?} puts a file under it",
+                        parent, e.path
+                    ));
+                }
             }
         }
         let digests = self
@@ -339,10 +385,41 @@ pub fn check_entry_path(path: &str) -> std::result::Result<(), &'static str> {
             "" => return Err("empty path component"),
             "." => return Err("`.` component"),
             ".." => return Err("`..` component"),
+            c if c.len() > MAX_COMPONENT_LEN => return Err("path component longer than 255 bytes"),
             _ => {}
         }
     }
     Ok(())
+}
+
+/// A stack's name: letters, digits, `-`, `_`, `.` (bundle.yaml's rule, which the index holds).
+pub fn check_stack_name(name: &str) -> std::result::Result<(), String> {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "stack name {name:?} must be letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+/// A stack's version: letters, digits, `-`, `_`, `.`, `+` (`1.2.0`, `2026.12-rc1+build5`).
+pub fn check_stack_version(version: &str) -> std::result::Result<(), String> {
+    if !version.is_empty()
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "stack version {version:?} must be letters, digits, '-', '_', '.' or '+'"
+        ))
+    }
 }
 
 /// `created` for a time given in seconds since the epoch.
@@ -403,6 +480,50 @@ mod tests {
             "{s}"
         );
         assert_eq!(Index::from_canonical_json(&bytes).unwrap(), i);
+    }
+
+    #[test]
+    fn names_the_site_prints_are_held_to_their_characters() {
+        let mut escape = sample();
+        escape.stack.name = "demo\u{1b}[2J".into();
+        let mut version = sample();
+        version.stack.version = "1.0 beta".into();
+        let mut reference = sample();
+        reference.components = vec!["db\r".into()];
+        for (i, want) in [
+            (escape, "stack name \"demo\\u{1b}[2J\" must be"),
+            (version, "stack version \"1.0 beta\" must be"),
+            (reference, "\"db\\r\" is not a name"),
+        ] {
+            let err = Index::from_canonical_json(&i.to_canonical_json())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err}");
+            assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
+        }
+        let mut ok = sample();
+        ok.stack.version = "2026.12-rc1+build5".into();
+        assert!(Index::from_canonical_json(&ok.to_canonical_json()).is_ok());
+    }
+
+    #[test]
+    fn refuses_a_long_component_and_a_file_that_is_also_a_directory() {
+        let mut long = sample();
+        long.entries[0].path = format!("files/{}", "a".repeat(256));
+        let err = Index::from_canonical_json(&long.to_canonical_json()).unwrap_err();
+        assert!(matches!(err, BundleError::UnsafePath { .. }), "{err}");
+        let mut max = sample();
+        max.entries[0].path = format!("files/{}", "a".repeat(255));
+        assert!(Index::from_canonical_json(&max.to_canonical_json()).is_ok());
+        let mut both = sample();
+        let mut under = both.entries[0].clone();
+        under.path = "manifests/a.yaml/x".into();
+        both.entries.push(under);
+        let err = Index::from_canonical_json(&both.to_canonical_json())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is a file, and"), "{err}");
+        assert!(both.validate().is_err());
     }
 
     #[test]

@@ -45,13 +45,45 @@ pub mod env {
     // Build time only (cli/build.rs): `RIN_COMMIT`, the commit `--version` names.
 }
 
+/// What [`render`] prints for an error: its one line (each cause once), the hint, the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub error: String,
+    pub hint: Option<String>,
+    pub code: u8,
+}
+
 /// Print `err` as `error: <one line>` and `hint: <next step>`; return the exit code.
 pub fn render(
     err: &anyhow::Error,
     extra_hint: &dyn Fn(&(dyn StdError + 'static)) -> Option<String>,
 ) -> u8 {
-    let line: Vec<String> = err.chain().map(|e| e.to_string()).collect();
-    eprintln!("error: {}", line.join(": "));
+    let r = rendered(err, extra_hint);
+    eprintln!("error: {}", r.error);
+    if let Some(h) = &r.hint {
+        eprintln!("hint: {h}");
+    }
+    r.code
+}
+
+/// The text and exit code of [`render`]. The line is every message of the cause chain joined
+/// by `: `, leaving out a cause whose text the message before it already ends with (a message
+/// that spells out its source), so each cause is said once.
+pub fn rendered(
+    err: &anyhow::Error,
+    extra_hint: &dyn Fn(&(dyn StdError + 'static)) -> Option<String>,
+) -> Rendered {
+    let mut line = String::new();
+    for e in err.chain() {
+        // Causes carry text from outside (a registry's answer, a bundle's names).
+        let text = rin_support::printable(&e.to_string()).into_owned();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
     let mut refused = false;
     let mut hint = None;
     for e in err.chain() {
@@ -67,10 +99,11 @@ pub fn render(
             hint = extra_hint(e);
         }
     }
-    if let Some(h) = hint {
-        eprintln!("hint: {h}");
+    Rendered {
+        error: line,
+        hint,
+        code: if refused { exit::REFUSED } else { exit::ERROR },
     }
-    if refused { exit::REFUSED } else { exit::ERROR }
 }
 
 /// indicatif bars for library progress; draws nothing when quiet or when stderr is no terminal.
@@ -201,7 +234,7 @@ impl<B: Progress, J: Progress> Progress for Display<B, J> {
     }
     fn say(&self, line: &str) {
         if let Some(p) = self.chosen() {
-            p.say(line);
+            p.say(&rin_support::printable(line));
         }
     }
     fn event(&self, e: &rin_bundle::progress::Event<'_>) {
@@ -370,7 +403,87 @@ pub use rin_support::{human_bytes, is_loopback};
 /// How both binaries tell the operator a request is tried again.
 pub fn retry_line(what: &str, attempt: u32, delay_ms: u64, error: &str) -> String {
     format!(
-        "retrying {what} in {:.1}s (attempt {attempt} failed: {error})",
-        delay_ms as f64 / 1000.0
+        "retrying {} in {:.1}s (attempt {attempt} failed: {})",
+        rin_support::printable(what),
+        delay_ms as f64 / 1000.0,
+        rin_support::printable(error)
     )
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+
+    fn none(_: &(dyn StdError + 'static)) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn each_enum_renders_its_causes_once_with_its_hint_and_exit_code() {
+        let io = anyhow::Error::from(BundleError::Io {
+            path: "b.tar.zst".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        let r = rendered(&io, &none);
+        assert_eq!(r.error, "cannot read bundle b.tar.zst: entity not found");
+        assert_eq!(r.code, exit::ERROR);
+        assert!(r.hint.is_some());
+
+        let untrusted = anyhow::Error::from(BundleError::Untrusted {
+            source: Box::new(TrustError::BelowThreshold {
+                have: 1,
+                need: 2,
+                signers: vec!["sha256:ab".into()],
+            }),
+        });
+        let r = rendered(&untrusted, &none);
+        assert_eq!(
+            r.error,
+            "the bundle's signatures were refused: 1 of the required 2 trusted signatures (signed by: sha256:ab)"
+        );
+        assert_eq!(r.code, exit::REFUSED);
+        assert_eq!(
+            r.hint.as_deref(),
+            Some(
+                TrustError::BelowThreshold {
+                    have: 1,
+                    need: 2,
+                    signers: vec![]
+                }
+                .hint()
+            )
+        );
+
+        let key = anyhow::Error::from(KeyError::Read {
+            path: "site.pub".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        let r = rendered(&key, &none);
+        assert_eq!(r.error, "cannot read key site.pub: entity not found");
+        assert_eq!(r.hint.as_deref(), Some("check the key path"));
+
+        // Text from outside cannot drive the terminal.
+        let hostile = anyhow::Error::msg("registry said \u{1b}[2Jgone");
+        assert_eq!(
+            rendered(&hostile, &none).error,
+            "registry said \\u{1b}[2Jgone"
+        );
+
+        // A message that spells out its source, and a context over it: each said once.
+        #[derive(Debug, thiserror::Error)]
+        #[error("{path}: {source}")]
+        struct Spelled {
+            path: String,
+            source: std::io::Error,
+        }
+        let spelled = anyhow::Error::from(Spelled {
+            path: "/x".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+        .context("writing the state");
+        assert_eq!(
+            rendered(&spelled, &none).error,
+            "writing the state: /x: entity not found"
+        );
+    }
 }

@@ -45,7 +45,7 @@ pub enum InstallError {
         document: usize,
         reason: String,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -94,5 +94,42 @@ impl InstallError {
                 "check the path exists, is readable and that the disk has room"
             }
         })
+    }
+}
+
+#[cfg(all(test, feature = "cli"))]
+mod tests {
+    use super::*;
+
+    fn rendered(e: InstallError) -> rin_cli::Rendered {
+        rin_cli::rendered(&anyhow::Error::from(e), &|e| {
+            e.downcast_ref::<InstallError>()
+                .and_then(|i| i.hint().map(str::to_string))
+        })
+    }
+
+    #[test]
+    fn an_error_renders_each_cause_once_with_its_hint() {
+        let r = rendered(InstallError::Io {
+            path: "/var/lib/rininstall/release.json".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        });
+        assert_eq!(
+            r.error,
+            "/var/lib/rininstall/release.json: permission denied"
+        );
+        assert_eq!(
+            r.hint.as_deref(),
+            Some("check the path exists, is readable and that the disk has room")
+        );
+        assert_eq!(r.code, rin_cli::exit::ERROR);
+        let r = rendered(InstallError::Preflight {
+            failures: vec!["one".into(), "two".into()],
+        });
+        assert_eq!(
+            r.error,
+            "preflight found 2 problem(s); nothing was changed:\n  - one\n  - two"
+        );
+        assert!(r.hint.unwrap().starts_with("fix each problem listed"));
     }
 }

@@ -1,12 +1,14 @@
 //! What the Rin libraries share beyond the format: one way to write a file so that it is
 //! complete or absent ([`fs`]), the rule for when plain HTTP is allowed ([`net`]), byte sizes as
-//! people read them ([`units`]), and one retry policy ([`retry`]; its loops with feature `tokio`). No printing,
+//! people read them ([`units`]), outside text made safe for a terminal ([`text`]), and one retry policy ([`retry`]; its loops with feature `tokio`). No printing,
 //! no command-line parsing: both binaries and both libraries use it.
 
 pub mod fs;
 pub mod net;
 pub mod retry;
+pub mod text;
 pub mod units;
 
 pub use net::is_loopback;
+pub use text::printable;
 pub use units::human_bytes;

@@ -442,3 +442,56 @@ fn a_header_with_a_wrong_checksum_is_corrupt() {
     );
     assert!(matches!(refused(&x, &p), BundleError::CorruptHeader { .. }));
 }
+
+/// A control sequence in a signed stack name (a window-title escape) is refused as a malformed
+/// index (exit code 3), and the refusal prints it escaped: nothing raw reaches the terminal.
+#[test]
+fn a_control_sequence_in_a_signed_name_is_refused_and_never_printed_raw() {
+    let ks = keys(1);
+    let mut index = index_for(&[("a", A)]);
+    index.stack.name = "demo\u{1b}]0;owned\u{7}".into();
+    let mut all = head(&index, &ks);
+    all.push(Member::file("a", A));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("b.tar.zst");
+    fs::write(&p, compress(&tar(&all))).unwrap();
+    let (_, public, _) = rin_signing::write_keypair(&dir.path().join("k"), &ks[0]).unwrap();
+    for (binary, args) in [
+        ("rininstall", vec!["verify".to_string()]),
+        ("rinbundle", vec!["verify".to_string()]),
+        ("rinbundle", vec!["inspect".to_string()]),
+    ] {
+        let mut c = std::process::Command::new(rin_tests::bin(binary));
+        c.args(&args).arg(&p);
+        if args[0] == "verify" {
+            c.arg("--key").arg(&public);
+        }
+        let out = c.output().unwrap();
+        let said = rin_tests::text(&out);
+        assert_eq!(out.status.code(), Some(3), "{binary} {args:?}: {said}");
+        assert!(
+            said.contains("must be letters, digits") && said.contains("\\u{1b}"),
+            "{binary} {args:?}: {said}"
+        );
+        assert!(
+            !out.stderr.contains(&0x1b) && !out.stdout.contains(&0x1b) && !out.stderr.contains(&7),
+            "{binary} {args:?} printed a raw control character: {said:?}"
+        );
+    }
+}
+
+/// Paths no extraction can hold are refused as malformed before anything is extracted: a
+/// component longer than file systems take, and a file that another entry puts a file under.
+#[test]
+fn a_long_component_and_a_file_that_is_a_directory_are_malformed() {
+    let long = format!("files/{}", "c".repeat(1018));
+    let (bytes, pol) = with_members(&[(&long, A)], vec![Member::file(&long, A)]);
+    let err = refused(&bytes, &pol);
+    assert!(err.to_string().contains("longer than 255 bytes"), "{err}");
+    let (bytes, pol) = with_members(
+        &[("files/f", A), ("files/f/x", B)],
+        vec![Member::file("files/f", A), Member::file("files/f/x", B)],
+    );
+    let err = refused(&bytes, &pol);
+    assert!(err.to_string().contains("is a file, and"), "{err}");
+}

@@ -483,7 +483,11 @@ fn build(
             built.uses.len() - missing.len()
         );
         for (u, _) in missing {
-            println!("  NOT CARRIED: {} (in {})", u.reference, u.place);
+            println!(
+                "  NOT CARRIED: {} (in {})",
+                rin_support::printable(&u.reference),
+                rin_support::printable(&u.place)
+            );
         }
         if let Some(b) = &built.index.base {
             println!("{}", delta_line(b));

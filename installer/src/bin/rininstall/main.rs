@@ -709,7 +709,7 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
         println!("seeded {}: {}", opts.seed.registry, seeded_line(s));
     }
     for o in &done.plan {
-        println!("would apply {o}");
+        println!("would apply {}", rin_support::printable(o));
     }
     if let Some(out) = &done.rolled_out {
         print_rolled_out(out);
