@@ -280,6 +280,16 @@ impl Index {
                 return invalid(format!("{d:?} is not a sha256 digest"));
             }
         }
+        // An OCI layout whenever there is anything to name.
+        if !(self.images.is_empty() && self.charts.is_empty()) {
+            for layout in ["oci/oci-layout", "oci/index.json"] {
+                if !seen.contains(layout) {
+                    return invalid(format!(
+                        "the index names images or charts but the bundle carries no {layout}"
+                    ));
+                }
+            }
+        }
         if let Some(b) = &self.base {
             self.validate_base(b, &seen)?;
         }
@@ -507,6 +517,41 @@ mod tests {
     }
 
     #[test]
+    fn a_named_document_must_be_carried_in_a_layout() {
+        let hex = "c".repeat(64);
+        let mut i = sample();
+        i.charts.push(Chart {
+            name: "demo".into(),
+            version: "0.1.0".into(),
+            digest: format!("sha256:{hex}"),
+            archive_sha256: "d".repeat(64),
+            values: None,
+            namespace: None,
+        });
+        let err = |i: &Index| {
+            Index::from_canonical_json(&i.to_canonical_json())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&i).contains("carries no oci/oci-layout"), "{}", err(&i));
+        let entry = |path: String| Entry {
+            path,
+            size: 1,
+            sha256: "0".repeat(64),
+            mode: 0o644,
+        };
+        i.entries.push(entry("oci/oci-layout".into()));
+        i.entries.push(entry("oci/index.json".into()));
+        assert!(
+            err(&i).contains("is named by the index but not carried"),
+            "{}",
+            err(&i)
+        );
+        i.entries.push(entry(format!("oci/blobs/sha256/{hex}")));
+        assert!(Index::from_canonical_json(&i.to_canonical_json()).is_ok());
+    }
+
+    #[test]
     fn refuses_a_long_component_and_a_file_that_is_also_a_directory() {
         let mut long = sample();
         long.entries[0].path = format!("files/{}", "a".repeat(256));
@@ -598,6 +643,14 @@ mod tests {
     fn every_named_image_digest_is_carried_or_in_the_base() {
         let digest = format!("sha256:{}", "a".repeat(64));
         let mut i = sample();
+        for layout in ["oci/index.json", "oci/oci-layout"] {
+            i.entries.push(Entry {
+                path: layout.into(),
+                size: 1,
+                sha256: "0".repeat(64),
+                mode: 0o644,
+            });
+        }
         i.images.push(Image {
             reference: "r/x:1".into(),
             digest: digest.clone(),

@@ -146,3 +146,24 @@ pub fn build_signed_with(
         rin_bundle::Index::from_canonical_json(&index).expect("its index parses"),
     )
 }
+
+/// `rininstall apply BUNDLE --key KEY --root ROOT --arch amd64 --no-start` quietly, with `extra`
+/// arguments and no cluster of the environment (with --no-start the stack is not deployed).
+pub fn apply_at_root(
+    bundle: &Path,
+    key: &Path,
+    root: &Path,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut c = std::process::Command::new(bin("rininstall"));
+    c.arg("apply")
+        .arg(bundle)
+        .arg("--key")
+        .arg(key)
+        .arg("--root")
+        .arg(root)
+        .args(["--arch", "amd64", "--no-start", "--progress", "none"])
+        .args(extra)
+        .env_remove("KUBECONFIG");
+    c
+}

@@ -41,18 +41,7 @@ fn bundle(dir: &Path, extra: &[(&str, FixtureImage)]) -> (PathBuf, PathBuf, Inde
 }
 
 fn apply(bundle: &Path, key: &Path, root: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(bin("rininstall"));
-    c.arg("apply")
-        .arg(bundle)
-        .arg("--key")
-        .arg(key)
-        .arg("--root")
-        .arg(root)
-        .args(["--arch", "amd64", "--no-start", "--progress", "none"])
-        .args(extra)
-        // No cluster of the environment: with --no-start, the stack is not deployed.
-        .env_remove("KUBECONFIG");
-    c
+    rin_tests::apply_at_root(bundle, key, root, extra)
 }
 
 /// The digest `docker://ADDR/NAME` resolves to, by skopeo.

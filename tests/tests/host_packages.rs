@@ -64,16 +64,7 @@ fn site(dir: &Path) -> Site {
 }
 
 fn apply(bundle: &Path, key: &Path, root: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(bin("rininstall"))
-        .arg("apply")
-        .arg(bundle)
-        .arg("--key")
-        .arg(key)
-        .arg("--root")
-        .arg(root)
-        .args(["--arch", "amd64", "--no-start", "--progress", "none"])
-        .args(extra)
-        .env_remove("KUBECONFIG")
+    rin_tests::apply_at_root(bundle, key, root, extra)
         .output()
         .unwrap()
 }

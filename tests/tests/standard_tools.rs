@@ -199,6 +199,35 @@ fn the_by_hand_commands_of_format_md_check_a_real_bundle() {
     );
     assert!(text.contains("files/notes.txt: FAILED"), "{text}");
 
+    // A bundle with no image and no chart (an empty layout, no blobs) passes too.
+    let bare_stack = tmp.path().join("bare-stack");
+    fs::create_dir_all(bare_stack.join("manifests")).unwrap();
+    fs::write(
+        bare_stack.join("bundle.yaml"),
+        "name: bare\nversion: 1.0.0\nplatforms: [amd64]\n",
+    )
+    .unwrap();
+    fs::write(
+        bare_stack.join("manifests/ns.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bare\n",
+    )
+    .unwrap();
+    let bare_bundle = tmp.path().join("bare.tar.zst");
+    build_stack(&bare_stack, &bare_bundle, &ks, &["amd64"], 1);
+    let bare_dir = tmp.path().join("bare-check");
+    fs::create_dir(&bare_dir).unwrap();
+    let o = run_by_hand(&bare_bundle, &public, &bare_dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.status.success() && text.contains("bundle checked"),
+        "{text}"
+    );
+    assert!(!bare_dir.join("content/oci/blobs").exists());
+
     // A bundle signed by another key fails at the signature step.
     let other = tmp.path().join("other.tar.zst");
     build_stack(&stack, &other, &craft::keys(1), &["amd64"], 1);
