@@ -280,6 +280,33 @@ impl Index {
                 return invalid(format!("{d:?} is not a sha256 digest"));
             }
         }
+        // The lists FORMAT.md says are sorted are sorted, each item once.
+        fn sorted<T: Ord>(v: &[T]) -> bool {
+            v.windows(2).all(|w| w[0] < w[1])
+        }
+        let platforms: Vec<String> = self.platforms.iter().map(|p| p.to_string()).collect();
+        let images: Vec<&str> = self.images.iter().map(|i| i.reference.as_str()).collect();
+        let charts: Vec<(&str, &str)> = self
+            .charts
+            .iter()
+            .map(|c| (c.name.as_str(), c.version.as_str()))
+            .collect();
+        for (what, ok) in [
+            ("platforms", sorted(&platforms) && !platforms.is_empty()),
+            ("images", sorted(&images)),
+            ("charts", sorted(&charts)),
+            ("components", sorted(&self.components)),
+            (
+                "k3s.disable",
+                self.k3s.as_ref().is_none_or(|k| sorted(&k.disable)),
+            ),
+        ] {
+            if !ok {
+                return invalid(format!(
+                    "{what} is not sorted, lists an item twice, or (platforms) is empty"
+                ));
+            }
+        }
         // An OCI layout whenever there is anything to name.
         if !(self.images.is_empty() && self.charts.is_empty()) {
             for layout in ["oci/oci-layout", "oci/index.json"] {
@@ -549,6 +576,27 @@ mod tests {
         );
         i.entries.push(entry(format!("oci/blobs/sha256/{hex}")));
         assert!(Index::from_canonical_json(&i.to_canonical_json()).is_ok());
+    }
+
+    #[test]
+    fn lists_said_to_be_sorted_are_sorted() {
+        let mut p = sample();
+        p.platforms = vec![
+            "linux/arm64".parse().unwrap(),
+            "linux/amd64".parse().unwrap(),
+        ];
+        let mut none = sample();
+        none.platforms.clear();
+        let mut c = sample();
+        c.components = vec!["redis".into(), "metallb".into()];
+        let mut twice = sample();
+        twice.components = vec!["redis".into(), "redis".into()];
+        for i in [p, none, c, twice] {
+            let err = Index::from_canonical_json(&i.to_canonical_json())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is not sorted"), "{err}");
+        }
     }
 
     #[test]

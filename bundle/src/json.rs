@@ -46,3 +46,14 @@ pub(crate) fn read_signed(
     let sigs = canonical_json(sigs);
     Ok((raw, sigs))
 }
+
+#[cfg(test)]
+mod escape_tests {
+    /// The string escapes FORMAT.md section 4 states, as the canonical writer makes them.
+    #[test]
+    fn strings_use_jsons_minimal_escapes() {
+        let s = "q\"b\\s/\u{8}\u{c}\n\r\t\u{1}\u{1f}\u{7f}é€";
+        let got = String::from_utf8(super::canonical_json(&s)).unwrap();
+        assert_eq!(got, "\"q\\\"b\\\\s/\\b\\f\\n\\r\\t\\u0001\\u001f\u{7f}é€\"");
+    }
+}
