@@ -63,6 +63,14 @@ fn site(dir: &Path) -> Site {
     }
 }
 
+/// `apply --host-packages install` that must succeed: what it printed.
+fn install(bundle: &Path, key: &Path, root: &Path, what: &str) -> String {
+    ok(
+        &apply(bundle, key, root, &["--host-packages", "install"]),
+        what,
+    )
+}
+
 fn apply(bundle: &Path, key: &Path, root: &Path, extra: &[&str]) -> std::process::Output {
     rin_tests::apply_at_root(bundle, key, root, extra)
         .output()
@@ -184,8 +192,7 @@ fn packages_are_resolved_locked_carried_and_installed_once() {
     // the service; a second apply finds them present.
     let root = s.dir.join("node");
     deb::node_root(&root, "debian", "12", &[("rin-base", "1.5")]);
-    let out = apply(&bundle, &key, &root, &["--host-packages", "install"]);
-    let first = ok(&out, "apply installing host packages");
+    let first = install(&bundle, &key, &root, "apply installing host packages");
     assert!(
         first.contains(
             "host packages for debian-12: installed rin-iscsi 1:3.0-2, rin-lib 2.0-1, rin-tool 1.0-1 (0 present)"
@@ -208,10 +215,7 @@ fn packages_are_resolved_locked_carried_and_installed_once() {
             .is_ok(),
         "systemctl --root enabled the unit"
     );
-    let again = ok(
-        &apply(&bundle, &key, &root, &["--host-packages", "install"]),
-        "second apply",
-    );
+    let again = install(&bundle, &key, &root, "second apply");
     assert!(
         again.contains("host packages for debian-12: all 3 present"),
         "{again}"
@@ -428,10 +432,7 @@ fn rpm_files_are_carried_checked_and_installed_once() {
     rin_tests::rpm::node_root(&node, "rhel", "9.4", &[base]);
     std::fs::create_dir_all(node.join("sys/fs/selinux")).unwrap();
     std::fs::write(node.join("sys/fs/selinux/enforce"), "1\n").unwrap();
-    let first = ok(
-        &apply(&bundle, &key, &node, &["--host-packages", "install"]),
-        "apply installing rpm packages",
-    );
+    let first = install(&bundle, &key, &node, "apply installing rpm packages");
     assert!(
         first.contains("host packages for rhel-9: installed k3s-selinux 1.6-1.el9, rin-container-selinux 2.229.0-1.el9 (0 present)"),
         "{first}"
@@ -444,10 +445,7 @@ fn rpm_files_are_carried_checked_and_installed_once() {
             "rin-container-selinux 2.229.0-1.el9"
         ]
     );
-    let again = ok(
-        &apply(&bundle, &key, &node, &["--host-packages", "install"]),
-        "second apply",
-    );
+    let again = install(&bundle, &key, &node, "second apply");
     assert!(
         again.contains("host packages for rhel-9: all 2 present"),
         "{again}"

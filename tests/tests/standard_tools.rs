@@ -39,13 +39,20 @@ fn by_hand_block() -> String {
     body.split("\n```").next().unwrap().to_string()
 }
 
-fn run_by_hand(bundle: &Path, pubkey: &Path, dir: &Path) -> Output {
-    run(Command::new("bash")
+/// Run the by-hand block in `dir`: whether it passed, and all it printed.
+fn run_by_hand(bundle: &Path, pubkey: &Path, dir: &Path) -> (bool, String) {
+    let o: Output = run(Command::new("bash")
         .arg("-c")
         .arg(by_hand_block())
         .current_dir(dir)
         .env("BUNDLE", bundle)
-        .env("PUBKEY", pubkey))
+        .env("PUBKEY", pubkey));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
 }
 
 #[test]
@@ -160,16 +167,8 @@ fn the_by_hand_commands_of_format_md_check_a_real_bundle() {
 
     let good = tmp.path().join("good");
     fs::create_dir(&good).unwrap();
-    let o = run_by_hand(&out, &public, &good);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        o.status.success(),
-        "by-hand check failed on a good bundle:\n{text}"
-    );
+    let (passed, text) = run_by_hand(&out, &public, &good);
+    assert!(passed, "by-hand check failed on a good bundle:\n{text}");
     assert!(
         text.contains("Signature Verified Successfully") && text.contains("bundle checked"),
         "{text}"
@@ -187,16 +186,8 @@ fn the_by_hand_commands_of_format_md_check_a_real_bundle() {
     fs::write(&bad_bundle, craft::compress(&tar)).unwrap();
     let bad = tmp.path().join("bad");
     fs::create_dir(&bad).unwrap();
-    let o = run_by_hand(&bad_bundle, &public, &bad);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        !o.status.success(),
-        "by-hand check passed a damaged bundle:\n{text}"
-    );
+    let (passed, text) = run_by_hand(&bad_bundle, &public, &bad);
+    assert!(!passed, "by-hand check passed a damaged bundle:\n{text}");
     assert!(text.contains("files/notes.txt: FAILED"), "{text}");
 
     // A bundle with no image and no chart (an empty layout, no blobs) passes too.
@@ -216,23 +207,15 @@ fn the_by_hand_commands_of_format_md_check_a_real_bundle() {
     build_stack(&bare_stack, &bare_bundle, &ks, &["amd64"], 1);
     let bare_dir = tmp.path().join("bare-check");
     fs::create_dir(&bare_dir).unwrap();
-    let o = run_by_hand(&bare_bundle, &public, &bare_dir);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        o.status.success() && text.contains("bundle checked"),
-        "{text}"
-    );
+    let (passed, text) = run_by_hand(&bare_bundle, &public, &bare_dir);
+    assert!(passed && text.contains("bundle checked"), "{text}");
     assert!(!bare_dir.join("content/oci/blobs").exists());
 
     // A bundle signed by another key fails at the signature step.
     let other = tmp.path().join("other.tar.zst");
     build_stack(&stack, &other, &craft::keys(1), &["amd64"], 1);
-    let o = run_by_hand(&other, &public, &tmp.path().join("stack"));
-    assert!(!o.status.success());
+    let (passed, _) = run_by_hand(&other, &public, &tmp.path().join("stack"));
+    assert!(!passed);
 }
 
 #[test]
