@@ -63,6 +63,18 @@ fn site(dir: &Path) -> Site {
     }
 }
 
+/// What `rinbundle inspect` prints of `bundle`.
+fn inspect(bundle: &Path) -> String {
+    ok(
+        &Command::new(bin("rinbundle"))
+            .arg("inspect")
+            .arg(bundle)
+            .output()
+            .unwrap(),
+        "inspect",
+    )
+}
+
 /// `apply --host-packages install` that must succeed: what it printed.
 fn install(bundle: &Path, key: &Path, root: &Path, what: &str) -> String {
     ok(
@@ -139,14 +151,7 @@ fn packages_are_resolved_locked_carried_and_installed_once() {
     want.push("packages.json");
     want.sort();
     assert_eq!(paths, want);
-    let inspect = ok(
-        &Command::new(bin("rinbundle"))
-            .arg("inspect")
-            .arg(&bundle)
-            .output()
-            .unwrap(),
-        "inspect",
-    );
+    let inspect = inspect(&bundle);
     assert!(
         inspect.contains("host       debian-12/amd64: 3 packages"),
         "{inspect}"
@@ -399,14 +404,7 @@ fn rpm_files_are_carried_checked_and_installed_once() {
     let bundle = dir.join("b.tar.zst");
     let arch = ["--arch".to_string(), "amd64".to_string()];
     let (key, _) = build_signed_with(dir, &stack, "1700000000", &bundle, &arch);
-    let inspect = ok(
-        &Command::new(bin("rinbundle"))
-            .arg("inspect")
-            .arg(&bundle)
-            .output()
-            .unwrap(),
-        "inspect",
-    );
+    let inspect = inspect(&bundle);
     assert!(
         inspect.contains("host       rhel-9/amd64: 2 packages")
             && inspect.contains("  k3s-selinux-1.6-1.el9.noarch.rpm"),
