@@ -227,6 +227,15 @@ impl SignatureFile {
                 )));
             }
         }
+        // As FORMAT.md section 5 states them: sorted by key id, canonical JSON.
+        if !f.signatures.windows(2).all(|w| w[0].key_id < w[1].key_id) {
+            return Err(TrustError::Malformed(
+                "the signatures are not sorted by key_id".into(),
+            ));
+        }
+        if rin_bundle::json::canonical_json(&f) != bytes {
+            return Err(TrustError::Malformed("it is not canonical JSON".into()));
+        }
         Ok(f)
     }
 
@@ -474,6 +483,27 @@ mod tests {
         assert!(matches!(
             load_verifying_key(&kp),
             Err(KeyError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn a_signature_document_must_be_canonical_and_sorted() {
+        let ks = keys(2);
+        let index = b"{\"format\":\"rinbundle/v1\"}";
+        let good = sign(index, &ks);
+        let parsed = SignatureFile::parse(&good).unwrap();
+        assert_eq!(parsed.signatures.len(), 2);
+        let mut swapped = parsed.clone();
+        swapped.signatures.reverse();
+        let unsorted = rin_bundle::json::canonical_json(&swapped);
+        assert!(matches!(
+            SignatureFile::parse(&unsorted),
+            Err(TrustError::Malformed(ref m)) if m.contains("not sorted")
+        ));
+        let pretty = serde_json::to_vec_pretty(&parsed).unwrap();
+        assert!(matches!(
+            SignatureFile::parse(&pretty),
+            Err(TrustError::Malformed(ref m)) if m.contains("not canonical")
         ));
     }
 
