@@ -370,4 +370,43 @@ mod tests {
         assert!(c[1].contains("a.io/a:1") && c[1].contains("not in the stack"));
         assert!(changes(&old, &old).is_empty());
     }
+
+    #[test]
+    fn changes_name_each_host_package_difference() {
+        let pkg = |name: &str, version: &str| LockedPackage {
+            target: "debian-12".into(),
+            arch: rin_bundle::Arch::known("arm64").unwrap(),
+            source: "https://deb.debian.org/debian bookworm main".into(),
+            name: name.into(),
+            version: version.into(),
+            architecture: "arm64".into(),
+            file: format!("pool/main/{name}.deb"),
+            sha256: "0".repeat(64),
+            size: 1,
+            requested: true,
+            needs: vec![],
+            depends: String::new(),
+            pre_depends: String::new(),
+            provides: String::new(),
+        };
+        let mut old = sample();
+        old.host_packages = vec![pkg("nfs-common", "1:2.6.2-4"), pkg("gone", "1")];
+        let mut new = sample();
+        new.host_packages = vec![pkg("nfs-common", "1:2.6.2-5"), pkg("open-iscsi", "2.1.8-1")];
+        new.host_packages[0].sha256 = "1".repeat(64);
+        assert_eq!(
+            changes(&old, &new),
+            [
+                "host package nfs-common for debian-12/arm64 is locked at 1:2.6.2-4, resolves to 1:2.6.2-5",
+                "host package open-iscsi for debian-12/arm64 is not locked",
+                "host package gone for debian-12/arm64 is locked but not needed",
+            ]
+        );
+        let mut rebuilt = old.clone();
+        rebuilt.host_packages[0].sha256 = "1".repeat(64);
+        assert_eq!(
+            changes(&old, &rebuilt),
+            ["host package nfs-common for debian-12/arm64 1:2.6.2-4 is locked differently"]
+        );
+    }
 }

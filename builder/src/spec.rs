@@ -543,6 +543,18 @@ mod tests {
                 "absent.rpm is not an .rpm file in the stack",
             ),
             (
+                format!("{target}    files: [x.deb]\n"),
+                "local .deb files go in a repository",
+            ),
+            (
+                target.replace("target: debian-12", "target: alpine-3.20\n    format: apk"),
+                "format \"apk\" is not deb or rpm",
+            ),
+            (
+                target.replace("suite: bookworm", "suite: book worm"),
+                "give `suite:`",
+            ),
+            (
                 "components:\n  longhorn:\n    host_packages: [open-iscsi]\n".to_string(),
                 "component longhorn needs host packages, but the stack names no operating system",
             ),

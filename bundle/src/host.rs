@@ -243,5 +243,16 @@ mod tests {
         assert!(err.contains("not a package file under"), "{err}");
         let pretty = serde_json::to_vec_pretty(&list).unwrap();
         assert_eq!(read(&pretty).unwrap_err(), "not canonical JSON");
+        let mut apk = list.clone();
+        apk.format = "apk".into();
+        let err = read(&crate::json::canonical_json(&apk)).unwrap_err();
+        assert!(err.contains("package format \"apk\" is not known"), "{err}");
+        let mut twice = list.clone();
+        twice.packages.push(list.packages[0].clone());
+        let err = read(&crate::json::canonical_json(&twice)).unwrap_err();
+        assert!(
+            err.contains("not sorted by name, or one is listed twice"),
+            "{err}"
+        );
     }
 }

@@ -455,9 +455,9 @@ impl Repository {
         meets(&c.name, v, p, rel)
     }
 
-    /// The candidate to take for `rel`: a package of that name (the `prefer`red version when it
-    /// meets `rel`, else the newest that does), else the first provider by name.
-    fn pick(&self, rel: &Relation, prefer: &dyn Fn(&str) -> Option<String>) -> Option<usize> {
+    /// The package named by `rel` to take: the `prefer`red version when it meets `rel`, else
+    /// the newest that does.
+    fn named(&self, rel: &Relation, prefer: &dyn Fn(&str) -> Option<String>) -> Option<usize> {
         let real: Vec<usize> = self
             .by_name
             .get(&rel.name)
@@ -471,12 +471,18 @@ impl Repository {
         {
             return Some(i);
         }
-        if let Some(&i) = real.iter().max_by(|&&a, &&b| {
+        real.into_iter().max_by(|&a, &b| {
             self.candidates[a]
                 .1
                 .cmp(&self.candidates[b].1)
                 .then(b.cmp(&a))
-        }) {
+        })
+    }
+
+    /// The candidate to take for `rel`: a package of that name ([`Self::named`]), else the first
+    /// provider by name.
+    fn pick(&self, rel: &Relation, prefer: &dyn Fn(&str) -> Option<String>) -> Option<usize> {
+        if let Some(i) = self.named(rel, prefer) {
             return Some(i);
         }
         self.providers
@@ -577,26 +583,10 @@ impl Repository {
                 },
                 ..Relation::new()
             };
-            let i = self
-                .by_name
-                .get(&r.name)
-                .into_iter()
-                .flatten()
-                .copied()
-                .filter(|&i| self.meets(i, &rel))
-                .max_by(|&a, &b| self.candidates[a].1.cmp(&self.candidates[b].1))
-                .map(|best| match (&r.version, prefer(&r.name)) {
-                    (None, Some(p)) => self.by_name[&r.name]
-                        .iter()
-                        .copied()
-                        .find(|&i| self.candidates[i].0.version == p)
-                        .unwrap_or(best),
-                    _ => best,
-                })
-                .ok_or_else(|| Error::NotFound {
-                    wanted: r.to_string(),
-                    arch: self.arch.clone(),
-                })?;
+            let i = self.named(&rel, prefer).ok_or_else(|| Error::NotFound {
+                wanted: r.to_string(),
+                arch: self.arch.clone(),
+            })?;
             match chosen.get_mut(&r.name) {
                 Some((j, requested, _)) if *j == i => *requested = true,
                 Some((j, _, _)) => {

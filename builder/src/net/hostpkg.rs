@@ -71,27 +71,34 @@ async fn repository(s: &Session, h: &HostPackagesSpec, arch: &str) -> Result<Rep
             dirs.push(format!("dists/{}/{c}/binary-{arch}/", h.suite));
         }
     }
-    let mut text = Vec::new();
+    // Each index as fetched (compressed when it is `.gz`), read by one streaming pass: the
+    // decompressed text (tens of MiB for Debian's main) is never held whole.
+    let mut bodies = Vec::new();
     for dir in dirs {
         let base = format!("{}{dir}", root(h));
         let gz = http::check_scheme(&format!("{base}Packages.gz"), &s.opts)?;
-        let bytes = match http::get_small(&s.net, &s.http, &gz).await {
-            Ok(b) => {
-                let mut out = Vec::new();
-                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&b[..]), &mut out)
-                    .map_err(|e| err(&h.target, format!("{gz} is not gzip: {e}")))?;
-                out
-            }
+        bodies.push(match http::get_small(&s.net, &s.http, &gz).await {
+            Ok(b) => (true, b),
             Err(BuildError::NotFound { .. }) => {
                 let plain = http::check_scheme(&format!("{base}Packages"), &s.opts)?;
-                http::get_small(&s.net, &s.http, &plain).await?
+                (false, http::get_small(&s.net, &s.http, &plain).await?)
             }
             Err(e) => return Err(e),
-        };
-        text.extend(bytes);
-        text.push(b'\n');
+        });
     }
-    Repository::read(&text[..], arch).map_err(|e| err(&h.target, e.to_string()))
+    let mut reader: Box<dyn std::io::Read + '_> = Box::new(std::io::empty());
+    for (gzip, body) in &bodies {
+        let one: Box<dyn std::io::Read + '_> = if *gzip {
+            Box::new(flate2::read::GzDecoder::new(&body[..]))
+        } else {
+            Box::new(&body[..])
+        };
+        // Paragraphs of consecutive indexes stay apart.
+        let next = std::io::Read::chain(std::io::Read::chain(reader, one), &b"\n"[..]);
+        reader = Box::new(next);
+    }
+    Repository::read(std::io::BufReader::new(reader), arch)
+        .map_err(|e| err(&h.target, e.to_string()))
 }
 
 /// Bring the lock's host packages up to date: a target and architecture whose locked set does

@@ -330,6 +330,9 @@ impl Run<'_> {
         } else {
             None
         };
+        // Read once: which of the bundle's package sets this node takes (os-release).
+        let host_target = (opts.host_packages != packages::Mode::Skip)
+            .then(|| packages::target_for(&self.index, &opts.root, &opts.arch));
         preflight::check(
             &self.index,
             &Node {
@@ -351,16 +354,12 @@ impl Run<'_> {
                     RegistryMode::InCluster { node_port, .. } => Some(node_port),
                     RegistryMode::External => None,
                 },
-                host_packages: opts.host_packages != packages::Mode::Skip,
+                host_target: host_target.as_ref(),
             },
         )?;
         self.hostname_unique()?;
-        if opts.host_packages != packages::Mode::Skip {
-            // Preflight refused a node whose release the bundle carries no set for.
-            self.host_target = packages::target_for(&self.index, &opts.root, &opts.arch)
-                .ok()
-                .flatten();
-        }
+        // Preflight refused a node whose release the bundle carries no set for.
+        self.host_target = host_target.and_then(Result::ok).flatten();
         Ok(())
     }
 

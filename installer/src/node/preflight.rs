@@ -36,8 +36,9 @@ pub struct Node<'a> {
     pub role: &'a crate::node::host::Role,
     /// The in-cluster site registry's NodePort, when it runs from the bundle.
     pub registry_node_port: Option<u16>,
-    /// The bundle's host packages are installed (not `--host-packages skip`).
-    pub host_packages: bool,
+    /// The bundle's host package set for this node (`packages::target_for`: a target, none, or
+    /// why the node has none); None with `--host-packages skip`.
+    pub host_target: Option<&'a std::result::Result<Option<String>, String>>,
 }
 
 /// Bytes, and files (inodes), a step needs under a path.
@@ -252,25 +253,23 @@ pub fn check(index: &Index, f: &Node<'_>) -> Result<()> {
             joining: !f.first_server,
             created: index.created_epoch().unwrap_or(0),
             now: rin_bundle::index::now_epoch(),
-            k3s_selinux_carried: f.host_packages
-                && crate::node::packages::target_for(index, f.root, f.arch)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|t| {
-                        crate::node::packages::staged_entries(index, &t, f.arch)
-                            .iter()
-                            .any(|p| {
-                                p.rsplit('/')
-                                    .next()
-                                    .is_some_and(|n| n.starts_with("k3s-selinux-"))
-                            })
-                    }),
+            k3s_selinux_carried: f
+                .host_target
+                .and_then(|t| t.as_ref().ok())
+                .and_then(Option::as_deref)
+                .is_some_and(|t| {
+                    crate::node::packages::staged_entries(index, t, f.arch)
+                        .iter()
+                        .any(|p| {
+                            p.rsplit('/')
+                                .next()
+                                .is_some_and(|n| n.starts_with("k3s-selinux-"))
+                        })
+                }),
         },
     ));
-    if f.host_packages
-        && let Err(why) = crate::node::packages::target_for(index, f.root, f.arch)
-    {
-        failures.push(why);
+    if let Some(Err(why)) = f.host_target {
+        failures.push(why.clone());
     }
     failures.extend(disk_failures(&disk_needs(index, f)));
     if failures.is_empty() {

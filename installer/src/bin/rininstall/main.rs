@@ -70,10 +70,7 @@ enum Command {
 #[derive(Args)]
 struct DoctorArgs {
     #[command(flatten)]
-    at: InstalledArgs,
-    /// Bound of the wait for the Kubernetes API, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    timeout: u64,
+    at: LookArgs,
     #[command(flatten)]
     site: SiteRegistryArgs,
     /// Print the checks as JSON on stdout.
@@ -84,8 +81,8 @@ struct DoctorArgs {
 fn doctor_command(args: &DoctorArgs, quiet: bool) -> anyhow::Result<()> {
     use rin_installer::cluster::doctor::{self, Verdict};
     let opts = doctor::DoctorOptions {
-        root: args.at.root.clone(),
-        target: args.at.target(args.timeout),
+        root: args.at.at.root.clone(),
+        target: args.at.target(),
         registry: args.site.options_once()?,
     };
     let display = report::display_unless(quiet || args.json);
@@ -124,10 +121,7 @@ struct SupportArgs {
     )]
     output: PathBuf,
     #[command(flatten)]
-    at: InstalledArgs,
-    /// Bound of the wait for the Kubernetes API, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    timeout: u64,
+    at: LookArgs,
     /// The site registry the doctor's checks ask.
     #[command(flatten)]
     site: SiteRegistryArgs,
@@ -139,8 +133,8 @@ struct SupportArgs {
 
 fn support_command(args: &SupportArgs, quiet: bool) -> anyhow::Result<()> {
     let opts = rin_installer::node::support::SupportOptions {
-        root: args.at.root.clone(),
-        target: args.at.target(args.timeout),
+        root: args.at.at.root.clone(),
+        target: args.at.target(),
         max_bytes: args.max_size,
         registry: args.site.options_once()?,
     };
@@ -365,13 +359,27 @@ impl InstalledArgs {
     }
 }
 
+/// An installation and how long to wait for its cluster's API: `status`, `doctor` and
+/// `support-bundle`, which only look.
 #[derive(Args)]
-struct StatusArgs {
+struct LookArgs {
     #[command(flatten)]
     at: InstalledArgs,
     /// Bound of the wait for the Kubernetes API, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     timeout: u64,
+}
+
+impl LookArgs {
+    fn target(&self) -> Target {
+        self.at.target(self.timeout)
+    }
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    at: LookArgs,
     /// Print the status as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -750,8 +758,7 @@ fn print_rolled_out(out: &rin_installer::cluster::rollout::RolledOut) {
 fn status_command(args: &StatusArgs, quiet: bool) -> anyhow::Result<()> {
     let display = report::display_unless(quiet || args.json);
     let rt = runtime()?;
-    let s =
-        manage::status(&args.at.target(args.timeout), rt.handle(), &display).map_err(anyhow_of)?;
+    let s = manage::status(&args.at.target(), rt.handle(), &display).map_err(anyhow_of)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
