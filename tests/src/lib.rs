@@ -1,6 +1,7 @@
 //! The test harness: fixture image builders (real multi-arch OCI layouts with gzip'd tar
 //! layers), test stacks, bundle crafting and tampering helpers, and the paths of the binaries.
 
+pub mod containerd;
 pub mod craft;
 pub mod deb;
 pub mod fixture;
@@ -166,4 +167,29 @@ pub fn apply_at_root(
         .args(extra)
         .env_remove("KUBECONFIG");
     c
+}
+
+/// The fenced block after `<!-- by-hand -->` in docs/FORMAT.md.
+pub fn by_hand_block() -> String {
+    let doc = std::fs::read_to_string(repo_root().join("docs/FORMAT.md")).expect("docs/FORMAT.md");
+    let after = doc
+        .split("<!-- by-hand -->")
+        .nth(1)
+        .expect("FORMAT.md has a by-hand block");
+    let body = after.split("```sh\n").nth(1).expect("a ```sh block");
+    body.split("\n```").next().unwrap_or_default().to_string()
+}
+
+/// Run FORMAT.md's by-hand block with bash in `dir` on `bundle` and `pubkey`: whether it passed,
+/// and all it printed.
+pub fn by_hand(bundle: &Path, pubkey: &Path, dir: &Path) -> (bool, String) {
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(by_hand_block())
+        .current_dir(dir)
+        .env("BUNDLE", bundle)
+        .env("PUBKEY", pubkey)
+        .output()
+        .expect("bash runs");
+    (o.status.success(), text(&o))
 }

@@ -117,8 +117,18 @@ impl Registry {
 
     /// `skopeo copy --all --preserve-digests oci:LAYOUT:NAME docker://ADDR/DEST`.
     pub fn push(&self, layout: &Path, name: &str, dest: &str) {
+        self.push_as(layout, name, dest, &["--preserve-digests"]);
+    }
+
+    /// [`Registry::push`] converted to Docker media types (`--format v2s2`: a manifest list of
+    /// schema 2 manifests), as many registries serve images; new digests.
+    pub fn push_docker(&self, layout: &Path, name: &str, dest: &str) {
+        self.push_as(layout, name, dest, &["--format", "v2s2"]);
+    }
+
+    fn push_as(&self, layout: &Path, name: &str, dest: &str, how: &[&str]) {
         let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "--all", "--preserve-digests", "--quiet"]);
+        cmd.args(["copy", "--all", "--quiet"]).args(how);
         if self.opts.tls {
             let certs = self.dir.path().join("certs.d");
             std::fs::create_dir_all(&certs).expect("certs dir");

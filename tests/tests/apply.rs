@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use rin_bundle::Index;
+use rin_tests::containerd::Containerd;
 use rin_tests::fixture::{self, FixtureImage, LayerFile, noise};
 use rin_tests::registry::{Options, Registry};
 use rin_tests::{bin, build_signed, ok};
@@ -439,63 +440,6 @@ fn the_bootstrap_archive_imports_into_containerd_and_seeded_images_pull_through_
 
 fn serde_yaml_ng_value(text: &str) -> serde_json::Value {
     serde_yaml_ng::from_str(text).unwrap()
-}
-
-/// containerd 1.6 run by hand with its own root, state and socket under a test directory.
-struct Containerd {
-    child: std::process::Child,
-    sock: PathBuf,
-}
-
-impl Containerd {
-    fn start(dir: &Path) -> Containerd {
-        let d = dir.join("containerd");
-        std::fs::create_dir_all(&d).unwrap();
-        let sock = d.join("c.sock");
-        let cfg = d.join("config.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.aufs\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.devmapper\"]\n[grpc]\n  address = \"{sock}\"\n",
-                root = d.join("root").display(),
-                state = d.join("state").display(),
-                sock = sock.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(d.join("log")).unwrap())
-            .spawn()
-            .expect("containerd runs (apt-get install containerd runc)");
-        for _ in 0..200 {
-            if sock.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        assert!(sock.exists(), "containerd did not start");
-        Containerd { child, sock }
-    }
-
-    /// `ctr -a SOCK ARGS [FILE]`: its stdout.
-    fn run(&self, args: &[&str], file: Option<&Path>) -> String {
-        let mut c = Command::new("ctr");
-        c.arg("-a").arg(&self.sock).args(args);
-        if let Some(f) = file {
-            c.arg(f);
-        }
-        run(&mut c, &format!("ctr {args:?}"))
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Three two-arch images with 6 MiB of incompressible data per platform.

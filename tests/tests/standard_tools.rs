@@ -4,11 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+use rin_tests::bin;
+use rin_tests::containerd::Containerd;
 use rin_tests::craft::{self, build_stack};
-use rin_tests::fixture::write_stack;
-use rin_tests::{bin, repo_root};
+use rin_tests::fixture::{FixtureImage, LayoutWriter, write_stack};
+use rin_tests::registry::{Options, Registry};
 use std::fs;
-use std::path::Path;
 use std::process::{Command, Output};
 
 fn run(cmd: &mut Command) -> Output {
@@ -26,33 +27,6 @@ fn ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-/// The fenced block after `<!-- by-hand -->` in docs/FORMAT.md.
-fn by_hand_block() -> String {
-    let doc = fs::read_to_string(repo_root().join("docs/FORMAT.md")).unwrap();
-    let after = doc
-        .split("<!-- by-hand -->")
-        .nth(1)
-        .expect("FORMAT.md has a by-hand block");
-    let body = after.split("```sh\n").nth(1).expect("a ```sh block");
-    body.split("\n```").next().unwrap().to_string()
-}
-
-/// Run the by-hand block in `dir`: whether it passed, and all it printed.
-fn run_by_hand(bundle: &Path, pubkey: &Path, dir: &Path) -> (bool, String) {
-    let o: Output = run(Command::new("bash")
-        .arg("-c")
-        .arg(by_hand_block())
-        .current_dir(dir)
-        .env("BUNDLE", bundle)
-        .env("PUBKEY", pubkey));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
 }
 
 #[test]
@@ -167,7 +141,7 @@ fn the_by_hand_commands_of_format_md_check_a_real_bundle() {
 
     let good = tmp.path().join("good");
     fs::create_dir(&good).unwrap();
-    let (passed, text) = run_by_hand(&out, &public, &good);
+    let (passed, text) = rin_tests::by_hand(&out, &public, &good);
     assert!(passed, "by-hand check failed on a good bundle:\n{text}");
     assert!(
         text.contains("Signature Verified Successfully") && text.contains("bundle checked"),
@@ -186,7 +160,7 @@ fn the_by_hand_commands_of_format_md_check_a_real_bundle() {
     fs::write(&bad_bundle, craft::compress(&tar)).unwrap();
     let bad = tmp.path().join("bad");
     fs::create_dir(&bad).unwrap();
-    let (passed, text) = run_by_hand(&bad_bundle, &public, &bad);
+    let (passed, text) = rin_tests::by_hand(&bad_bundle, &public, &bad);
     assert!(!passed, "by-hand check passed a damaged bundle:\n{text}");
     assert!(text.contains("files/notes.txt: FAILED"), "{text}");
 
@@ -207,14 +181,14 @@ fn the_by_hand_commands_of_format_md_check_a_real_bundle() {
     build_stack(&bare_stack, &bare_bundle, &ks, &["amd64"], 1);
     let bare_dir = tmp.path().join("bare-check");
     fs::create_dir(&bare_dir).unwrap();
-    let (passed, text) = run_by_hand(&bare_bundle, &public, &bare_dir);
+    let (passed, text) = rin_tests::by_hand(&bare_bundle, &public, &bare_dir);
     assert!(passed && text.contains("bundle checked"), "{text}");
     assert!(!bare_dir.join("content/oci/blobs").exists());
 
     // A bundle signed by another key fails at the signature step.
     let other = tmp.path().join("other.tar.zst");
     build_stack(&stack, &other, &craft::keys(1), &["amd64"], 1);
-    let (passed, _) = run_by_hand(&other, &public, &tmp.path().join("stack"));
+    let (passed, _) = rin_tests::by_hand(&other, &public, &tmp.path().join("stack"));
     assert!(!passed);
 }
 
@@ -250,4 +224,107 @@ fn sign_file_writes_a_signature_openssl_verifies_and_refuses_for_a_changed_file(
     );
     fs::write(&sums, "0124  rininstall-linux-arm64\n").unwrap();
     assert!(!verify().status.success());
+}
+
+/// An image served with Docker media types (a manifest list of schema 2 manifests, as many
+/// registries serve them) keeps them in the bundle: the by-hand block walks it, `ctr image import`
+/// of the layout as a tar imports it under its name, and a layout missing one of its layers
+/// fails the by-hand walk.
+#[test]
+fn an_image_with_docker_media_types_is_read_by_hand_and_imported_by_ctr() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(Options::default());
+    let layout = t.path().join("layout");
+    let mut w = LayoutWriter::new(&layout).unwrap();
+    w.image(&FixtureImage::small("app", &["amd64", "arm64"]))
+        .unwrap();
+    reg.push_docker(&layout, "app", "test/app:1.0");
+    let reference = format!("{}/test/app:1.0", reg.addr);
+    let stack = t.path().join("stack");
+    fs::create_dir_all(stack.join("manifests")).unwrap();
+    fs::write(
+        stack.join("bundle.yaml"),
+        format!(
+            "name: dockerish\nversion: 1.0.0\nplatforms: [amd64, arm64]\nimages:\n  - reference: {reference}\n"
+        ),
+    )
+    .unwrap();
+    let ks = craft::keys(1);
+    rin_signing::write_keypair(&t.path().join("k"), &ks[0]).unwrap();
+    let out = t.path().join("b.tar.zst");
+    let (public, index) = rin_tests::build_signed(t.path(), &stack, "1700000000", &out);
+    let image = &index.images[0];
+    assert_eq!(image.media_type, rin_bundle::oci::MT_DOCKER_LIST);
+
+    let dir = t.path().join("by-hand");
+    fs::create_dir(&dir).unwrap();
+    let (passed, text) = rin_tests::by_hand(&out, &public, &dir);
+    assert!(passed && text.contains("bundle checked"), "{text}");
+    assert!(text.contains(&reference), "{text}");
+    // The walk reached every blob the bundle carries: the list, two manifests, their configs and
+    // layers.
+    let needed = fs::read_to_string(dir.join("needed.txt")).unwrap();
+    let carried = fs::read_dir(dir.join("content/oci/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(needed.lines().count(), carried, "{needed}");
+    for p in &image.platforms {
+        assert!(needed.contains(p.digest.trim_start_matches("sha256:")));
+    }
+
+    // containerd imports the layout as a tar, Docker media types and all.
+    let archive = t.path().join("layout.tar");
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("content/oci"))
+        .arg("-cf")
+        .arg(&archive)
+        .arg("."));
+    let ctr = Containerd::start(t.path());
+    ctr.run(
+        &["-n", "t", "image", "import", "--all-platforms"],
+        Some(&archive),
+    );
+    let listed = ctr.run(&["-n", "t", "image", "ls"], None);
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&format!("{reference} ")))
+        .unwrap_or_else(|| panic!("{reference} not imported:\n{listed}"));
+    assert!(line.contains(rin_bundle::oci::MT_DOCKER_LIST), "{line}");
+    assert!(line.contains(&image.digest), "{line}");
+    assert!(line.contains("linux/amd64,linux/arm64"), "{line}");
+
+    // The same bundle re-signed without one layer: the by-hand walk names the missing blob.
+    let layer = fs::read_to_string(dir.join("manifests.txt"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .map(|m| {
+            let manifest: serde_json::Value = serde_json::from_slice(
+                &fs::read(dir.join("content/oci/blobs/sha256").join(m)).unwrap(),
+            )
+            .unwrap();
+            manifest["layers"][0]["digest"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .unwrap();
+    let dropped = format!("oci/blobs/sha256/{}", layer.trim_start_matches("sha256:"));
+    let mut short = index.clone();
+    short.entries.retain(|e| e.path != dropped);
+    let mut members = craft::head(&short, &ks);
+    for e in &short.entries {
+        members.push(craft::Member::file(
+            &e.path,
+            &fs::read(dir.join("content").join(&e.path)).unwrap(),
+        ));
+    }
+    let bad = t.path().join("short.tar.zst");
+    fs::write(&bad, craft::compress(&craft::tar(&members))).unwrap();
+    let bad_dir = t.path().join("short");
+    fs::create_dir(&bad_dir).unwrap();
+    let (passed, text) = rin_tests::by_hand(&bad, &public, &bad_dir);
+    assert!(!passed, "{text}");
+    assert!(text.contains(&format!("missing blob {layer}")), "{text}");
 }
