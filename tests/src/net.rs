@@ -1,7 +1,7 @@
 //! Deliberately simple network parts for the unhappy paths: a static HTTP file server (Helm
 //! repository, K3s release page) that honours `Range` and can cut a response short, and a TCP
-//! proxy that cuts the first large response after N bytes and records whether the client
-//! then asked for a `Range`.
+//! proxy that cuts a connection after N bytes (or calls a hook there, e.g. to SIGSTOP the
+//! server), can slow uploads, and records whether the client then asked for a `Range`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -154,39 +154,86 @@ fn serve(conn: TcpStream, st: &State) {
     }
 }
 
-/// A TCP proxy to `upstream` that, while armed, cuts a connection once it has passed more than
-/// `limit` bytes towards the client (then disarms), and notes any `Range:` request header.
-pub struct CuttingProxy {
+/// What a [`Proxy`] does once, while armed, more than its limit of bytes has passed.
+#[derive(Clone)]
+pub enum OnLimit {
+    /// Cut the connection (both ways).
+    Cut,
+    /// Call this (e.g. SIGSTOP the server) and go on passing whatever comes.
+    Call(Arc<dyn Fn() + Send + Sync>),
+}
+
+/// How a [`Proxy`] behaves.
+#[derive(Clone)]
+pub struct ProxyOptions {
+    /// Bytes passed in the counted direction before `on_limit` (once per arming).
+    pub limit: u64,
+    /// Count bytes towards the server (uploads) instead of towards the client (downloads).
+    pub towards_server: bool,
+    pub on_limit: OnLimit,
+    /// Pass at most this many bytes per second towards the server (a slow link).
+    pub rate: Option<u64>,
+}
+
+/// A TCP proxy to `upstream` that, while armed, acts (cuts the connection, or calls a hook)
+/// once a connection has passed more than `limit` bytes in one direction (then disarms); it
+/// can slow uploads to a rate, and notes any `Range:` request header.
+pub struct Proxy {
     pub addr: String,
     armed: Arc<AtomicBool>,
     saw_range: Arc<AtomicBool>,
-    cuts: Arc<AtomicU64>,
+    hits: Arc<AtomicU64>,
 }
 
-impl CuttingProxy {
-    pub fn start(upstream: &str, limit: u64) -> CuttingProxy {
+/// The proxy of the cut-connection tests: cuts the first large response after `limit` bytes.
+pub type CuttingProxy = Proxy;
+
+impl Proxy {
+    /// A proxy that cuts a connection after `limit` bytes towards the client.
+    pub fn start(upstream: &str, limit: u64) -> Proxy {
+        Proxy::start_with(
+            upstream,
+            ProxyOptions {
+                limit,
+                towards_server: false,
+                on_limit: OnLimit::Cut,
+                rate: None,
+            },
+        )
+    }
+
+    pub fn start_with(upstream: &str, opts: ProxyOptions) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let armed = Arc::new(AtomicBool::new(false));
-        let saw_range = Arc::new(AtomicBool::new(false));
-        let cuts = Arc::new(AtomicU64::new(0));
-        let (a, r, c) = (armed.clone(), saw_range.clone(), cuts.clone());
+        let proxy = Proxy {
+            addr,
+            armed: Arc::new(AtomicBool::new(false)),
+            saw_range: Arc::new(AtomicBool::new(false)),
+            hits: Arc::new(AtomicU64::new(0)),
+        };
+        let shared = Shared {
+            opts,
+            armed: proxy.armed.clone(),
+            saw_range: proxy.saw_range.clone(),
+            hits: proxy.hits.clone(),
+        };
         let upstream = upstream.to_string();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
-                let (a, r, c) = (a.clone(), r.clone(), c.clone());
-                pipe(client, server, limit, a, r, c);
+                let (c, s) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                let up = shared.clone();
+                std::thread::spawn(move || forward(c, s, true, up));
+                let down = shared.clone();
+                std::thread::spawn(move || forward(server, client, false, down));
             }
         });
-        CuttingProxy {
-            addr,
-            armed,
-            saw_range,
-            cuts,
-        }
+        proxy
     }
 
     pub fn arm(&self) {
@@ -197,62 +244,65 @@ impl CuttingProxy {
         self.saw_range.load(Ordering::SeqCst)
     }
 
+    /// How many times the limit was reached while armed (connections cut, hooks called).
     pub fn cuts(&self) -> u64 {
-        self.cuts.load(Ordering::SeqCst)
+        self.hits.load(Ordering::SeqCst)
     }
 }
 
-fn pipe(
-    client: TcpStream,
-    server: TcpStream,
-    limit: u64,
+#[derive(Clone)]
+struct Shared {
+    opts: ProxyOptions,
     armed: Arc<AtomicBool>,
     saw_range: Arc<AtomicBool>,
-    cuts: Arc<AtomicU64>,
-) {
-    let (mut c_read, mut s_write) = (
-        client.try_clone().expect("clone"),
-        server.try_clone().expect("clone"),
-    );
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 << 10];
-        loop {
-            let n = match c_read.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
+    hits: Arc<AtomicU64>,
+}
+
+/// Pass bytes from `from` to `to` (`up`: client to server), acting on the limit when this is
+/// the counted direction.
+fn forward(mut from: TcpStream, mut to: TcpStream, up: bool, sh: Shared) {
+    let counted = up == sh.opts.towards_server;
+    let mut buf = [0u8; 16 << 10];
+    let (mut passed, mut moved) = (0u64, 0u64);
+    let started = std::time::Instant::now();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if up {
             let text = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
             if text.contains("\r\nrange: bytes=") {
-                saw_range.store(true, Ordering::SeqCst);
-            }
-            if s_write.write_all(&buf[..n]).is_err() {
-                break;
+                sh.saw_range.store(true, Ordering::SeqCst);
             }
         }
-        let _ = s_write.shutdown(Shutdown::Write);
-    });
-    let (mut s_read, mut c_write) = (server, client);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 << 10];
-        let mut passed = 0u64;
-        loop {
-            let n = match s_read.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
+        if counted {
             passed += n as u64;
-            if passed > limit && armed.swap(false, Ordering::SeqCst) {
-                cuts.fetch_add(1, Ordering::SeqCst);
-                let _ = c_write.shutdown(Shutdown::Both);
-                let _ = s_read.shutdown(Shutdown::Both);
-                return;
-            }
-            if c_write.write_all(&buf[..n]).is_err() {
-                break;
+            if passed > sh.opts.limit && sh.armed.swap(false, Ordering::SeqCst) {
+                sh.hits.fetch_add(1, Ordering::SeqCst);
+                match &sh.opts.on_limit {
+                    OnLimit::Cut => {
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    OnLimit::Call(hook) => hook(),
+                }
             }
         }
-        let _ = c_write.shutdown(Shutdown::Write);
-    });
+        moved += n as u64;
+        if up && let Some(rate) = sh.opts.rate {
+            // Sleep until `moved` bytes are due at `rate` bytes per second.
+            let due = std::time::Duration::from_secs_f64(moved as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
 }
 
 /// A bare HTTP/1.1 request without a client library: (status, body).

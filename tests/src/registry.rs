@@ -88,6 +88,18 @@ impl Registry {
         let _ = self.child.wait();
     }
 
+    /// A hook that stops the registry process (SIGSTOP): it keeps its sockets and answers
+    /// nothing, as a hung server or a frozen machine does. [`Registry::resume`] continues it.
+    pub fn pauser(&self) -> std::sync::Arc<dyn Fn() + Send + Sync> {
+        let pid = self.child.id();
+        std::sync::Arc::new(move || signal(pid, "STOP"))
+    }
+
+    /// Continue a stopped registry (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.child.id(), "CONT");
+    }
+
     /// Start the registry again on the same address and storage.
     pub fn restart(&mut self) {
         self.kill();
@@ -159,6 +171,15 @@ impl Registry {
         );
         assert_eq!(status, 202, "delete {repo}@{digest}: {body}");
     }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(st.success(), "kill -{sig} {pid}");
 }
 
 /// Run `docker-registry serve CFG`; its process and the address it listens on.

@@ -269,6 +269,12 @@ impl Downloader {
                     // Every byte arrived and the client still complains (some clients check
                     // the digest at the end): our own digest check below decides.
                     Err(_) if size.is_some_and(|s| s == have) => break,
+                    Err(e) if crate::net::failure::is_stall(&e) => {
+                        return Err(Failure::Transient(format!(
+                            "stalled after {have} bytes: {}",
+                            crate::net::failure::STALLED
+                        )));
+                    }
                     Err(e) => {
                         return Err(Failure::Transient(format!(
                             "connection lost after {have} bytes: {e}"

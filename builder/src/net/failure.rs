@@ -16,6 +16,8 @@ pub(crate) fn classify(what: &str, e: OciDistributionError) -> Failure {
                     what: what.into(),
                     reason: format!("{text} (pass the registry's CA with --ca-file)"),
                 })
+            } else if is_stall(&e) {
+                Failure::Transient(format!("no answer: {STALLED}"))
             } else {
                 Failure::Transient(text)
             }
@@ -92,6 +94,25 @@ pub fn source_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     parts.join(": ")
+}
+
+/// What a timed-out request says: the server sent nothing for the stall timeout.
+pub const STALLED: &str = "the server sent nothing for --stall-timeout";
+
+/// Whether `e`, or an error under it, is a timeout (reqwest's, or an I/O `TimedOut`).
+pub fn is_stall(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if x.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+            || x.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
 }
 
 /// A TLS failure about the certificate: retrying does not help.

@@ -5,7 +5,7 @@
 use crate::cache::Cache;
 use crate::error::{BuildError, Result};
 use crate::net::download::{Body, Downloader, Failure};
-use crate::net::failure::{is_certificate_error, source_chain};
+use crate::net::failure::{STALLED, is_certificate_error, is_stall, source_chain};
 use crate::net::registry::{RegistryOptions, is_loopback};
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;
@@ -19,7 +19,7 @@ pub fn client(opts: &RegistryOptions) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("rinbundle/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))
-        .read_timeout(std::time::Duration::from_secs(120));
+        .read_timeout(opts.stall());
     for pem in opts.certificates()? {
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| BuildError::Fetch {
             what: "CA file".into(),
@@ -106,6 +106,8 @@ fn transport(e: reqwest::Error) -> Failure {
             what: e.url().map(|u| u.to_string()).unwrap_or_default(),
             reason: format!("{text} (pass the server's CA with --ca-file)"),
         })
+    } else if is_stall(&e) {
+        Failure::Transient(format!("no answer: {STALLED}"))
     } else {
         Failure::Transient(text)
     }

@@ -43,9 +43,20 @@ pub struct RegistryOptions {
     /// files whose URL starts with the prefix are fetched from the replacement; their checksums
     /// are checked as always.
     pub url_mirrors: Vec<(String, String)>,
+    /// How long a connection may send nothing (no response, no byte of a body) before the
+    /// request is given up and tried again, resuming what it had; None: [`DEFAULT_STALL`].
+    pub stall: Option<std::time::Duration>,
 }
 
+/// The default of `--stall-timeout`.
+pub const DEFAULT_STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl RegistryOptions {
+    /// The stall timeout: [`RegistryOptions::stall`] or [`DEFAULT_STALL`].
+    pub fn stall(&self) -> std::time::Duration {
+        self.stall.unwrap_or(DEFAULT_STALL)
+    }
+
     pub fn certificates(&self) -> Result<Vec<Vec<u8>>> {
         self.ca_files
             .iter()
@@ -114,7 +125,7 @@ impl Registries {
             extra_root_certificates: certs,
             platform_resolver: None,
             connect_timeout: Some(std::time::Duration::from_secs(30)),
-            read_timeout: Some(std::time::Duration::from_secs(120)),
+            read_timeout: Some(opts.stall()),
             user_agent: concat!("rinbundle/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };

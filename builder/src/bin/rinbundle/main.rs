@@ -140,6 +140,10 @@ struct FetchArgs {
     /// Attempts per download before giving up.
     #[arg(long, value_name = "N", default_value_t = 6)]
     attempts: u32,
+    /// Give up a request whose server sends nothing for this long (no answer, no byte of a
+    /// download) and try it again, resuming the download.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    stall_timeout: u64,
     /// Fetch the images of REGISTRY from MIRROR (HOST[:PORT]: a pull-through cache, Harbor
     /// proxy project or copy) under the same repository paths; the bundle keeps the images'
     /// own names and every digest is checked as always. Repeat for several.
@@ -191,6 +195,7 @@ impl FetchArgs {
             ca_files: self.ca_files.clone(),
             mirrors,
             url_mirrors,
+            stall: Some(std::time::Duration::from_secs(self.stall_timeout)),
         };
         Ok(o)
     }

@@ -435,6 +435,10 @@ struct RegistryArgs {
     /// Passes over the bundle, and tries of each request, before giving up.
     #[arg(long, value_name = "N", default_value_t = 4)]
     attempts: u32,
+    /// Give up a request the registry answers nothing to, or an upload it takes no byte of,
+    /// for this long; the request is tried again, the blob sent again in the next pass.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    stall_timeout: u64,
     /// Seed only this platform of multi-platform images (`arm64`, `linux/arm64`,
     /// `linux/arm/v7`); repeat for several. Default: every platform the bundle carries.
     #[arg(long = "platform", value_name = "PLATFORM")]
@@ -448,6 +452,7 @@ impl RegistryArgs {
         opts.ca_files = self.registry_ca.clone();
         opts.jobs = self.jobs;
         opts.attempts = self.attempts;
+        opts.stall = std::time::Duration::from_secs(self.stall_timeout);
         if !self.platforms.is_empty() {
             opts.platforms = Some(self.platforms.iter().cloned().collect());
         }

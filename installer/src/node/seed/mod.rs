@@ -54,7 +54,13 @@ pub struct SeedOptions {
     /// The site's platforms (`linux/arm64`): an image index is pushed with only these children
     /// (a platform-filtered index, see docs/FORMAT.md). None: every platform in the bundle.
     pub platforms: Option<BTreeSet<Platform>>,
+    /// How long the registry may answer nothing, or take no byte of an upload, before the
+    /// request is given up (and tried again, or the blob sent in the next pass).
+    pub stall: std::time::Duration,
 }
+
+/// The default of `--stall-timeout`.
+pub const DEFAULT_STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl SeedOptions {
     pub fn new(registry: &str) -> Self {
@@ -66,6 +72,7 @@ impl SeedOptions {
             jobs: 4,
             attempts: 4,
             platforms: None,
+            stall: DEFAULT_STALL,
         }
     }
 }
@@ -205,7 +212,16 @@ pub fn seed(
             return Err(still_missing(opts, unsent.len(), pass, &failure));
         }
         if pass > 0 {
-            std::thread::sleep(policy(opts.attempts).delay(pass));
+            let delay = policy(opts.attempts).delay(pass);
+            progress.event(&rin_bundle::progress::Event::Retry {
+                what: "sending the blobs the registry still lacks",
+                attempt: pass,
+                delay_ms: delay.as_millis() as u64,
+                error: failure
+                    .as_deref()
+                    .unwrap_or("the registry did not keep them"),
+            });
+            std::thread::sleep(delay);
         }
         pass += 1;
         let send = send_map(&unsent);

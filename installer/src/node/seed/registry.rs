@@ -17,7 +17,14 @@ use std::time::Duration;
 
 /// The site registry, through `oci-client`.
 pub struct Registry<'p> {
+    /// Every request but blob uploads: an answer is due within the stall timeout.
     pub(super) client: Arc<Client>,
+    /// Blob uploads: no timeout of reqwest's, which would count from the request's start and so
+    /// cut a long upload that is going well; `upload::Watch` ends one the registry stops
+    /// taking instead.
+    pub(super) uploader: Arc<Client>,
+    /// How long the registry may take nothing and answer nothing before a request is given up.
+    pub(super) stall: Duration,
     pub(super) host: String,
     pub(super) auth: RegistryAuth,
     /// Tries of each request: transient failures are tried again, pauses from 500 ms to 8 s.
@@ -39,30 +46,34 @@ impl<'p> Registry<'p> {
                 data,
             });
         }
-        let config = ClientConfig {
+        let config = |read_timeout: Option<Duration>| ClientConfig {
             protocol: if opts.plain_http {
                 ClientProtocol::HttpsExcept(vec![opts.registry.clone()])
             } else {
                 ClientProtocol::Https
             },
-            extra_root_certificates: certs,
+            extra_root_certificates: certs.clone(),
             // One streamed PUT per blob: no per-chunk round trips, the body never in memory.
             use_monolithic_push: true,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(300)),
+            connect_timeout: Some(Duration::from_secs(30).min(opts.stall)),
+            read_timeout,
             user_agent: concat!("rininstall/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        let client = Client::try_from(config).map_err(|e| InstallError::Registry {
-            registry: opts.registry.clone(),
-            reason: e.to_string(),
-        })?;
+        let client = |c: ClientConfig| {
+            Client::try_from(c).map_err(|e| InstallError::Registry {
+                registry: opts.registry.clone(),
+                reason: e.to_string(),
+            })
+        };
         let auth = match &opts.auth {
             Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
             None => RegistryAuth::Anonymous,
         };
         Ok(Registry {
-            client: Arc::new(client),
+            client: Arc::new(client(config(Some(opts.stall)))?),
+            uploader: Arc::new(client(config(None))?),
+            stall: opts.stall,
             host: opts.registry.clone(),
             auth,
             policy: policy(opts.attempts),
@@ -83,9 +94,9 @@ impl<'p> Registry<'p> {
     }
 
     pub(super) async fn ready(&self) {
-        self.client
-            .store_auth_if_needed(&self.host, &self.auth)
-            .await;
+        for c in [&self.client, &self.uploader] {
+            c.store_auth_if_needed(&self.host, &self.auth).await;
+        }
     }
 
     /// Run `f` under the retry policy: a transient failure is tried again, a final one (refused

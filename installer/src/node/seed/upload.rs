@@ -7,8 +7,46 @@ use rin_bundle::Sink;
 use rin_bundle::index::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+
+/// One upload's progress, for telling a registry that stopped taking it from one that is slow:
+/// the time the connection last took a chunk (or the body ended), and whether the body is
+/// waiting for the bundle (then a quiet connection is not the registry's doing).
+pub(super) struct Watch {
+    last: std::sync::Mutex<Instant>,
+    idle: AtomicBool,
+}
+
+impl Watch {
+    pub(super) fn new() -> Self {
+        Watch {
+            last: std::sync::Mutex::new(Instant::now()),
+            idle: AtomicBool::new(false),
+        }
+    }
+
+    /// The connection took a chunk, or the body ended (the answer is awaited from now).
+    pub(super) fn touch(&self) {
+        self.idle.store(false, Ordering::SeqCst);
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Resolves once the upload has waited on the registry for `limit`: data was there to
+    /// send, or the body had ended, and the connection took nothing and answered nothing.
+    pub(super) async fn stalled(&self, limit: Duration) {
+        let tick = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        loop {
+            tokio::time::sleep(tick).await;
+            let last = *self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.idle.load(Ordering::SeqCst) && last.elapsed() >= limit {
+                return;
+            }
+        }
+    }
+}
 
 /// How far (MiB) the bundle is read ahead of the uploads.
 pub(super) const READ_AHEAD_MIB: usize = 128;
@@ -80,19 +118,33 @@ impl Sink for Upload<'_> {
         };
         self.settle(self.jobs);
         let (tx, rx) = mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
-        let client = self.reg.client.clone();
+        let client = self.reg.uploader.clone();
         let target = self.reg.at(&repo, &digest);
         let size = entry.size;
+        let stall = self.reg.stall;
+        let watch = Arc::new(Watch::new());
+        let seen = watch.clone();
         // A chunk's permit is returned as the chunk is handed to the connection.
-        let body = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|(bytes, _permit)| (Ok(bytes), rx))
+        let body = futures_util::stream::unfold(rx, move |mut rx| {
+            let seen = seen.clone();
+            async move {
+                // Nothing queued: the bundle is behind, not the registry.
+                seen.idle.store(rx.is_empty(), Ordering::SeqCst);
+                let next = rx.recv().await;
+                seen.touch();
+                next.map(|(bytes, _permit)| (Ok(bytes), rx))
+            }
         });
         let task = self.rt.spawn(async move {
-            client
-                .push_blob_stream(&target, body, &digest, Some(size))
-                .await
-                .map(|_| size)
-                .map_err(|e| format!("uploading {digest}: {}", explain(&causes(&e))))
+            tokio::select! {
+                r = client.push_blob_stream(&target, body, &digest, Some(size)) => r
+                    .map(|_| size)
+                    .map_err(|e| format!("uploading {digest}: {}", explain(&causes(&e)))),
+                () = watch.stalled(stall) => Err(format!(
+                    "uploading {digest}: the registry took no data and gave no answer for {} s (--stall-timeout)",
+                    stall.as_secs_f64()
+                )),
+            }
         });
         self.running.push(task);
         self.cur = Some(tx);
