@@ -42,6 +42,14 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no room to write {path}: the disk is full")]
+    DiskFull {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot fetch {what}: the server's certificate is not trusted: {reason}")]
+    Certificate { what: String, reason: String },
     #[error("cannot fetch {what}: {reason}")]
     Fetch { what: String, reason: String },
     #[error("{what} not found: {reason}")]
@@ -107,6 +115,12 @@ impl BuildError {
             BuildError::PathClash { .. } => "rename one of the files",
             BuildError::Cache { .. } => {
                 "check the cache directory (--cache) is writable and has room; removing it is always safe"
+            }
+            BuildError::DiskFull { .. } => {
+                "free space on that disk, or put the cache (--cache DIR) or the bundle (-o FILE) on a bigger one; a re-run resumes the downloads kept as .partial files"
+            }
+            BuildError::Certificate { .. } => {
+                "give the CA certificate (PEM) that issued the server's certificate with --ca-file (a CA file given that did not issue it fails the same way); `openssl s_client -connect HOST:PORT -showcerts` shows the issuer"
             }
             BuildError::Fetch { .. } => {
                 "check the network, proxy variables (HTTPS_PROXY, NO_PROXY), --ca-file for a private CA, or --insecure-registry for a plain-HTTP registry; re-running resumes what was fetched"

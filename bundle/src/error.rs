@@ -155,6 +155,9 @@ impl BundleError {
         use BundleError::*;
         Some(match self {
             Io { .. } => "check the path and that the file is readable",
+            Output { source, .. } if rin_support::fs::is_disk_full(source) => {
+                "the disk is full: free space on it (`df -h` shows which), then run the same command again"
+            }
             Output { .. } => "check free space and permissions where the output goes",
             InputChanged { .. } => {
                 "something modified the stack's files during the build; run the build again"

@@ -514,7 +514,11 @@ pub(crate) fn write_file(
             advised: 0,
             hasher: checksum.then(Sha256::new),
         };
-        let out = write(out)?;
+        // The stream's writer does not know the file's name: name it.
+        let out = write(out).map_err(|e| match e {
+            BundleError::Output { source, .. } => out_err(source),
+            e => e,
+        })?;
         let sha256 = out.hasher.map(|h| hex::encode(h.finalize()));
         out.file.sync_all().map_err(out_err)?;
         // Renamed, and the directory synced, so the finished file's name survives a crash too.

@@ -13,6 +13,8 @@ pub enum InstallError {
     Bundle { reason: String },
     #[error("registry {registry}: {reason}")]
     Registry { registry: String, reason: String },
+    #[error("registry {registry}: its certificate is not trusted: {reason}")]
+    RegistryCertificate { registry: String, reason: String },
     #[error("the state directory {} is in use by another rininstall (pid {holder})", dir.display())]
     Busy { dir: PathBuf, holder: String },
     #[error("{}: {reason}", path.display())]
@@ -62,6 +64,9 @@ impl InstallError {
             }
             InstallError::Registry { .. } => {
                 "check that the registry runs and is reachable from this node (--registry), its CA (--registry-ca) and credentials (--registry-auth), and that it has free disk; re-running resumes and skips what it already holds"
+            }
+            InstallError::RegistryCertificate { .. } => {
+                "give the CA certificate (PEM) that issued the registry's certificate with --registry-ca (a CA file given that did not issue it fails the same way); `openssl s_client -connect HOST:PORT -showcerts` shows the issuer"
             }
             InstallError::Busy { .. } => {
                 "wait for the other run to finish (the lock is let go when that process exits, even if it is killed), then run again"

@@ -26,6 +26,14 @@ impl std::error::Error for FileError {
     }
 }
 
+/// Whether `e` says the disk (or the user's quota) is full: ENOSPC or EDQUOT.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 fn at(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
     move |source| FileError {
         path: path.to_path_buf(),

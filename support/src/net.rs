@@ -1,4 +1,12 @@
-//! The loopback rule: plain HTTP is allowed to these hosts without being asked for.
+//! The loopback rule: plain HTTP is allowed to these hosts without being asked for; and how a
+//! TLS failure about the server's certificate reads.
+
+/// A TLS failure about the server's certificate (rustls and OpenSSL wording): retrying does not
+/// help, a CA file does.
+pub fn is_certificate_error(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("certificate") || t.contains("unknownissuer") || t.contains("badsignature")
+}
 
 /// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a port.
 pub fn is_loopback(host: &str) -> bool {
@@ -16,6 +24,17 @@ pub fn is_loopback(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_errors_are_recognised() {
+        assert!(is_certificate_error(
+            "invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(is_certificate_error(
+            "invalid peer certificate: BadSignature"
+        ));
+        assert!(!is_certificate_error("connection refused"));
+    }
 
     #[test]
     fn loopback_hosts() {

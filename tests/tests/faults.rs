@@ -249,3 +249,302 @@ fn a_registry_stopped_mid_download_is_given_up_after_the_stall_timeout_and_the_s
         .collect();
     assert!(resumed.iter().any(|r| *r >= 1 << 20), "{resumed:?}");
 }
+
+/// Run `script` with bash in a private mount namespace (so it can mount a small tmpfs that
+/// nobody else sees and that goes away with it); fails the test when bash does.
+fn in_mount_namespace(script: &str) {
+    let res = Command::new("unshare")
+        .args(["-m", "bash", "-c", script])
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "{}", text(&res));
+}
+
+#[test]
+fn a_full_disk_during_build_fails_clearly_leaves_nothing_that_looks_complete_and_a_rerun_succeeds()
+{
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(Options::default());
+    let st = pulled_stack(t.path(), &reg, 16)(&reg.addr);
+    ok(
+        &Command::new(bin("rinbundle"))
+            .args(["keygen", "--out"])
+            .arg(t.path().join("k"))
+            .output()
+            .unwrap(),
+        "keygen",
+    );
+    let disk = t.path().join("disk");
+    let said = t.path().join("said");
+    std::fs::create_dir_all(&disk).unwrap();
+    std::fs::create_dir_all(&said).unwrap();
+    let build = format!(
+        "{} build --stack {} --key {} --cache {d}/cache -o {d}/out/b.tar.zst --progress json",
+        bin("rinbundle").display(),
+        st.display(),
+        t.path().join("k.key").display(),
+        d = disk.display(),
+    );
+    // The cache and the output on one tmpfs: 8 MiB (the 16 MiB layer does not fit in the
+    // cache), 24 MiB (the cache fits, the bundle does not), then 64 MiB.
+    let script = format!(
+        r#"set -u
+mount -t tmpfs -o size=8m rin-test {d}
+mkdir -p {d}/out
+run() {{
+  {build} > {s}/$1.out 2> {s}/$1.err; echo $? > {s}/$1.rc
+  (cd {d} && find . -type f | sort) > {s}/$1.files
+  # Cached blobs whose content is not their name.
+  for f in {d}/cache/blobs/sha256/*; do
+    case $f in *.partial) continue ;; esac
+    [ "$(sha256sum < $f | cut -c1-64)" = "$(basename $f)" ] || echo $f
+  done > {s}/$1.bad
+}}
+run first
+mount -o remount,size=24m {d}
+run second
+mount -o remount,size=64m {d}
+run third
+cp {d}/out/b.tar.zst {s}/b.tar.zst
+"#,
+        d = disk.display(),
+        s = said.display(),
+    );
+    in_mount_namespace(&script);
+    let read = |n: &str| std::fs::read_to_string(said.join(n)).unwrap_or_default();
+    for run in ["first", "second"] {
+        let err = read(&format!("{run}.err"));
+        assert_eq!(read(&format!("{run}.rc")).trim(), "1", "{run}: {err}");
+        let last = err
+            .lines()
+            .filter(|l| !l.starts_with('{'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            last.to_lowercase().contains("no space left on device"),
+            "{run}: {last}"
+        );
+        assert!(
+            last.contains("hint:") && last.contains("free"),
+            "{run}: {last}"
+        );
+        let files = read(&format!("{run}.files"));
+        // Nothing looks complete: no bundle, and every cached blob is whole (a download cut
+        // short stays a .partial, which the next run resumes).
+        assert!(!files.contains("b.tar.zst"), "{run}: {files}");
+        assert_eq!(read(&format!("{run}.bad")), "", "{run}: {files}");
+    }
+    // The first names the cache file, the second the bundle.
+    assert!(
+        read("first.err").contains("the disk is full") && read("first.err").contains(".partial"),
+        "{}",
+        read("first.err")
+    );
+    assert!(
+        read("second.err").contains(&format!("cannot write {}/out/b.tar.zst", disk.display())),
+        "{}",
+        read("second.err")
+    );
+    assert_eq!(read("third.rc").trim(), "0", "{}", read("third.err"));
+    let events = |run: &str, kind: &str| -> Vec<serde_json::Value> {
+        read(&format!("{run}.err"))
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == kind)
+            .collect()
+    };
+    // The second run resumed the first's partial download; the third downloaded nothing.
+    assert!(
+        events("second", "done")
+            .iter()
+            .any(|d| d["resumed_at"].as_u64().unwrap() > 0),
+        "{}",
+        read("second.err")
+    );
+    assert!(events("third", "start").is_empty(), "{}", read("third.err"));
+    let verified = Command::new(bin("rininstall"))
+        .arg("verify")
+        .arg(said.join("b.tar.zst"))
+        .arg("--key")
+        .arg(t.path().join("k.pub"))
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", text(&verified));
+}
+
+#[test]
+fn a_full_disk_during_apply_staging_fails_clearly_changes_nothing_and_a_rerun_succeeds() {
+    let t = tempfile::tempdir().unwrap();
+    let stack = fixture::write_stack(&t.path().join("stack")).unwrap();
+    // A K3s image archive of 48 MiB: staging it takes a while.
+    let k3s = stack.join("k3s");
+    let archive = noise(48 << 20, 5);
+    std::fs::write(k3s.join("k3s-airgap-images-amd64.tar.zst"), &archive).unwrap();
+    let sums = std::fs::read_to_string(k3s.join("sha256sum-amd64.txt")).unwrap();
+    let sums: String = sums
+        .lines()
+        .map(|l| {
+            if l.ends_with("k3s-airgap-images-amd64.tar.zst") {
+                format!(
+                    "{}  k3s-airgap-images-amd64.tar.zst\n",
+                    rin_bundle::digest::sha256_hex(&archive)
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(k3s.join("sha256sum-amd64.txt"), sums).unwrap();
+    let bundle = t.path().join("b.tar.zst");
+    let (key, index) = build_signed(t.path(), &stack, "1700000000", &bundle);
+    let reg = Registry::start(Options::default());
+    let root = t.path().join("root");
+    let said = t.path().join("said");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&said).unwrap();
+    let apply = rin_tests::apply_at_root(&bundle, &key, &root, &["--registry", &reg.addr]);
+    let line = format!(
+        "{} {}",
+        bin("rininstall").display(),
+        apply
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    // The node's disk is a tmpfs with room enough for preflight. Once the run stages into its
+    // partial staging directory it is stopped, the disk filled up by another writer, and the
+    // run continued; then the space is freed and the same command run again.
+    let script = format!(
+        r#"set -u
+mount -t tmpfs -o size=512m rin-test {r}
+env -u KUBECONFIG {line} > {s}/first.out 2> {s}/first.err &
+pid=$!
+until ls -A {r}/var/lib/rininstall/staging 2>/dev/null | grep -q partial; do
+  kill -0 $pid 2>/dev/null || break
+done
+kill -STOP $pid && echo stopped > {s}/stopped
+dd if=/dev/zero of={r}/filler bs=1M 2> /dev/null
+kill -CONT $pid
+wait $pid; echo $? > {s}/first.rc
+(cd {r} && find . | sort) > {s}/first.files
+rm {r}/filler
+env -u KUBECONFIG {line} > {s}/second.out 2> {s}/second.err; echo $? > {s}/second.rc
+cp {r}/var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst {s}/archive || true
+"#,
+        r = root.display(),
+        s = said.display(),
+    );
+    in_mount_namespace(&script);
+    let read = |n: &str| std::fs::read_to_string(said.join(n)).unwrap_or_default();
+    let err = read("first.err");
+    assert_eq!(
+        read("stopped"),
+        "stopped\n",
+        "the run ended before it staged: {err}"
+    );
+    assert_eq!(read("first.rc").trim(), "1", "{err}");
+    assert!(
+        err.contains("staging") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(err.contains("hint: the disk is full: free space"), "{err}");
+    // Nothing was installed and nothing was left: no K3s file, no release, no staging.
+    let files = read("first.files");
+    for gone in [
+        "usr/local/bin",
+        "var/lib/rancher",
+        "etc/rancher",
+        "staging/",
+        "release",
+    ] {
+        assert!(!files.contains(gone), "{gone} in:\n{files}");
+    }
+    assert_eq!(read("second.rc").trim(), "0", "{}", read("second.err"));
+    assert_eq!(std::fs::read(said.join("archive")).unwrap(), archive);
+    let _ = index;
+}
+
+#[test]
+fn a_ca_file_that_does_not_sign_the_registry_certificate_is_named_and_not_retried() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(Options {
+        user: None,
+        tls: true,
+    });
+    let stack = pulled_stack(t.path(), &reg, 0)(&reg.addr);
+    // Another CA, of the same name, that did not issue the registry's certificate.
+    let other = t.path().join("other-ca");
+    std::fs::create_dir_all(&other).unwrap();
+    let (wrong, _, _) = rin_tests::registry::make_ca(&other);
+    ok(
+        &Command::new(bin("rinbundle"))
+            .args(["keygen", "--out"])
+            .arg(t.path().join("k"))
+            .output()
+            .unwrap(),
+        "keygen",
+    );
+    let out = Command::new(bin("rinbundle"))
+        .arg("build")
+        .arg("--stack")
+        .arg(&stack)
+        .arg("--key")
+        .arg(t.path().join("k.key"))
+        .arg("--cache")
+        .arg(t.path().join("cache"))
+        .arg("-o")
+        .arg(t.path().join("b.tar.zst"))
+        .arg("--ca-file")
+        .arg(&wrong)
+        .args(["--progress", "json"])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    // Refused at once, not tried again: no CA file will come in between.
+    assert!(events(&out, "retry").is_empty(), "{said}");
+    assert!(
+        said.contains("the server's certificate is not trusted"),
+        "{said}"
+    );
+    assert!(
+        said.contains("hint: give the CA certificate (PEM) that issued the server's certificate with --ca-file"),
+        "{said}"
+    );
+
+    // The same for seeding, loopback or not: a CA file means TLS.
+    let (bundle, key, index) = {
+        let stack = fixture::write_stack(&t.path().join("seed-stack")).unwrap();
+        let out = t.path().join("s.tar.zst");
+        let (key, index) = build_signed(t.path(), &stack, "1700000000", &out);
+        (out, key, index)
+    };
+    let out = seed_command(&bundle, &key, &reg.addr, "10")
+        .arg("--registry-ca")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "registry {}: its certificate is not trusted",
+            reg.addr
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("hint: give the CA certificate (PEM) that issued the registry's certificate with --registry-ca"),
+        "{said}"
+    );
+    assert!(!said.contains("retry"), "{said}");
+    // With the registry's own CA the same command seeds over TLS.
+    let out = seed_command(&bundle, &key, &reg.addr, "10")
+        .arg("--registry-ca")
+        .arg(reg.ca())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_seeded(&reg.addr, &index);
+}

@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -126,9 +126,18 @@ impl Downloader {
             });
         }
         let partial = cache.partial(hex);
-        let cache_err = |source| BuildError::Cache {
-            path: partial.clone(),
-            source,
+        let cache_err = |source: std::io::Error| {
+            if rin_support::fs::is_disk_full(&source) {
+                BuildError::DiskFull {
+                    path: partial.clone(),
+                    source,
+                }
+            } else {
+                BuildError::Cache {
+                    path: partial.clone(),
+                    source,
+                }
+            }
         };
         let mut file = OpenOptions::new()
             .read(true)
@@ -164,7 +173,16 @@ impl Downloader {
         let mut attempt = 0;
         loop {
             let result = self
-                .attempt(&mut file, hex, size, what, id, from_scratch, &mut open)
+                .attempt(
+                    &mut file,
+                    &partial,
+                    hex,
+                    size,
+                    what,
+                    id,
+                    from_scratch,
+                    &mut open,
+                )
                 .await;
             match result {
                 Ok((bytes, resumed_at)) => {
@@ -182,6 +200,8 @@ impl Downloader {
                         verified,
                     });
                 }
+                // Kept: the next run, with room, resumes it.
+                Err(Failure::Fatal(e @ BuildError::DiskFull { .. })) => return Err(e),
                 Err(Failure::Fatal(e)) => {
                     let _ = fs::remove_file(&partial);
                     return Err(e);
@@ -213,6 +233,7 @@ impl Downloader {
     async fn attempt<F, Fut>(
         &self,
         file: &mut File,
+        partial: &Path,
         hex: &str,
         size: Option<u64>,
         what: &str,
@@ -224,7 +245,16 @@ impl Downloader {
         F: FnMut(u64) -> Fut,
         Fut: Future<Output = std::result::Result<Body, Failure>>,
     {
-        let io = |e: std::io::Error| Failure::Transient(format!("cache file: {e}"));
+        let io = |e: std::io::Error| {
+            if rin_support::fs::is_disk_full(&e) {
+                Failure::Fatal(BuildError::DiskFull {
+                    path: partial.to_path_buf(),
+                    source: e,
+                })
+            } else {
+                Failure::Transient(format!("cache file: {e}"))
+            }
+        };
         let mut have = file.metadata().map_err(io)?.len();
         if from_scratch || size.is_some_and(|s| have > s) {
             file.set_len(0).map_err(io)?;

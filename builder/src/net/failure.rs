@@ -12,9 +12,9 @@ pub(crate) fn classify(what: &str, e: OciDistributionError) -> Failure {
         E::RequestError(e) => {
             let text = format!("{e}: {}", source_chain(&e));
             if is_certificate_error(&text) {
-                Failure::Fatal(BuildError::Fetch {
+                Failure::Fatal(BuildError::Certificate {
                     what: what.into(),
-                    reason: format!("{text} (pass the registry's CA with --ca-file)"),
+                    reason: text,
                 })
             } else if is_stall(&e) {
                 Failure::Transient(format!("no answer: {STALLED}"))
@@ -115,21 +115,4 @@ pub fn is_stall(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// A TLS failure about the certificate: retrying does not help.
-pub fn is_certificate_error(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    t.contains("certificate") || t.contains("unknownissuer")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn certificate_errors_are_recognised() {
-        assert!(is_certificate_error(
-            "invalid peer certificate: UnknownIssuer"
-        ));
-        assert!(!is_certificate_error("connection refused"));
-    }
-}
+pub use rin_support::is_certificate_error;

@@ -102,9 +102,9 @@ fn status_failure(url: &str, status: StatusCode) -> Failure {
 fn transport(e: reqwest::Error) -> Failure {
     let text = format!("{e}: {}", source_chain(&e));
     if is_certificate_error(&text) {
-        Failure::Fatal(BuildError::Fetch {
+        Failure::Fatal(BuildError::Certificate {
             what: e.url().map(|u| u.to_string()).unwrap_or_default(),
-            reason: format!("{text} (pass the server's CA with --ca-file)"),
+            reason: text,
         })
     } else if is_stall(&e) {
         Failure::Transient(format!("no answer: {STALLED}"))

@@ -426,7 +426,8 @@ struct RegistryArgs {
     /// A file holding `user:password` for the registry.
     #[arg(long, value_name = "FILE")]
     registry_auth: Option<PathBuf>,
-    /// Speak plain HTTP to the registry (the default only for loopback addresses).
+    /// Speak plain HTTP to the registry (the default only for loopback addresses given no
+    /// --registry-ca).
     #[arg(long)]
     plain_http: bool,
     /// Uploads and checks in flight at once.
@@ -448,7 +449,8 @@ struct RegistryArgs {
 impl RegistryArgs {
     fn options(&self, registry: &str) -> anyhow::Result<SeedOptions> {
         let mut opts = SeedOptions::new(registry);
-        opts.plain_http |= self.plain_http;
+        // A CA file says the registry speaks TLS, loopback or not.
+        opts.plain_http = self.plain_http || (opts.plain_http && self.registry_ca.is_empty());
         opts.ca_files = self.registry_ca.clone();
         opts.jobs = self.jobs;
         opts.attempts = self.attempts;

@@ -86,10 +86,17 @@ impl<'p> Registry<'p> {
     }
 
     pub(super) fn err(&self, what: &str, e: impl std::fmt::Display) -> InstallError {
+        let text = e.to_string();
+        if rin_support::is_certificate_error(&text) {
+            return InstallError::RegistryCertificate {
+                registry: self.host.clone(),
+                reason: format!("{what}: {text}"),
+            };
+        }
         InstallError::Registry {
             registry: self.host.clone(),
             // Every request can meet a full disk (blob uploads, manifests, tags): say so.
-            reason: format!("{what}: {}", explain(&e.to_string())),
+            reason: format!("{what}: {}", explain(&text)),
         }
     }
 
@@ -235,6 +242,8 @@ fn classify(e: OciDistributionError) -> Failure<OciDistributionError, OciDistrib
     use OciDistributionError as E;
     use oci_client::errors::OciErrorCode as C;
     let transient = match &e {
+        // A certificate the CA files do not vouch for stays so.
+        E::RequestError(r) if rin_support::is_certificate_error(&causes(r)) => false,
         E::RequestError(r) => r
             .status()
             .is_none_or(|s| s.is_server_error() || matches!(s.as_u16(), 408 | 429)),
