@@ -2,7 +2,9 @@
 //! with the format's settings) and in the compressed file: no changed content may be accepted, and
 //! no file may remain in staging.
 //!
-//! Every byte of the tar stream is covered, so every flip there must be refused. The zstd encoding
+//! Every byte of the tar stream is covered by the signature, or (the signature document, which
+//! holds only the one trusted signature here) checked, so every flip there must be refused; what
+//! the signature document does not cover is tested on its own. The zstd encoding
 //! itself is not unique: a few flips of the compressed file (about 0.3% measured, in block and
 //! entropy-table headers) decode to the very same tar stream. Such a copy installs exactly what
 //! was signed; the test accepts it only after an independent decoder confirms the identical bytes.
@@ -151,5 +153,68 @@ fn no_flipped_byte_changes_what_is_accepted_and_nothing_is_left() {
     assert!(
         accepted * 20 < FLIPS,
         "{accepted} of {FLIPS} compressed flips went unnoticed: far more than zstd's encoding freedom explains"
+    );
+}
+
+/// What the signatures cover, as FORMAT.md sections 1 and 7 state it: every byte but
+/// `rinbundle.sig`'s own. Adding a signature by a key the site does not trust, or dropping a
+/// trusted one the threshold does not need, gives another file the site accepts with the same
+/// signed index; a trusted key's signature that does not verify refuses the bundle.
+#[test]
+fn the_signature_document_is_checked_not_covered_and_a_bad_trusted_signature_refuses() {
+    let t = tempfile::tempdir().unwrap();
+    let ks = keys(3);
+    let index = craft::index_for(&[("files/a.txt", b"alpha\n")]);
+    let bundle = |name: &str, sig: &[u8]| {
+        let bytes = index.to_canonical_json();
+        let mut members = vec![
+            craft::Member::file(rin_bundle::index::INDEX_PATH, &bytes),
+            craft::Member::file(rin_bundle::index::SIGNATURES_PATH, sig),
+            craft::Member::file("files/a.txt", b"alpha\n"),
+        ];
+        let path = t.path().join(name);
+        fs::write(&path, craft::compress(&craft::tar(&members))).unwrap();
+        path
+    };
+    let signed =
+        |keys: &[ed25519_dalek::SigningKey]| rin_signing::sign(&index.to_canonical_json(), keys);
+    let verify = |path: &Path, pol: &rin_signing::TrustPolicy| {
+        rin_bundle::verify(path, pol, None, &Silent).map(|v| v.index_sha256)
+    };
+    let site = policy(&ks[..1], 1);
+
+    let alone = bundle("alone.tar.zst", &signed(&ks[..1]));
+    let with_stranger = bundle("stranger.tar.zst", &signed(&ks[..2]));
+    assert_ne!(fs::read(&alone).unwrap(), fs::read(&with_stranger).unwrap());
+    let a = verify(&alone, &site).unwrap();
+    let b = verify(&with_stranger, &site).unwrap();
+    assert_eq!(a, b, "the same signed index");
+    // The stranger's signature alone is not trusted.
+    let only_stranger = bundle("only.tar.zst", &signed(&ks[1..2]));
+    assert!(verify(&only_stranger, &site).is_err());
+
+    // Two trusted keys, threshold 1: either signature alone is enough.
+    let both_trusted = policy(&ks[..2], 1);
+    assert!(verify(&alone, &both_trusted).is_ok());
+    // A trusted key's signature over other bytes refuses the bundle, though the other trusted
+    // signature verifies.
+    let good: serde_json::Value = serde_json::from_slice(&signed(&ks[..1])).unwrap();
+    let bad: serde_json::Value =
+        serde_json::from_slice(&rin_signing::sign(b"other bytes", &ks[1..2])).unwrap();
+    let mut entries: Vec<serde_json::Value> = good["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(bad["signatures"].as_array().unwrap())
+        .cloned()
+        .collect();
+    entries.sort_by_key(|e| e["key_id"].as_str().unwrap().to_string());
+    let doc = serde_json::to_vec(&serde_json::json!({ "signatures": entries })).unwrap();
+    let forged = bundle("forged.tar.zst", &doc);
+    let err = verify(&forged, &both_trusted).unwrap_err();
+    assert!(err.is_refusal(), "{err}");
+    assert!(
+        verify(&forged, &site).is_ok(),
+        "the bad signature is not by a key it trusts"
     );
 }
