@@ -167,7 +167,7 @@ fn the_signature_document_is_checked_not_covered_and_a_bad_trusted_signature_ref
     let index = craft::index_for(&[("files/a.txt", b"alpha\n")]);
     let bundle = |name: &str, sig: &[u8]| {
         let bytes = index.to_canonical_json();
-        let mut members = vec![
+        let members = vec![
             craft::Member::file(rin_bundle::index::INDEX_PATH, &bytes),
             craft::Member::file(rin_bundle::index::SIGNATURES_PATH, sig),
             craft::Member::file("files/a.txt", b"alpha\n"),
