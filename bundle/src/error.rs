@@ -80,6 +80,10 @@ pub enum BundleError {
     },
     #[error("the bundle index is invalid: {reason}")]
     InvalidIndex { reason: String },
+    /// An image index or manifest (one the signed index names) that does not parse, or names a
+    /// blob the bundle neither carries nor leaves out.
+    #[error("entry {path:?}: {reason}")]
+    BadDocument { path: String, reason: String },
 
     #[error("corrupt tar header at byte {offset} of the tar stream (checksum mismatch)")]
     CorruptHeader { offset: u64 },
@@ -182,7 +186,8 @@ impl BundleError {
             | DuplicateEntry { .. }
             | OutOfOrder { .. }
             | NonCanonicalHeader { .. }
-            | InvalidIndex { .. } => {
+            | InvalidIndex { .. }
+            | BadDocument { .. } => {
                 "this bundle was not written by rinbundle or was crafted; do not use it, and ask its builder for a bundle built with rinbundle build"
             }
             Unsigned => "ask the builder to sign it: rinbundle build --key NAME.key",

@@ -300,6 +300,7 @@ impl Opened {
             .map(|(i, e)| (e.path.as_str(), i))
             .collect();
         let entries = &self.index.entries;
+        let documents = Documents::new(&self.index);
         let s = &mut self.stream;
         progress.begin("verify", self.index.content_size());
         for (pos, entry) in entries.iter().enumerate() {
@@ -318,9 +319,13 @@ impl Opened {
             }
             let mut hasher = Sha256::new();
             let wanted = sink.begin(entry)?;
+            let mut document = documents.begin(entry)?;
             s.take(entry.size, &entry.path, |chunk| {
                 hasher.update(chunk);
                 progress.advance(chunk.len() as u64);
+                if let Some(d) = document.as_mut() {
+                    d.extend_from_slice(chunk);
+                }
                 if wanted {
                     sink.data(chunk)?;
                 }
@@ -334,6 +339,9 @@ impl Opened {
                     expected: entry.sha256.clone(),
                     actual,
                 });
+            }
+            if let Some(d) = document {
+                documents.check(entry, &d)?;
             }
             if wanted {
                 sink.end(entry)?;
@@ -364,6 +372,96 @@ impl Opened {
             index: self.index,
             extracted: None,
         })
+    }
+}
+
+/// The image indexes and manifests the signed index names (images, their platforms, charts),
+/// read as they stream by: each must parse, and every blob it names (children, config, layers)
+/// must be carried or, in a delta, left out in `base.blobs`, so a bundle that verifies holds
+/// everything seeding needs.
+struct Documents<'a> {
+    index: &'a Index,
+    /// Bundle paths of the documents.
+    paths: std::collections::HashSet<String>,
+    /// Paths of every entry.
+    carried: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Documents<'a> {
+    fn new(index: &'a Index) -> Self {
+        let paths = index
+            .images
+            .iter()
+            .flat_map(|i| std::iter::once(&i.digest).chain(i.platforms.iter().map(|p| &p.digest)))
+            .chain(index.charts.iter().map(|c| &c.digest))
+            .filter_map(|d| crate::oci::bundle_blob_path(d))
+            .collect();
+        Documents {
+            index,
+            paths,
+            carried: index.entries.iter().map(|e| e.path.as_str()).collect(),
+        }
+    }
+
+    /// A buffer for `entry` when it is one of the documents (at most `MAX_DOCUMENT` bytes).
+    fn begin(&self, entry: &Entry) -> Result<Option<Vec<u8>>> {
+        if !self.paths.contains(&entry.path) {
+            return Ok(None);
+        }
+        if entry.size > crate::oci::MAX_DOCUMENT {
+            return Err(self.bad(
+                entry,
+                format!(
+                    "an image manifest or index of {} bytes, over the {}-byte limit",
+                    entry.size,
+                    crate::oci::MAX_DOCUMENT
+                ),
+            ));
+        }
+        Ok(Some(Vec::with_capacity(entry.size as usize)))
+    }
+
+    /// The document's content (verified against the signed index): it parses, and each blob it
+    /// names is there.
+    fn check(&self, entry: &Entry, bytes: &[u8]) -> Result<()> {
+        let doc: crate::oci::Document = serde_json::from_slice(bytes).map_err(|e| {
+            self.bad(
+                entry,
+                format!("does not parse as an image manifest or index: {e}"),
+            )
+        })?;
+        let named = doc
+            .manifests
+            .iter()
+            .flatten()
+            .chain(doc.config.iter())
+            .chain(doc.layers.iter().flatten());
+        for d in named {
+            let held = crate::oci::bundle_blob_path(&d.digest)
+                .is_some_and(|p| self.carried.contains(p.as_str()))
+                || self
+                    .index
+                    .base
+                    .as_ref()
+                    .is_some_and(|b| b.holds_blob(&d.digest));
+            if !held {
+                return Err(self.bad(
+                    entry,
+                    format!(
+                        "names {}, which the bundle neither carries nor leaves out in base.blobs",
+                        d.digest
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn bad(&self, entry: &Entry, reason: String) -> BundleError {
+        BundleError::BadDocument {
+            path: entry.path.clone(),
+            reason,
+        }
     }
 }
 

@@ -495,3 +495,79 @@ fn a_long_component_and_a_file_that_is_a_directory_are_malformed() {
     let err = refused(&bytes, &pol);
     assert!(err.to_string().contains("is a file, and"), "{err}");
 }
+
+/// A bundle of one single-manifest image whose manifest is `manifest`, carrying `config` and the
+/// `carried` blobs.
+fn one_image(manifest: &[u8], config: &[u8], carried: &[&[u8]]) -> (Vec<u8>, TrustPolicy) {
+    use rin_bundle::digest::sha256_hex;
+    let blob = |b: &[u8]| (format!("oci/blobs/sha256/{}", sha256_hex(b)), b.to_vec());
+    let mut files: Vec<(String, Vec<u8>)> = vec![blob(manifest), blob(config)];
+    files.extend(carried.iter().map(|b| blob(b)));
+    files.push(("oci/index.json".into(), b"{\"manifests\":[]}".to_vec()));
+    files.push((
+        "oci/oci-layout".into(),
+        b"{\"imageLayoutVersion\":\"1.0.0\"}".to_vec(),
+    ));
+    files.sort();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_slice()))
+        .collect();
+    let mut index = index_for(&refs);
+    let digest = format!("sha256:{}", sha256_hex(manifest));
+    index.images.push(rin_bundle::index::Image {
+        reference: "registry.example/app:1".into(),
+        digest: digest.clone(),
+        media_type: rin_bundle::oci::MT_OCI_MANIFEST.into(),
+        upstream_digest: None,
+        platforms: vec![rin_bundle::index::ImagePlatform {
+            platform: "linux/amd64".parse().unwrap(),
+            digest,
+            size: 1,
+        }],
+    });
+    let ks = keys(1);
+    let mut all = head(&index, &ks);
+    all.extend(refs.iter().map(|(p, c)| Member::file(p, c)));
+    (compress(&tar(&all)), policy(&ks, 1))
+}
+
+#[test]
+fn a_manifest_that_names_a_blob_the_bundle_lacks_or_does_not_parse_is_malformed() {
+    use rin_bundle::digest::sha256_hex;
+    let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}";
+    let layer = b"layer bytes";
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:{}\",\"size\":{}}},\"layers\":[{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:{}\",\"size\":{}}}]}}",
+        rin_bundle::oci::MT_OCI_MANIFEST,
+        sha256_hex(config),
+        config.len(),
+        sha256_hex(layer),
+        layer.len()
+    );
+    // Whole: accepted.
+    let (bytes, pol) = one_image(manifest.as_bytes(), config, &[layer]);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ok.tar.zst");
+    fs::write(&p, bytes).unwrap();
+    rin_bundle::verify(&p, &pol, None, &Silent).unwrap();
+    // Its layer left out: refused, naming it.
+    let (bytes, pol) = one_image(manifest.as_bytes(), config, &[]);
+    let err = refused(&bytes, &pol);
+    assert!(matches!(err, BundleError::BadDocument { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "names sha256:{}, which the bundle neither carries",
+            sha256_hex(layer)
+        )),
+        "{err}"
+    );
+    // Not a manifest at all.
+    let (bytes, pol) = one_image(b"not json", config, &[layer]);
+    let err = refused(&bytes, &pol);
+    assert!(
+        err.to_string()
+            .contains("does not parse as an image manifest"),
+        "{err}"
+    );
+}

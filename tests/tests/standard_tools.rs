@@ -327,4 +327,18 @@ fn an_image_with_docker_media_types_is_read_by_hand_and_imported_by_ctr() {
     let (passed, text) = rin_tests::by_hand(&bad, &public, &bad_dir);
     assert!(!passed, "{text}");
     assert!(text.contains(&format!("missing blob {layer}")), "{text}");
+    // Our reader refuses it too, as malformed (FORMAT.md section 7, step 6).
+    let out = run(Command::new(bin("rininstall"))
+        .arg("verify")
+        .arg(&bad)
+        .arg("--key")
+        .arg(&public));
+    let said = rin_tests::text(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains(&format!(
+            "names {layer}, which the bundle neither carries nor leaves out in base.blobs"
+        )),
+        "{said}"
+    );
 }
