@@ -10,6 +10,8 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{} is not a stack directory: {reason}", dir.display())]
+    NoStack { dir: PathBuf, reason: String },
     #[error("stack definition {path}: {reason}")]
     Spec { path: PathBuf, reason: String },
     #[error("installer {}: {reason}", path.display())]
@@ -89,6 +91,9 @@ impl BuildError {
         Some(match self {
             BuildError::Read { .. } => {
                 "check that the stack directory holds every file bundle.yaml names"
+            }
+            BuildError::NoStack { .. } => {
+                "give --stack the directory that holds the stack's bundle.yaml (docs/STACK.md; examples/demo is one)"
             }
             BuildError::Spec { .. } => "fix bundle.yaml; docs/STACK.md describes every field",
             BuildError::Installer { .. } => {

@@ -236,6 +236,18 @@ pub struct Stack {
 impl Stack {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(SPEC_FILE);
+        if !path.exists() {
+            return Err(BuildError::NoStack {
+                dir: dir.to_path_buf(),
+                reason: if dir.is_dir() {
+                    format!("it holds no {SPEC_FILE}")
+                } else if dir.exists() {
+                    "it is not a directory".into()
+                } else {
+                    "it does not exist".into()
+                },
+            });
+        }
         let text = std::fs::read_to_string(&path).map_err(|source| BuildError::Read {
             path: path.clone(),
             source,

@@ -54,17 +54,33 @@ fn usage_errors_exit_2_and_local_errors_exit_1_with_a_hint() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("error: cannot read ") && err.contains("bundle.yaml"),
+        err.starts_with("error: ")
+            && err.contains("is not a stack directory: it holds no bundle.yaml"),
         "{err}"
     );
-    assert!(err.contains("\nhint: "), "{err}");
+    assert!(err.contains("\nhint: give --stack the directory"), "{err}");
+    let out = rinbundle()
+        .args(["build", "--unsigned", "--stack"])
+        .arg(tmp.path().join("none"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not a stack directory: it does not exist"),
+        "{err}"
+    );
     let out = rinbundle()
         .args(["build", "--stack"])
         .arg(tmp.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("rinbundle keygen"));
+    // No key and no --unsigned: a wrong command line, with a hint.
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\nhint: make a key pair with `rinbundle keygen"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -175,7 +175,7 @@ impl BundleError {
             | MissingEntries { .. }
             | EntryTooLarge { .. }
             | SizeMismatch { .. } => {
-                "the file was damaged or altered after it was signed: copy the bundle again and compare its sha256 with the one printed when it was built"
+                "the file was damaged or altered after it was signed: copy the bundle again from the original (`sha256sum` of both copies shows whether they match; `rinbundle build --sha256` prints and records the file's sha256)"
             }
             NotABundle { .. } => "pass the .tar.zst file that rinbundle build wrote",
             IndexTooLarge { .. }

@@ -1,7 +1,6 @@
 //! What both binaries share: the error renderer and exit codes, the progress display, the
 //! trust-policy arguments and the `verify` command.
 
-use anyhow::Context as _;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rin_bundle::{BundleError, Progress};
@@ -45,6 +44,34 @@ pub mod env {
     // Build time only (cli/build.rs): `RIN_COMMIT`, the commit `--version` names.
 }
 
+/// An error the binaries raise themselves, with its hint and exit code: a wrong command line
+/// that clap cannot see (exit 2), or a local problem (exit 1).
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub hint: &'static str,
+    pub code: u8,
+}
+
+impl CliError {
+    /// A command line that cannot work (exit 2).
+    pub fn usage(message: impl Into<String>, hint: &'static str) -> anyhow::Error {
+        anyhow::Error::new(CliError {
+            message: message.into(),
+            hint,
+            code: exit::USAGE,
+        })
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for CliError {}
+
 /// What [`render`] prints for an error: its one line (each cause once), the hint, the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -86,8 +113,12 @@ pub fn rendered(
     }
     let mut refused = false;
     let mut hint = None;
+    let mut code = None;
     for e in err.chain() {
-        if let Some(b) = e.downcast_ref::<BundleError>() {
+        if let Some(c) = e.downcast_ref::<CliError>() {
+            hint = hint.or(Some(c.hint.to_string()));
+            code = code.or(Some(c.code));
+        } else if let Some(b) = e.downcast_ref::<BundleError>() {
             refused |= b.is_refusal();
             hint = hint.or(b.hint().map(str::to_string));
         } else if let Some(t) = e.downcast_ref::<TrustError>() {
@@ -102,7 +133,22 @@ pub fn rendered(
     Rendered {
         error: line,
         hint,
-        code: if refused { exit::REFUSED } else { exit::ERROR },
+        code: code.unwrap_or(if refused { exit::REFUSED } else { exit::ERROR }),
+    }
+}
+
+/// `err` with "bundle FILE refused" before it when the bundle itself was refused (damaged,
+/// altered, untrusted, malformed); a file that cannot be read is no refusal and says so alone.
+pub fn refused_context(err: anyhow::Error, file: &Path) -> anyhow::Error {
+    let refused = err.chain().any(|e| {
+        e.downcast_ref::<BundleError>()
+            .is_some_and(BundleError::is_refusal)
+            || e.downcast_ref::<TrustError>().is_some()
+    });
+    if refused {
+        err.context(format!("bundle {} refused", file.display()))
+    } else {
+        err
     }
 }
 
@@ -367,7 +413,7 @@ pub fn verify_command(
     let policy = trust.policy(default_dir)?;
     let bars = Bars::new(quiet || json);
     let v = rin_bundle::verify(file, &policy, extract, &bars)
-        .with_context(|| format!("bundle {} refused", file.display()))?;
+        .map_err(|e| refused_context(e.into(), file))?;
     if json {
         let out = serde_json::json!({
             "verified": true,

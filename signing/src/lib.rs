@@ -39,6 +39,10 @@ pub enum KeyError {
         expected: &'static str,
         reason: String,
     },
+    #[error("{path} is a private key (BEGIN PRIVATE KEY); a public key is wanted here")]
+    PrivateGiven { path: PathBuf },
+    #[error("{path} is a public key (BEGIN PUBLIC KEY); signing needs the private key")]
+    PublicGiven { path: PathBuf },
     #[error("the system random number generator failed: {0}")]
     Random(String),
     #[error("no trusted keys: {0}")]
@@ -56,6 +60,12 @@ impl KeyError {
             }
             KeyError::Parse { .. } => {
                 "pass NAME.key (PKCS#8, BEGIN PRIVATE KEY) to sign and NAME.pub (BEGIN PUBLIC KEY) to trust, as rinbundle keygen writes them"
+            }
+            KeyError::PrivateGiven { .. } => {
+                "give NAME.pub, the public half rinbundle keygen wrote beside NAME.key; NAME.key stays on the machine that signs"
+            }
+            KeyError::PublicGiven { .. } => {
+                "give NAME.key, the private key rinbundle keygen wrote beside NAME.pub"
             }
             KeyError::Random(_) => return None,
             KeyError::NoKeys(_) => {
@@ -94,7 +104,7 @@ impl TrustError {
                 "ask the builder to sign the bundle: rinbundle build --key NAME.key"
             }
             TrustError::Malformed(_) | TrustError::BadSignature { .. } => {
-                "the bundle was damaged or altered after it was signed: copy it again and compare its sha256"
+                "the bundle was damaged or altered after it was signed: copy it again from the original (`sha256sum` of both copies shows whether they match)"
             }
             TrustError::UnknownKeys { .. } => {
                 "if you trust that key, add its .pub file with --key or to the trusted-keys directory; otherwise do not use this bundle"
@@ -182,7 +192,13 @@ fn read_text(path: &Path) -> Result<String, KeyError> {
 
 /// Load a private key (PKCS#8 PEM).
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    SigningKey::from_pkcs8_pem(&read_text(path)?).map_err(|e| KeyError::Parse {
+    let text = read_text(path)?;
+    if text.contains("-----BEGIN PUBLIC KEY-----") {
+        return Err(KeyError::PublicGiven {
+            path: path.to_path_buf(),
+        });
+    }
+    SigningKey::from_pkcs8_pem(&text).map_err(|e| KeyError::Parse {
         path: path.to_path_buf(),
         expected: "private key (PKCS#8)",
         reason: e.to_string(),
@@ -191,7 +207,13 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
 
 /// Load a public key (SPKI PEM).
 pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
-    VerifyingKey::from_public_key_pem(read_text(path)?.trim()).map_err(|e| KeyError::Parse {
+    let text = read_text(path)?;
+    if text.contains("-----BEGIN PRIVATE KEY-----") {
+        return Err(KeyError::PrivateGiven {
+            path: path.to_path_buf(),
+        });
+    }
+    VerifyingKey::from_public_key_pem(text.trim()).map_err(|e| KeyError::Parse {
         path: path.to_path_buf(),
         expected: "public key (SPKI)",
         reason: e.to_string(),
@@ -480,8 +502,20 @@ mod tests {
             write_keypair(&dir.path().join("site"), &k).is_err(),
             "never overwrites"
         );
+        // Each half where the other is wanted is named as such.
+        let e = load_verifying_key(&kp).unwrap_err();
+        assert!(matches!(e, KeyError::PrivateGiven { .. }), "{e}");
+        assert!(e.hint().unwrap().starts_with("give NAME.pub"));
+        let e = load_signing_key(&pp).unwrap_err();
+        assert!(matches!(e, KeyError::PublicGiven { .. }), "{e}");
+        assert!(
+            e.to_string().ends_with("signing needs the private key"),
+            "{e}"
+        );
+        // Anything else is not a key of ours.
+        fs::write(dir.path().join("x.pub"), "ssh-ed25519 AAAA\n").unwrap();
         assert!(matches!(
-            load_verifying_key(&kp),
+            load_verifying_key(&dir.path().join("x.pub")),
             Err(KeyError::Parse { .. })
         ));
     }

@@ -674,3 +674,90 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The first stumbles of a new operator: each says what was wrong and what to do, with the exit
+/// code README.md gives it, and a refused apply leaves nothing on a fresh node.
+#[test]
+fn a_new_operators_mistakes_are_named_with_the_right_exit_code_and_leave_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(t.path(), "site");
+    let stack = write_stack(&t.path().join("stack")).unwrap();
+    let bundle = t.path().join("b.tar.zst");
+    let o = build(&stack, &bundle, &[&key], "1700000000");
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A bundle file that does not exist is a local problem (1), not a refusal.
+    let o = cmd("rininstall")
+        .arg("verify")
+        .arg(t.path().join("nope.tar.zst"))
+        .arg("--key")
+        .arg(&public)
+        .output()
+        .unwrap();
+    let said = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(said.starts_with("error: cannot read bundle"), "{said}");
+    assert!(!said.contains("refused"), "{said}");
+
+    // The private key where the public one belongs, and the other way round.
+    let o = cmd("rininstall")
+        .arg("verify")
+        .arg(&bundle)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let said = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(said.contains("site.key is a private key"), "{said}");
+    assert!(said.contains("hint: give NAME.pub"), "{said}");
+    assert!(!said.contains("ASN.1"), "{said}");
+    let o = build(
+        &stack,
+        &t.path().join("x.tar.zst"),
+        &[&public],
+        "1700000000",
+    );
+    assert!(
+        text(&o).contains("site.pub is a public key"),
+        "{}",
+        text(&o)
+    );
+
+    // --root without --no-start is a wrong command line (2).
+    let root = t.path().join("node");
+    let o = cmd("rininstall")
+        .arg("apply")
+        .arg(&bundle)
+        .arg("--key")
+        .arg(&public)
+        .arg("--root")
+        .arg(&root)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let said = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{said}");
+    assert!(said.contains("hint: add --no-start"), "{said}");
+    assert!(!root.exists());
+
+    // A damaged bundle refused on a fresh node: exit 3, and no state directory, lock or staging.
+    let mut bytes = fs::read(&bundle).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    let damaged = t.path().join("damaged.tar.zst");
+    fs::write(&damaged, bytes).unwrap();
+    let o = cmd("rininstall")
+        .arg("apply")
+        .arg(&damaged)
+        .arg("--key")
+        .arg(&public)
+        .arg("--root")
+        .arg(&root)
+        .args(["--no-start", "--arch", "amd64", "--registry", "127.0.0.1:9"])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(!root.exists(), "a refused apply left {}", root.display());
+}

@@ -501,12 +501,29 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
         .arg(&gone)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    // The record is shown; the health is unknown, which a script must not read as healthy.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
     assert!(
         said.contains("installed: life 1.0.0") && said.contains("cluster: not asked"),
         "{said}"
     );
+    assert!(said.contains("health: unknown"), "{said}");
+    // A kubeconfig that does not exist is said at once, not waited for.
+    let out = Command::new(bin("rininstall"))
+        .args(["status", "--timeout", "30", "--root"])
+        .arg(&s.root)
+        .arg("--kubeconfig")
+        .arg(s.t.path().join("no-such-kubeconfig"))
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("no-such-kubeconfig: it does not exist: K3s writes it once it runs"),
+        "{said}"
+    );
+    assert!(!said.contains("waiting for the Kubernetes API"), "{said}");
 }
 
 #[test]

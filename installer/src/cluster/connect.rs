@@ -11,6 +11,23 @@ pub fn k3s_kubeconfig(root: &Path) -> PathBuf {
     root.join(crate::node::host::KUBECONFIG)
 }
 
+/// [`connect`] for a look at a cluster that should be running (status, doctor, rollback,
+/// support bundles): a kubeconfig that does not exist is said at once instead of waited for.
+pub fn look(
+    kubeconfig: &Path,
+    timeout: Duration,
+    rt: &tokio::runtime::Handle,
+    report: &dyn Progress,
+) -> Result<(Cluster, String)> {
+    if !kubeconfig.exists() {
+        return Err(crate::error::InstallError::Cluster {
+            what: format!("kubeconfig {}", kubeconfig.display()),
+            reason: "it does not exist: K3s writes it once it runs on this node (not yet, or not here with --no-start); give --kubeconfig or KUBECONFIG for a running cluster".into(),
+        });
+    }
+    connect(kubeconfig, timeout, rt, report)
+}
+
 /// Connect to the cluster of `kubeconfig` and wait until its API answers: the cluster and its
 /// Kubernetes version.
 pub fn connect(

@@ -316,7 +316,7 @@ fn cluster(t: &Target, rt: &Handle, progress: &dyn Progress) -> Result<Vec<Check
         ]);
     };
     let mut out = Vec::new();
-    let nodes = match crate::cluster::connect::connect(&t.kubeconfig, t.timeout, rt, progress) {
+    let nodes = match crate::cluster::connect::look(&t.kubeconfig, t.timeout, rt, progress) {
         Ok((cluster, _)) => rt
             .block_on(cluster.listings())
             .into_iter()

@@ -3,7 +3,7 @@
 //! the objects the state directory kept and the images the site registry still holds, with the
 //! same waits, pruning and record as an apply).
 
-use crate::cluster::connect::connect;
+use crate::cluster::connect::look;
 use crate::cluster::deploy::DeployOptions;
 use crate::cluster::health::Health;
 use crate::cluster::rollout::{self, Desired, RolledOut, RolloutOptions};
@@ -88,7 +88,7 @@ pub fn status(t: &Target, rt: &Handle, report: &dyn Progress) -> Result<Status> 
         ));
         return Ok(out);
     };
-    let (cluster, kubernetes) = match connect(&t.kubeconfig, t.timeout, rt, report) {
+    let (cluster, kubernetes) = match look(&t.kubeconfig, t.timeout, rt, report) {
         Ok(c) => c,
         Err(e) => {
             out.cluster_error = Some(e.to_string());
@@ -171,7 +171,7 @@ pub fn rollback(
             ),
         });
     };
-    let (cluster, _) = connect(&opts.target.kubeconfig, opts.target.timeout, rt, report)?;
+    let (cluster, _) = look(&opts.target.kubeconfig, opts.target.timeout, rt, report)?;
     let records = rt.block_on(rollout::releases(&cluster, &installed.stack))?;
     let target = crate::release::rollback_target(&records, opts.to.as_deref())?.clone();
     let kept = state.kept_objects(target.revision())?;

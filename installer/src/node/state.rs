@@ -27,11 +27,35 @@ pub struct Kept {
     pub objects: Vec<crate::cluster::objects::Object>,
 }
 
-/// An opened, locked state directory. The lock is released when this is dropped.
+/// An opened, locked state directory. The lock is released when this is dropped; a run that
+/// created the directory and recorded nothing in it (refused, or failed before any record)
+/// leaves no directory behind, and no run leaves an empty `staging/`.
 #[derive(Debug)]
 pub struct State {
     dir: PathBuf,
     _lock: File,
+    /// The topmost directory `open` created (None when the state directory existed).
+    created: Option<PathBuf>,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(self.dir.join("staging"));
+        let Some(top) = &self.created else {
+            return;
+        };
+        let only_lock = fs::read_dir(&self.dir)
+            .is_ok_and(|mut d| d.all(|e| e.is_ok_and(|e| e.file_name() == "lock")));
+        if !only_lock || fs::remove_file(self.dir.join("lock")).is_err() {
+            return;
+        }
+        // Each directory this run made, innermost first; one that is not empty stays.
+        for d in self.dir.ancestors() {
+            if fs::remove_dir(d).is_err() || d == top.as_path() {
+                break;
+            }
+        }
+    }
 }
 
 impl State {
@@ -41,6 +65,11 @@ impl State {
             let path = path.to_path_buf();
             move |source| InstallError::Io { path, source }
         };
+        let created = dir
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+            .last()
+            .map(Path::to_path_buf);
         fs::create_dir_all(dir).map_err(io(dir))?;
         let lock_path = dir.join("lock");
         let mut lock = OpenOptions::new()
@@ -71,6 +100,7 @@ impl State {
         Ok(State {
             dir: dir.to_path_buf(),
             _lock: lock,
+            created,
         })
     }
 
@@ -277,6 +307,28 @@ mod tests {
         assert!(e.contains("another rininstall"), "{e}");
         drop(first);
         State::open(t.path()).unwrap();
+    }
+
+    #[test]
+    fn a_run_that_made_the_state_directory_and_recorded_nothing_leaves_none() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("root/var/lib/rininstall");
+        let s = State::open(&dir).unwrap();
+        fs::create_dir_all(s.dir().join("staging")).unwrap();
+        drop(s);
+        assert!(!t.path().join("root").exists());
+        // With a record, everything stays but an empty staging/.
+        let s = State::open(&dir).unwrap();
+        fs::create_dir_all(s.dir().join("staging")).unwrap();
+        s.record(&Release::default()).unwrap();
+        drop(s);
+        assert!(dir.join("release.json").exists() && dir.join("lock").exists());
+        assert!(!dir.join("staging").exists());
+        // A directory that existed before the run stays, lock and all.
+        let kept = t.path().join("kept");
+        fs::create_dir(&kept).unwrap();
+        drop(State::open(&kept).unwrap());
+        assert!(kept.join("lock").exists());
     }
 
     #[test]

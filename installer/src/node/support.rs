@@ -133,7 +133,7 @@ pub fn write(
     c.add("cluster/status.json", json_bytes(status));
     if answered
         && let Ok((cluster, _)) =
-            crate::cluster::connect::connect(&target.kubeconfig, target.timeout, rt, progress)
+            crate::cluster::connect::look(&target.kubeconfig, target.timeout, rt, progress)
     {
         for (what, list) in rt.block_on(cluster.listings()) {
             c.add(&format!("cluster/{what}.json"), json_bytes(list));

@@ -397,9 +397,10 @@ fn build(
     quiet: bool,
 ) -> anyhow::Result<()> {
     if args.keys.is_empty() && !args.unsigned {
-        anyhow::bail!(
-            "no signing key: pass --key NAME.key (make one with rinbundle keygen --out NAME), or --unsigned"
-        );
+        return Err(rin_cli::CliError::usage(
+            "no signing key: pass --key NAME.key, or --unsigned",
+            "make a key pair with `rinbundle keygen --out NAME` (NAME.key signs, NAME.pub goes to the sites); --unsigned writes a bundle no site accepts until it is signed",
+        ));
     }
     let stack = Stack::load(stack_dir)?;
     let arches = if args.arches.is_empty() {

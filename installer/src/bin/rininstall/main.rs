@@ -498,9 +498,7 @@ fn seed_command(args: &SeedArgs, quiet: bool) -> anyhow::Result<()> {
     let bars = Bars::new(quiet);
     let rt = runtime()?;
     let run = seed::seed_file(file, &policy, &opts, rt.handle(), &bars).map_err(|e| match e {
-        SeedFailure::Refused(e) => {
-            anyhow_of(e).context(format!("bundle {} refused", file.display()))
-        }
+        SeedFailure::Refused(e) => rin_cli::refused_context(anyhow_of(e), file),
         SeedFailure::Platforms(why) => anyhow::anyhow!("--platform: {why}"),
         SeedFailure::Seeding(e) => anyhow_of(e),
     })?;
@@ -637,6 +635,15 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
             "joining servers and agents need both --server https://SERVER:6443 and --token-file FILE"
         ),
     };
+    if args.root != Path::new("/") && !args.no_start {
+        return Err(rin_cli::CliError::usage(
+            format!(
+                "--root {}: K3s can only be started on the real root",
+                args.root.display()
+            ),
+            "add --no-start to lay the node out under that directory without starting K3s",
+        ));
+    }
     let (registry, seed_opts) = match &args.registry {
         Some(host) => (RegistryMode::External, args.reg.options(host)?),
         None => (
@@ -812,10 +819,16 @@ fn status_command(args: &StatusArgs, quiet: bool) -> anyhow::Result<()> {
         }
         if let Some(e) = &s.cluster_error {
             println!("cluster: not asked: {e}");
+            if s.node.is_some() {
+                println!("health: unknown (the cluster was not asked)");
+            }
         }
     }
     match &s.cluster {
         Some(c) if !c.healthy => anyhow::bail!("the stack is not healthy (see above)"),
+        None if s.node.is_some() => {
+            anyhow::bail!("the stack's health is unknown: the cluster was not asked (see above)")
+        }
         _ => Ok(()),
     }
 }
