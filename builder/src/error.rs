@@ -18,6 +18,8 @@ pub enum BuildError {
     Installer { path: PathBuf, reason: String },
     #[error("image {image}: {reason}")]
     Image { image: String, reason: String },
+    #[error("image {image}: its layout directory {} does not exist", dir.display())]
+    NoLayout { image: String, dir: PathBuf },
     #[error("image {image} has no {platform} manifest (it has: {available})")]
     MissingPlatform {
         image: String,
@@ -101,6 +103,9 @@ impl BuildError {
             }
             BuildError::Image { .. } => {
                 "check the image's `layout:` directory: it must be an OCI image layout (oci-layout, index.json, blobs/)"
+            }
+            BuildError::NoLayout { .. } => {
+                "write the image's OCI layout there first (e.g. `skopeo copy --all docker://REF oci:DIR:NAME`); examples/demo's layouts are made by ./examples/demo/run.sh"
             }
             BuildError::MissingPlatform { .. } => {
                 "build the image for that architecture too, or leave the architecture out with --arch"

@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-demo-out}
-cargo build --quiet --bins
+echo "== building rinbundle, rininstall and the demo's fixture maker (on a fresh clone this takes"
+echo "   several minutes: cargo compiles every dependency once; later runs take seconds)"
+cargo build --bins
 BIN=target/debug
 rm -rf "$OUT" examples/demo/build
 mkdir -p "$OUT"

@@ -149,7 +149,12 @@ kill %1
         );
     }
     assert!(first.contains("seeded 127.0.0.1:5000"), "{first}");
-    assert!(first.contains("installed demo 1.0.0"), "{first}");
+    // Recorded, and said to be not deployed (no cluster here).
+    assert!(
+        first.contains("recorded demo 1.0.0 on this node")
+            && first.contains("the stack was not deployed by this run"),
+        "{first}"
+    );
     // Progress: seven steps, as JSON lines; without a cluster, the deploy step says why it
     // did not run.
     let steps = read("first.err")
@@ -274,10 +279,25 @@ fn a_dry_run_changes_nothing_and_preflight_names_every_problem_before_any_change
     assert_eq!(
         plan,
         [
-            "Namespace/demo (from manifests/00-namespace.yaml)",
+            "Namespace demo (from manifests/00-namespace.yaml)",
             "HelmChart.helm.cattle.io kube-system/demo (from chart demo 0.1.0)",
             "Deployment.apps demo/web (from manifests/app/web.yaml)",
         ],
+        "{dry}"
+    );
+    // The same files a real run writes (K3s's import cache among them), and the objects are
+    // said to be applied only by a run that deploys (K3s is not started here).
+    assert!(
+        dry.contains(&format!(
+            "would write {}",
+            root.join("var/lib/rancher/k3s/agent/images/.cache.json")
+                .display()
+        )),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("not deployed by this run: K3s is not started here (--no-start)")
+            && dry.contains("a run that deploys would apply 3 objects:"),
         "{dry}"
     );
     assert!(!root.exists(), "a dry run created {}", root.display());

@@ -123,3 +123,11 @@ fn links_clashing_paths_and_repeated_images() {
         "{err}"
     );
 }
+
+#[test]
+fn an_image_layout_that_was_never_made() {
+    let err = build_broken(|stack| fs::remove_dir_all(stack.join("images")).unwrap());
+    assert!(matches!(err, BuildError::NoLayout { .. }), "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(err.hint().unwrap().contains("skopeo copy"), "{err}");
+}

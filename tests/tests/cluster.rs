@@ -352,7 +352,7 @@ fn apply_deploys_records_upgrades_with_pruning_rolls_back_and_reports_status() {
         "{said}"
     );
     assert!(
-        said.contains(&format!("pruned Namespace/{ns}-extra")),
+        said.contains(&format!("pruned Namespace {ns}-extra")),
         "{said}"
     );
     assert!(

@@ -193,7 +193,7 @@ fn charts_from_a_helm_repository_and_oci_k3s_from_a_release_page_and_the_image_c
         "{stdout}"
     );
     assert!(
-        stdout.contains("images used by manifests and charts: 3, carried: 2"),
+        stdout.contains("the stack's manifests and charts use 3 images, 1 of them NOT carried:"),
         "{stdout}"
     );
 

@@ -385,15 +385,15 @@ fn the_rin_stack_has_the_reference_architecture_s_parts() {
     let l = load(&repo_root().join("manifests"));
     let names: Vec<String> = l.objects.iter().map(|o| o.reference.to_string()).collect();
     for want in [
-        "Namespace/rin-system",
-        "Namespace/rin-data",
-        "Namespace/rin-monitoring",
+        "Namespace rin-system",
+        "Namespace rin-data",
+        "Namespace rin-monitoring",
         "Deployment.apps rin-system/rin-api",
         "Deployment.apps rin-system/rin-worker",
         "Deployment.apps rin-system/rin-score-worker",
         "StatefulSet.apps rin-data/nats",
         "Cluster.postgresql.cnpg.io rin-data/rin-db",
-        "ClusterIssuer.cert-manager.io/rin-internal-ca",
+        "ClusterIssuer.cert-manager.io rin-internal-ca",
         "Ingress.networking.k8s.io rin-system/rin-api",
     ] {
         assert!(names.iter().any(|n| n == want), "missing {want}: {names:?}");

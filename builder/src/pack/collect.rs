@@ -76,6 +76,12 @@ struct Layout {
 
 impl Layout {
     fn open(root: PathBuf, image: &str) -> Result<Self> {
+        if !root.exists() {
+            return Err(BuildError::NoLayout {
+                image: image.to_string(),
+                dir: root,
+            });
+        }
         if !root.join("oci-layout").is_file() {
             return Err(BuildError::Image {
                 image: image.to_string(),

@@ -36,6 +36,10 @@ impl Run<'_> {
                         None => format!("{} (from {})", o.reference, o.source),
                     })
                     .collect();
+                if let Some(why) = opts.deploys_here() {
+                    self.report.say(&format!("deploy skipped: {why}"));
+                    self.done.plan_deferred = Some(why);
+                }
             }
             Some(why) => self.report.say(&format!("deploy skipped: {why}")),
             // A dry run stops above: the first server plans, any other node deploys nothing.

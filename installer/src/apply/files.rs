@@ -132,10 +132,13 @@ impl Run<'_> {
             }
         }
         let opts = &self.opts;
-        if !opts.dry_run && host::ensure_import_cache(&opts.root)? {
-            self.done
-                .written
-                .push(format!("{}/.cache.json", host::IMAGES_DIR));
+        let import_cache = format!("{}/.cache.json", host::IMAGES_DIR);
+        if opts.dry_run {
+            if !opts.root.join(&import_cache).exists() {
+                self.done.written.push(import_cache);
+            }
+        } else if host::ensure_import_cache(&opts.root)? {
+            self.done.written.push(import_cache);
         }
         if !opts.no_start {
             let unit = opts.root.join(format!(

@@ -98,6 +98,9 @@ pub struct Applied {
     pub release: Option<Release>,
     /// A dry run's objects, in apply order (`Kind ns/name (from FILE)`).
     pub plan: Vec<String>,
+    /// Why this node would not deploy them now (`--no-start` without `--kubeconfig`): the plan
+    /// is what a deploying run applies.
+    pub plan_deferred: Option<&'static str>,
     /// The cluster step's outcome, when it ran.
     pub rolled_out: Option<RolledOut>,
     /// The host packages step, when the bundle carries a set for this node.

@@ -45,6 +45,9 @@ impl ObjectRef {
     }
 }
 
+/// One form everywhere an object is named: `Kind[.group] [namespace/]name`, e.g.
+/// `Namespace rin-demo`, `Service rin-demo/hello`, `Deployment.apps rin-demo/hello` (the group
+/// when not the core one, as kubectl spells it).
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.group() {
@@ -52,7 +55,7 @@ impl std::fmt::Display for ObjectRef {
             g => format!("{}.{g}", self.kind),
         };
         match self.namespace.as_str() {
-            "" => write!(f, "{kind}/{}", self.name),
+            "" => write!(f, "{kind} {}", self.name),
             ns => write!(f, "{kind} {ns}/{}", self.name),
         }
     }

@@ -474,7 +474,7 @@ fn build(
     })?;
     if !quiet {
         println!(
-            "built {} {} for {}: {} images, {} charts, {} entries",
+            "built {} {} for {}: {} images and {} charts carried, {} files in all",
             built.index.stack.name,
             built.index.stack.version,
             rin_bundle::platform::list(&built.index.platforms),
@@ -483,11 +483,18 @@ fn build(
             built.index.entries.len()
         );
         let missing: Vec<_> = built.uses.iter().filter(|(_, ok)| !ok).collect();
-        println!(
-            "images used by manifests and charts: {}, carried: {}",
-            built.uses.len(),
-            built.uses.len() - missing.len()
-        );
+        if missing.is_empty() {
+            println!(
+                "the stack's manifests and charts use {} images, all carried",
+                built.uses.len()
+            );
+        } else {
+            println!(
+                "the stack's manifests and charts use {} images, {} of them NOT carried:",
+                built.uses.len(),
+                missing.len()
+            );
+        }
         for (u, _) in missing {
             println!(
                 "  NOT CARRIED: {} (in {})",
@@ -615,7 +622,7 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
         println!("signed by  {s}");
     }
     println!(
-        "(not verified: run `rinbundle verify --key NAME.pub {}`)",
+        "(not verified: a site checks it with `rininstall verify {} --key NAME.pub`)",
         file.display()
     );
     Ok(())

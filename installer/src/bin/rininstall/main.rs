@@ -730,6 +730,13 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
     if let Some(s) = &done.seeded {
         println!("seeded {}: {}", opts.seed.registry, seeded_line(s));
     }
+    if let Some(why) = done.plan_deferred {
+        println!("not deployed by this run: {why}");
+        println!(
+            "a run that deploys would apply {} objects:",
+            done.plan.len()
+        );
+    }
     for o in &done.plan {
         println!("would apply {}", rin_support::printable(o));
     }
@@ -737,10 +744,17 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
         print_rolled_out(out);
     }
     if let Some(r) = &done.release {
-        println!(
-            "installed {} {} (bundle index sha256 {})",
-            r.stack, r.version, r.index_sha256
-        );
+        if done.rolled_out.is_some() {
+            println!(
+                "installed {} {} (bundle index sha256 {})",
+                r.stack, r.version, r.index_sha256
+            );
+        } else {
+            println!(
+                "recorded {} {} on this node (bundle index sha256 {}): its files are in place; the stack was not deployed by this run",
+                r.stack, r.version, r.index_sha256
+            );
+        }
     } else if opts.dry_run {
         println!("dry run: nothing was changed");
     }

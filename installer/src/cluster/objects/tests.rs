@@ -65,8 +65,8 @@ fn objects_are_applied_crds_first_then_namespaces_operators_and_the_rest_in_helm
     assert_eq!(
         got,
         [
-            "CustomResourceDefinition.apiextensions.k8s.io/widgets.example.com",
-            "Namespace/rin-system",
+            "CustomResourceDefinition.apiextensions.k8s.io widgets.example.com",
+            "Namespace rin-system",
             "Deployment.apps rin-system/registry",
             "HelmChart.helm.cattle.io kube-system/cnpg",
             "ConfigMap rin-system/cfg",
@@ -162,13 +162,13 @@ fn pruning_deletes_what_is_gone_but_never_data_unless_asked() {
         [
             "Deployment.apps rin-data/old-api",
             "Service rin-data/old-api",
-            "ClusterRole.rbac.authorization.k8s.io/old",
-            "Namespace/old-tools",
+            "ClusterRole.rbac.authorization.k8s.io old",
+            "Namespace old-tools",
         ]
     );
     assert_eq!(
         names(&p.kept),
-        ["Namespace/rin-data", "PersistentVolumeClaim rin-data/pg"]
+        ["Namespace rin-data", "PersistentVolumeClaim rin-data/pg"]
     );
     let all = prune_set(&old, &new, &claims, true);
     assert_eq!(all.delete.len(), 6);

@@ -188,7 +188,7 @@ async fn a_release_is_waited_for_then_recorded_and_the_next_prunes_what_it_dropp
     assert_eq!(names(&next.pruned), ["ConfigMap rin-system/old-settings"]);
     assert_eq!(
         names(&next.kept),
-        ["Namespace/rin-data", "PersistentVolumeClaim rin-data/data"]
+        ["Namespace rin-data", "PersistentVolumeClaim rin-data/data"]
     );
     assert_eq!(next.forgotten, [1]);
     let kept = releases(&c, "demo").await.unwrap();
