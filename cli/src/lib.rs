@@ -1,6 +1,7 @@
 //! What both binaries share: the error renderer and exit codes, the progress display, the
 //! trust-policy arguments and the `verify` command.
 
+use anyhow::Context as _;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rin_bundle::{BundleError, Progress};
@@ -445,6 +446,48 @@ pub fn verify_command(
 }
 
 pub use rin_support::{human_bytes, is_loopback};
+
+/// `completions SHELL`: a completion script for the shell, on stdout.
+#[derive(Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash (`source <(rinbundle completions bash)`, or save it in
+    /// /etc/bash_completion.d/), zsh, fish, elvish or powershell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `man --out DIR`: the manual pages.
+#[derive(Args)]
+pub struct ManArgs {
+    /// The directory to write NAME.1 and NAME-COMMAND.1 into (made when missing); read them
+    /// with `man -l DIR/NAME.1`, or put them in a man directory.
+    #[arg(long, short, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// Print the completion script of `cmd` for `shell`.
+pub fn completions(mut cmd: clap::Command, args: &CompletionsArgs) {
+    let name = cmd.get_name().to_string();
+    clap_complete::generate(args.shell, &mut cmd, name, &mut std::io::stdout());
+}
+
+/// Write a manual page for `cmd` and one for each of its commands into `args.out`; say which.
+pub fn man_pages(cmd: clap::Command, args: &ManArgs) -> anyhow::Result<()> {
+    let dir = &args.out;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
+    clap_mangen::generate_to(cmd, dir)
+        .with_context(|| format!("cannot write manual pages into {}", dir.display()))?;
+    let mut pages: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "1"))
+        .collect();
+    pages.sort();
+    for p in pages {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
 
 /// How both binaries tell the operator a request is tried again.
 pub fn retry_line(what: &str, attempt: u32, delay_ms: u64, error: &str) -> String {

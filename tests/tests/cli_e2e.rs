@@ -761,3 +761,69 @@ fn a_new_operators_mistakes_are_named_with_the_right_exit_code_and_leave_nothing
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(!root.exists(), "a refused apply left {}", root.display());
 }
+
+/// `completions` scripts complete commands in a real bash, and `man` pages render with groff
+/// without a macro warning and document every option.
+#[test]
+fn completions_complete_in_bash_and_man_pages_render_with_groff() {
+    let t = tempfile::tempdir().unwrap();
+    for (bin_name, partial, want, page, option) in [
+        (
+            "rinbundle",
+            "bu",
+            "build",
+            "rinbundle-build.1",
+            "--stall-timeout",
+        ),
+        (
+            "rininstall",
+            "ap",
+            "apply",
+            "rininstall-apply.1",
+            "--host-packages",
+        ),
+    ] {
+        let o = cmd(bin_name)
+            .args(["completions", "bash"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let script = t.path().join(format!("{bin_name}.bash"));
+        fs::write(&script, &o.stdout).unwrap();
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({bin_name} {partial}); COMP_CWORD=1; _{bin_name} {bin_name} {partial} {bin_name}; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                script.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let offered = String::from_utf8_lossy(&o.stdout);
+        assert!(offered.lines().any(|l| l == want), "{bin_name}: {offered}");
+        for shell in ["zsh", "fish", "elvish", "powershell"] {
+            let o = cmd(bin_name).args(["completions", shell]).output().unwrap();
+            assert!(o.status.success(), "{}", text(&o));
+            assert!(String::from_utf8_lossy(&o.stdout).contains(want), "{shell}");
+        }
+
+        let dir = t.path().join(format!("man-{bin_name}"));
+        let o = cmd(bin_name)
+            .arg("man")
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains(&format!("wrote {}", dir.join(page).display())));
+        assert!(dir.join(format!("{bin_name}.1")).exists());
+        let o = Command::new("groff")
+            .args(["-man", "-Tutf8", "-P-cbou", "-wmac", "-Wbreak"])
+            .arg(dir.join(page))
+            .output()
+            .expect("groff runs (apt-get install groff-base)");
+        assert!(o.status.success() && o.stderr.is_empty(), "{}", text(&o));
+        let rendered = String::from_utf8_lossy(&o.stdout);
+        assert!(rendered.contains(option), "{rendered}");
+    }
+}

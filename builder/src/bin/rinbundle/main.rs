@@ -19,10 +19,16 @@ use std::process::ExitCode;
 )]
 struct Cli {
     /// Print no progress, only results and errors (as --progress none).
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, help_heading = "Global options")]
     quiet: bool,
     /// How to show progress: bars on a terminal, JSON lines on stderr, or none.
-    #[arg(long, global = true, value_enum, default_value = "bars")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "bars",
+        help_heading = "Global options"
+    )]
     progress: reporters::Mode,
     #[command(subcommand)]
     command: Command,
@@ -60,6 +66,10 @@ enum Command {
         #[command(flatten)]
         fetch: FetchArgs,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(rin_cli::CompletionsArgs),
+    /// Write the manual pages (rinbundle.1 and one per command) into a directory.
+    Man(rin_cli::ManArgs),
     /// Show what a bundle carries, without verifying it.
     Inspect {
         file: PathBuf,
@@ -254,6 +264,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             fetch,
         } => lock(&stack, arches, missing, &fetch, mode),
         Command::Inspect { file, json } => inspect(&file, json),
+        Command::Completions(args) => {
+            rin_cli::completions(<Cli as clap::CommandFactory>::command(), &args);
+            Ok(())
+        }
+        Command::Man(args) => rin_cli::man_pages(<Cli as clap::CommandFactory>::command(), &args),
         Command::Verify(args) => rin_cli::verify_command(&args, None, cli.quiet),
         Command::Split {
             file,

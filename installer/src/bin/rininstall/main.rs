@@ -24,7 +24,7 @@ mod report;
 )]
 struct Cli {
     /// Print no progress, only results and errors.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, help_heading = "Global options")]
     quiet: bool,
     #[command(subcommand)]
     command: Command,
@@ -65,6 +65,10 @@ enum Command {
     /// the host checks, K3s's configuration and logs, the cluster's status, nodes, pods and
     /// events; every token, password, secret and key redacted.
     SupportBundle(SupportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(rin_cli::CompletionsArgs),
+    /// Write the manual pages (rininstall.1 and one per command) into a directory.
+    Man(rin_cli::ManArgs),
 }
 
 #[derive(Args)]
@@ -901,6 +905,11 @@ fn main() -> ExitCode {
         Command::Inventory(args) => inventory_command(args, cli.quiet),
         Command::SupportBundle(args) => support_command(args, cli.quiet),
         Command::Doctor(args) => doctor_command(args, cli.quiet),
+        Command::Completions(args) => {
+            rin_cli::completions(<Cli as clap::CommandFactory>::command(), args);
+            Ok(())
+        }
+        Command::Man(args) => rin_cli::man_pages(<Cli as clap::CommandFactory>::command(), args),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
