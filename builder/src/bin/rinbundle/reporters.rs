@@ -123,14 +123,15 @@ fn short(what: &str) -> String {
     }
 }
 
-/// JSON lines on stderr. Byte progress is sent at most every 250 ms per download.
+/// JSON lines on stderr, one event each (docs/EVENTS.md, docs/events.schema.json). Byte
+/// progress is sent at most every 250 ms per download and for the pass (id 0).
 #[derive(Default)]
 pub struct Json {
     pending: Mutex<HashMap<u64, (u64, Option<Instant>)>>,
 }
 
 const EVERY: Duration = Duration::from_millis(250);
-/// The id `progress` events of the packing step carry.
+/// The id `progress` events of a pass over the bundle (writing it) carry.
 const PACK_ID: u64 = 0;
 
 impl Json {
@@ -172,7 +173,7 @@ impl Progress for Json {
     }
 
     fn begin(&self, phase: &str, total: u64) {
-        Self::emit(&serde_json::json!({"event": "step", "name": phase, "total": total}));
+        Self::emit(&serde_json::json!({"event": "pass", "name": phase, "total": total}));
     }
 
     fn advance(&self, bytes: u64) {
@@ -181,6 +182,14 @@ impl Progress for Json {
 
     fn end(&self) {
         self.progress(PACK_ID, 0, true);
-        Self::emit(&serde_json::json!({"event": "step_done"}));
+        Self::emit(&serde_json::json!({"event": "pass_done"}));
+    }
+
+    fn step(&self, n: usize, of: usize, name: &str) {
+        Self::emit(&serde_json::json!({"event": "step", "n": n, "of": of, "name": name}));
+    }
+
+    fn say(&self, line: &str) {
+        Self::emit(&serde_json::json!({"event": "note", "text": line}));
     }
 }

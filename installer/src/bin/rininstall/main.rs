@@ -491,6 +491,9 @@ struct SeedArgs {
     registry: String,
     #[command(flatten)]
     reg: RegistryArgs,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "bars")]
+    progress: report::Mode,
 }
 
 fn seed_command(args: &SeedArgs, quiet: bool) -> anyhow::Result<()> {
@@ -499,13 +502,18 @@ fn seed_command(args: &SeedArgs, quiet: bool) -> anyhow::Result<()> {
         .policy(Some(Path::new(rin_installer::DEFAULT_TRUSTED_KEYS)))?;
     let opts = args.reg.options(&args.registry)?;
     let file = args.file.as_path();
-    let bars = Bars::new(quiet);
+    let display = report::display(if quiet {
+        report::Mode::None
+    } else {
+        args.progress
+    });
     let rt = runtime()?;
-    let run = seed::seed_file(file, &policy, &opts, rt.handle(), &bars).map_err(|e| match e {
-        SeedFailure::Refused(e) => rin_cli::refused_context(anyhow_of(e), file),
-        SeedFailure::Platforms(why) => anyhow::anyhow!("--platform: {why}"),
-        SeedFailure::Seeding(e) => anyhow_of(e),
-    })?;
+    let run =
+        seed::seed_file(file, &policy, &opts, rt.handle(), &display).map_err(|e| match e {
+            SeedFailure::Refused(e) => rin_cli::refused_context(anyhow_of(e), file),
+            SeedFailure::Platforms(why) => anyhow::anyhow!("--platform: {why}"),
+            SeedFailure::Seeding(e) => anyhow_of(e),
+        })?;
     let (done, complete) = (run.seeded, run.from_index_alone);
     if !quiet {
         println!("seeded {}: {}", args.registry, seeded_line(&done));

@@ -65,8 +65,9 @@ impl Progress for Lines {
     }
 }
 
-/// JSON lines: `pass` when a pass over the bundle starts (with its total bytes), `progress` at
-/// most every 250 ms, `pass_done`.
+/// JSON lines on stderr, one event each (docs/EVENTS.md, docs/events.schema.json): `step`,
+/// `note`, `pass` when a pass over the bundle starts (with its total bytes), `progress` (id 0)
+/// at most every 250 ms, `pass_done`, `retry`.
 #[derive(Default)]
 pub struct Json {
     pending: Mutex<(u64, Option<Instant>)>,
@@ -84,7 +85,7 @@ impl Json {
             return;
         };
         if p.0 > 0 && (force || p.1.is_none_or(|t| t.elapsed() >= EVERY)) {
-            Self::emit(&serde_json::json!({"event": "progress", "bytes": p.0}));
+            Self::emit(&serde_json::json!({"event": "progress", "id": 0, "bytes": p.0}));
             *p = (0, Some(Instant::now()));
         }
     }
