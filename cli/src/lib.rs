@@ -94,6 +94,24 @@ pub fn render(
     r.code
 }
 
+/// [`render`], and with `json` also the same as one JSON object on stdout, for a script that
+/// asked for JSON: `{"error": LINE, "hint": HINT or null, "exit_code": CODE}`.
+pub fn render_as(
+    err: &anyhow::Error,
+    extra_hint: &dyn Fn(&(dyn StdError + 'static)) -> Option<String>,
+    json: bool,
+) -> u8 {
+    let code = render(err, extra_hint);
+    if json {
+        let r = rendered(err, extra_hint);
+        println!(
+            "{}",
+            serde_json::json!({"error": r.error, "hint": r.hint, "exit_code": r.code})
+        );
+    }
+    code
+}
+
 /// The text and exit code of [`render`]. The line is every message of the cause chain joined
 /// by `: `, leaving out a cause whose text the message before it already ends with (a message
 /// that spells out its source), so each cause is said once.

@@ -827,3 +827,67 @@ fn completions_complete_in_bash_and_man_pages_render_with_groff() {
         assert!(rendered.contains(option), "{rendered}");
     }
 }
+
+/// `--json` where a script reads the result: keygen and build print one JSON object; a failure
+/// with `--json` prints the same reason, hint and exit code as one JSON object on stdout.
+#[test]
+fn json_results_and_json_errors_for_scripts() {
+    let t = tempfile::tempdir().unwrap();
+    let o = cmd("rinbundle")
+        .args(["keygen", "--json", "--out"])
+        .arg(t.path().join("k"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let k: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(k["key_id"].as_str().unwrap().starts_with("sha256:"), "{k}");
+    let public = std::path::PathBuf::from(k["public_key"].as_str().unwrap());
+    assert!(public.exists());
+
+    let stack = write_stack(&t.path().join("stack")).unwrap();
+    let bundle = t.path().join("b.tar.zst");
+    let o = cmd("rinbundle")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--json", "--sha256", "--stack"])
+        .arg(&stack)
+        .arg("--key")
+        .arg(k["private_key"].as_str().unwrap())
+        .arg("-o")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(b["size"], fs::metadata(&bundle).unwrap().len());
+    assert_eq!(b["signers"][0], k["key_id"]);
+    assert_eq!(b["stack"]["name"], "demo");
+    let sha = b["sha256"].as_str().unwrap();
+    let line = fs::read_to_string(t.path().join("b.tar.zst.sha256")).unwrap();
+    assert!(line.starts_with(sha), "{line}");
+
+    // A refusal with --json: exit 3, the error on stderr and as JSON on stdout.
+    let mut bytes = fs::read(&bundle).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    let damaged = t.path().join("d.tar.zst");
+    fs::write(&damaged, bytes).unwrap();
+    let o = cmd("rininstall")
+        .args(["verify", "--json"])
+        .arg(&damaged)
+        .arg("--key")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["exit_code"], 3);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!("error: {}", e["error"].as_str().unwrap())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("hint: {}", e["hint"].as_str().unwrap())),
+        "{stderr}"
+    );
+}

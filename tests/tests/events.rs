@@ -97,6 +97,20 @@ fn build_seed_and_apply_write_the_documented_events() {
     for want in ["pass:verify", "progress", "pass_done"] {
         assert!(kinds.contains(want), "seed: no {want} in {kinds:?}");
     }
+    // Again with --json: one JSON object on stdout; the registry holds everything now.
+    let out = Command::new(bin("rininstall"))
+        .arg("seed")
+        .arg(&bundle)
+        .arg("--key")
+        .arg(&key)
+        .args(["--registry", &site.addr, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["registry"], site.addr.as_str());
+    assert_eq!(v["from_index_alone"], true, "{v}");
+    assert_eq!(v["seeded"]["uploaded"], 0, "{v}");
 
     let out = Command::new(bin("rininstall"))
         .arg("apply")
@@ -106,10 +120,22 @@ fn build_seed_and_apply_write_the_documented_events() {
         .arg("--root")
         .arg(t.path().join("node"))
         .args(["--arch", "amd64", "--no-start", "--registry", &site.addr])
-        .args(["--progress", "json"])
+        .args(["--progress", "json", "--json"])
         .env_remove("KUBECONFIG")
         .output()
         .unwrap();
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("apply --json: {e}: {}", text(&out)));
+    assert_eq!(result["recorded"]["stack"], "demo", "{result}");
+    assert!(result["deployed"].is_null(), "{result}");
+    assert!(
+        result["written"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().ends_with("usr/local/bin/k3s")),
+        "{result}"
+    );
     let kinds = events(&out, "apply");
     for want in [
         "step:1/7",

@@ -41,6 +41,9 @@ enum Command {
         /// NAME of the files to write.
         #[arg(long, value_name = "NAME")]
         out: PathBuf,
+        /// Print the result as one JSON object on stdout (a failure too).
+        #[arg(long)]
+        json: bool,
     },
     /// Build a bundle from a stack directory (bundle.yaml and its files).
     Build {
@@ -228,13 +231,23 @@ fn check_arches(arches: &[Arch]) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Keygen { json, .. } | Command::Inspect { json, .. } => *json,
+        Command::Build { args, .. } => args.json,
+        Command::Verify(args) => args.json,
+        _ => false,
+    };
     match run(cli) {
         Ok(()) => ExitCode::from(exit::OK),
-        Err(e) => ExitCode::from(rin_cli::render(&e, &|e| {
-            e.downcast_ref::<BuildError>()
-                .and_then(|b| b.hint())
-                .map(str::to_string)
-        })),
+        Err(e) => ExitCode::from(rin_cli::render_as(
+            &e,
+            &|e| {
+                e.downcast_ref::<BuildError>()
+                    .and_then(|b| b.hint())
+                    .map(str::to_string)
+            },
+            json,
+        )),
     }
 }
 
@@ -245,9 +258,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         cli.progress
     };
     match cli.command {
-        Command::Keygen { out } => {
+        Command::Keygen { out, json } => {
             let key = rin_signing::generate()?;
             let (k, p, id) = rin_signing::write_keypair(&out, &key)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"private_key": k, "public_key": p, "key_id": id})
+                );
+                return Ok(());
+            }
             println!(
                 "wrote {} (keep it secret) and {} (give it to the sites)",
                 k.display(),
@@ -305,6 +325,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 struct BuildArgs {
+    /// Print the result as one JSON object on stdout instead of lines (a failure too): the
+    /// bundle's path, size, index sha256, signers, what it carries.
+    #[arg(long, conflicts_with = "split")]
+    json: bool,
     /// Architecture to carry (amd64, arm64, ...); repeat for several. Default: the stack's `platforms`.
     #[arg(long = "arch", value_name = "ARCH", value_parser = Arch::known)]
     arches: Vec<Arch>,
@@ -487,6 +511,44 @@ fn build(
         }
         BuildFailure::Task(why) => anyhow::anyhow!(why),
     })?;
+    if args.json {
+        let not_carried: Vec<&str> = built
+            .uses
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(u, _)| u.reference.as_str())
+            .collect();
+        if let Some(sha) = &built.sha256 {
+            let name = args
+                .output
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            write_beside(
+                &args.output,
+                "sha256",
+                format!("{sha}  {name}\n").as_bytes(),
+            )?;
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "bundle": args.output,
+                "size": built.size,
+                "sha256": built.sha256,
+                "index_sha256": built.index_sha256,
+                "signers": built.signers,
+                "stack": built.index.stack,
+                "platforms": built.index.platforms,
+                "images": built.index.images.len(),
+                "charts": built.index.charts.len(),
+                "entries": built.index.entries.len(),
+                "delta": built.index.base.is_some(),
+                "not_carried": not_carried,
+            })
+        );
+        return Ok(());
+    }
     if !quiet {
         println!(
             "built {} {} for {}: {} images and {} charts carried, {} files in all",

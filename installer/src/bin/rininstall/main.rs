@@ -494,6 +494,9 @@ struct SeedArgs {
     /// How to show progress.
     #[arg(long, value_enum, default_value = "bars")]
     progress: report::Mode,
+    /// Print the result as one JSON object on stdout instead of lines (a failure too).
+    #[arg(long)]
+    json: bool,
 }
 
 fn seed_command(args: &SeedArgs, quiet: bool) -> anyhow::Result<()> {
@@ -515,7 +518,16 @@ fn seed_command(args: &SeedArgs, quiet: bool) -> anyhow::Result<()> {
             SeedFailure::Seeding(e) => anyhow_of(e),
         })?;
     let (done, complete) = (run.seeded, run.from_index_alone);
-    if !quiet {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "registry": args.registry,
+                "seeded": done,
+                "from_index_alone": complete,
+            })
+        );
+    } else if !quiet {
         println!("seeded {}: {}", args.registry, seeded_line(&done));
         if complete {
             println!(
@@ -554,6 +566,10 @@ enum RoleArg {
 struct ApplyArgs {
     /// The bundle file.
     file: PathBuf,
+    /// Print the result as one JSON object on stdout instead of lines (a failure too): what was
+    /// written, seeded, planned or deployed, and the release recorded.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     trust: TrustArgs,
     /// Install into this directory instead of `/` (K3s is then not started: needs --no-start).
@@ -703,6 +719,39 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
     let file = args.file.as_path();
     let rt = runtime()?;
     let done = apply::apply(file, &policy, &opts, rt.handle(), &display).map_err(anyhow_of)?;
+    if args.json {
+        let root = |p: &String| opts.root.join(p);
+        println!(
+            "{}",
+            serde_json::json!({
+                "dry_run": opts.dry_run,
+                "written": done.written.iter().map(root).collect::<Vec<_>>(),
+                "unchanged": done.unchanged.iter().map(root).collect::<Vec<_>>(),
+                "host_packages": done.host.as_ref().map(|h| serde_json::json!({
+                    "target": h.target,
+                    "installed": h.installed,
+                    "present": h.present,
+                    "ran": h.ran,
+                })),
+                "ran_install_sh": done.installed_service,
+                "seeded": done.seeded,
+                "would_push": done.to_push.map(|(n, b)| serde_json::json!({"blobs": n, "bytes": b})),
+                "plan": done.plan,
+                "plan_deferred": done.plan_deferred,
+                "deployed": done.rolled_out.as_ref().map(|o| serde_json::json!({
+                    "objects": o.record.inventory.len(),
+                    "revision": o.record.revision(),
+                    "pruned": o.pruned.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })),
+                "recorded": done.release.as_ref().map(|r| serde_json::json!({
+                    "stack": r.stack,
+                    "version": r.version,
+                    "index_sha256": r.index_sha256,
+                })),
+            })
+        );
+        return Ok(());
+    }
     if let Some(h) = &done.host {
         let verb = if h.ran { "installed" } else { "would install" };
         if h.installed.is_empty() {
@@ -898,6 +947,13 @@ fn anyhow_of(e: InstallError) -> anyhow::Error {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Verify(a) => a.json,
+        Command::Seed(a) => a.json,
+        Command::Apply(a) => a.json,
+        // status and doctor print their JSON result even when they fail (exit 1).
+        _ => false,
+    };
     let result = match &cli.command {
         Command::Verify(args) => rin_cli::verify_command(
             args,
@@ -921,9 +977,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
-        Err(e) => ExitCode::from(rin_cli::render(&e, &|e| {
-            e.downcast_ref::<InstallError>()
-                .and_then(|i| i.hint().map(str::to_string))
-        })),
+        Err(e) => ExitCode::from(rin_cli::render_as(
+            &e,
+            &|e| {
+                e.downcast_ref::<InstallError>()
+                    .and_then(|i| i.hint().map(str::to_string))
+            },
+            json,
+        )),
     }
 }

@@ -78,7 +78,7 @@ impl SeedOptions {
 }
 
 /// What seeding did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Seeded {
     /// Blobs uploaded (bytes sent), mounted from another repository, and already present.
     pub uploaded: usize,
