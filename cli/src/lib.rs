@@ -197,15 +197,28 @@ impl Bars {
         }
     }
 
-    /// The style of every byte-counting bar: message, bar, bytes, rate, ETA.
+    /// The style of every byte-counting bar: message, bar, bytes, rate, ETA. The bar takes what
+    /// the terminal's width leaves, so the line never wraps; the ETA shows only once the rate has
+    /// had a few seconds to settle (an early one is noise).
     pub fn style() -> ProgressStyle {
         ProgressStyle::with_template(
-            "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            "{msg:>12} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec}{settled_eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("settled_eta", settled_eta)
         .progress_chars("=> ")
     }
 }
+
+/// ` eta 1m 20s`, once a bar has run for [`ETA_AFTER`] and is not done; nothing before.
+fn settled_eta(s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    if s.elapsed() >= ETA_AFTER && s.fraction() < 1.0 {
+        let _ = write!(w, " eta {}", indicatif::HumanDuration(s.eta()));
+    }
+}
+
+/// How long a bar runs before it shows an ETA.
+pub const ETA_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Progress for Bars {
     fn begin(&self, phase: &str, total: u64) {
@@ -592,5 +605,47 @@ mod render_tests {
             rendered(&spelled, &none).error,
             "writing the state: /x: entity not found"
         );
+    }
+}
+
+#[cfg(test)]
+mod bar_tests {
+    use super::*;
+    use indicatif::{InMemoryTerm, ProgressDrawTarget, TermLike};
+
+    /// What an 80-column terminal shows of a bar `elapsed` into a 1 GiB pass, half done.
+    fn drawn(elapsed: std::time::Duration) -> String {
+        let term = InMemoryTerm::new(4, 80);
+        let bar = ProgressBar::with_draw_target(
+            Some(1 << 30),
+            ProgressDrawTarget::term_like(Box::new(term.clone())),
+        )
+        .with_style(Bars::style())
+        .with_message("verify")
+        .with_elapsed(elapsed);
+        bar.set_position(1 << 29);
+        bar.force_draw();
+        assert_eq!(term.width(), 80);
+        term.contents()
+    }
+
+    #[test]
+    fn a_bar_fits_the_terminal_and_shows_an_eta_only_once_settled() {
+        let early = drawn(std::time::Duration::from_millis(200));
+        let late = drawn(std::time::Duration::from_secs(20));
+        for screen in [&early, &late] {
+            let line = screen.lines().next().unwrap_or_default();
+            assert!(
+                line.contains("verify [") && line.contains("512.00 MiB/1.00 GiB"),
+                "{screen:?}"
+            );
+            // One line: the bar takes the room left, nothing wraps onto a second line.
+            assert!(
+                screen.lines().skip(1).all(|l| l.trim().is_empty()),
+                "{screen:?}"
+            );
+        }
+        assert!(!early.contains("eta"), "{early:?}");
+        assert!(late.contains(" eta "), "{late:?}");
     }
 }
