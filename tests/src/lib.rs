@@ -115,6 +115,21 @@ pub fn build_command(
     c
 }
 
+/// `dir/k.key` and `dir/k.pub`, made with `rinbundle keygen` unless they exist: the key
+/// [`build_command`] signs with.
+pub fn keygen_in(dir: &Path) {
+    if !dir.join("k.key").exists() {
+        ok(
+            &std::process::Command::new(bin("rinbundle"))
+                .args(["keygen", "--out"])
+                .arg(dir.join("k"))
+                .output()
+                .expect("rinbundle keygen runs"),
+            "keygen",
+        );
+    }
+}
+
 /// [`build_signed`] with more `rinbundle build` arguments (`--arch`, mirrors, components).
 pub fn build_signed_with(
     dir: &Path,
@@ -123,18 +138,7 @@ pub fn build_signed_with(
     out: &Path,
     args: &[String],
 ) -> (PathBuf, rin_bundle::Index) {
-    use std::process::Command;
-    let key = dir.join("k");
-    if !dir.join("k.key").exists() {
-        ok(
-            &Command::new(bin("rinbundle"))
-                .args(["keygen", "--out"])
-                .arg(&key)
-                .output()
-                .expect("rinbundle keygen runs"),
-            "keygen",
-        );
-    }
+    keygen_in(dir);
     ok(
         &build_command(dir, stack, epoch, out, args)
             .output()
@@ -167,6 +171,15 @@ pub fn apply_at_root(
         .args(extra)
         .env_remove("KUBECONFIG");
     c
+}
+
+/// The JSON progress events (`--progress json`, on stderr) of a run, of one kind.
+pub fn events(out: &std::process::Output, kind: &str) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == kind)
+        .collect()
 }
 
 /// The fenced block after `<!-- by-hand -->` in docs/FORMAT.md.

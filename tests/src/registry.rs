@@ -138,6 +138,24 @@ impl Registry {
         self.push_as(layout, name, dest, &["--format", "v2s2"]);
     }
 
+    /// A small two-arch image (`FixtureImage::small("app")`) written under `dir/layout` and
+    /// pushed as `test/app:1.0`, with Docker media types when `docker`: its reference.
+    pub fn push_small_app(&self, dir: &Path, docker: bool) -> String {
+        let layout = dir.join("layout");
+        let mut w = crate::fixture::LayoutWriter::new(&layout).expect("layout");
+        w.image(&crate::fixture::FixtureImage::small(
+            "app",
+            &["amd64", "arm64"],
+        ))
+        .expect("fixture image");
+        if docker {
+            self.push_docker(&layout, "app", "test/app:1.0");
+        } else {
+            self.push(&layout, "app", "test/app:1.0");
+        }
+        format!("{}/test/app:1.0", self.addr)
+    }
+
     fn push_as(&self, layout: &Path, name: &str, dest: &str, how: &[&str]) {
         let mut cmd = Command::new("skopeo");
         cmd.args(["copy", "--all", "--quiet"]).args(how);

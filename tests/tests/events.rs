@@ -3,7 +3,7 @@
 //! every stderr line an event the schema accepts.
 #![allow(clippy::unwrap_used)]
 
-use rin_tests::fixture::{self, FixtureImage, LayoutWriter};
+use rin_tests::fixture;
 use rin_tests::registry::{Options, Registry};
 use rin_tests::{bin, build_command, repo_root, text};
 use std::collections::BTreeSet;
@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 /// Every stderr line of a successful run is an event the schema accepts: the kinds seen, with
 /// a pass's name as `pass:NAME` and a numbered step as `step:N/OF`.
-fn events(out: &Output, what: &str) -> BTreeSet<String> {
+fn validated_kinds(out: &Output, what: &str) -> BTreeSet<String> {
     assert!(out.status.success(), "{what}: {}", text(out));
     let schema: serde_json::Value = serde_json::from_slice(
         &std::fs::read(repo_root().join("docs/events.schema.json")).unwrap(),
@@ -39,17 +39,12 @@ fn build_seed_and_apply_write_the_documented_events() {
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start(Options::default());
     // The fixture stack, plus one image pulled from a registry so the build downloads.
-    let layout = t.path().join("layout");
-    let mut w = LayoutWriter::new(&layout).unwrap();
-    w.image(&FixtureImage::small("app", &["amd64", "arm64"]))
-        .unwrap();
-    reg.push(&layout, "app", "test/app:1.0");
+    let app = reg.push_small_app(t.path(), false);
     let stack = fixture::write_stack(&t.path().join("stack")).unwrap();
     let spec = stack.join("bundle.yaml");
-    let yaml = std::fs::read_to_string(&spec).unwrap().replace(
-        "images:\n",
-        &format!("images:\n  - reference: {}/test/app:1.0\n", reg.addr),
-    );
+    let yaml = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("images:\n", &format!("images:\n  - reference: {app}\n"));
     std::fs::write(&spec, yaml).unwrap();
     let o = Command::new(bin("rinbundle"))
         .args(["keygen", "--out"])
@@ -71,7 +66,7 @@ fn build_seed_and_apply_write_the_documented_events() {
     )
     .output()
     .unwrap();
-    let kinds = events(&out, "build");
+    let kinds = validated_kinds(&out, "build");
     for want in [
         "step",
         "start",
@@ -93,7 +88,7 @@ fn build_seed_and_apply_write_the_documented_events() {
         .args(["--registry", &site.addr, "--progress", "json"])
         .output()
         .unwrap();
-    let kinds = events(&out, "seed");
+    let kinds = validated_kinds(&out, "seed");
     for want in ["pass:verify", "progress", "pass_done"] {
         assert!(kinds.contains(want), "seed: no {want} in {kinds:?}");
     }
@@ -136,7 +131,7 @@ fn build_seed_and_apply_write_the_documented_events() {
             .any(|w| w.as_str().unwrap().ends_with("usr/local/bin/k3s")),
         "{result}"
     );
-    let kinds = events(&out, "apply");
+    let kinds = validated_kinds(&out, "apply");
     for want in [
         "step:1/7",
         "step:7/7",

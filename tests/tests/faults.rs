@@ -6,7 +6,7 @@
 use rin_tests::fixture::{self, FixtureImage, LayerFile, noise};
 use rin_tests::net::{OnLimit, Proxy, ProxyOptions};
 use rin_tests::registry::{Options, Registry};
-use rin_tests::{bin, build_signed, ok, text};
+use rin_tests::{bin, build_command, build_signed, events, text};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +42,17 @@ fn finish(mut child: Child, limit: Duration, what: &str) -> Output {
         std::thread::sleep(Duration::from_millis(100));
     }
     child.wait_with_output().unwrap()
+}
+
+/// Let `child` run until `proxy` has stopped the registry, keep it stopped for longer than the
+/// tests' stall timeout (2 s), continue it, and wait for the child to end.
+fn stopped_then_resumed(child: Child, proxy: &Proxy, reg: &Registry, what: &str) -> Output {
+    wait_for(Duration::from_secs(60), "the registry stopped", || {
+        proxy.cuts() == 1
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    reg.resume();
+    finish(child, Duration::from_secs(180), what)
 }
 
 /// Wait until `cond` holds, for at most `limit`.
@@ -107,13 +118,8 @@ fn a_registry_stopped_mid_upload_is_given_up_after_the_stall_timeout_and_the_sam
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(60), "the registry stopped", || {
-        proxy.cuts() == 1
-    });
     // Stopped for longer than the stall timeout: the uploads in flight are given up.
-    std::thread::sleep(Duration::from_secs(6));
-    reg.resume();
-    let out = finish(child, Duration::from_secs(180), "seed");
+    let out = stopped_then_resumed(child, &proxy, &reg, "seed");
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(
@@ -149,15 +155,6 @@ fn an_upload_slower_than_the_stall_timeout_but_steady_is_not_cut() {
     assert!(said.contains(" 1 further passes"), "{said}");
     assert!(!said.contains("--stall-timeout"), "{said}");
     assert_seeded(&reg.addr, &index);
-}
-
-/// JSON progress events of a run, by kind.
-fn events(out: &Output, kind: &str) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == kind)
-        .collect()
 }
 
 /// A registry holding `test/app:1.0`, one amd64 image with a layer of `mib` MiB of
@@ -203,36 +200,21 @@ fn a_registry_stopped_mid_download_is_given_up_after_the_stall_timeout_and_the_s
         },
     );
     let st = stack(&proxy.addr);
-    ok(
-        &Command::new(bin("rinbundle"))
-            .args(["keygen", "--out"])
-            .arg(t.path().join("k"))
-            .output()
-            .unwrap(),
-        "keygen",
-    );
+    rin_tests::keygen_in(t.path());
     proxy.arm();
-    let child = Command::new(bin("rinbundle"))
-        .arg("build")
-        .arg("--stack")
-        .arg(&st)
-        .arg("--key")
-        .arg(t.path().join("k.key"))
-        .arg("--cache")
-        .arg(t.path().join("cache"))
-        .arg("-o")
-        .arg(t.path().join("b.tar.zst"))
-        .args(["--progress", "json", "--jobs", "1", "--stall-timeout", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(60), "the registry stopped", || {
-        proxy.cuts() == 1
-    });
-    std::thread::sleep(Duration::from_secs(6));
-    reg.resume();
-    let out = finish(child, Duration::from_secs(180), "build");
+    let args = ["--progress", "json", "--jobs", "1", "--stall-timeout", "2"].map(String::from);
+    let child = build_command(
+        t.path(),
+        &st,
+        "1700000000",
+        &t.path().join("b.tar.zst"),
+        &args,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let out = stopped_then_resumed(child, &proxy, &reg, "build");
     assert!(out.status.success(), "{}", text(&out));
     let retries = events(&out, "retry");
     assert!(!retries.is_empty(), "{}", text(&out));
@@ -266,14 +248,7 @@ fn a_full_disk_during_build_fails_clearly_leaves_nothing_that_looks_complete_and
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start(Options::default());
     let st = pulled_stack(t.path(), &reg, 16)(&reg.addr);
-    ok(
-        &Command::new(bin("rinbundle"))
-            .args(["keygen", "--out"])
-            .arg(t.path().join("k"))
-            .output()
-            .unwrap(),
-        "keygen",
-    );
+    rin_tests::keygen_in(t.path());
     let disk = t.path().join("disk");
     let said = t.path().join("said");
     std::fs::create_dir_all(&disk).unwrap();
@@ -477,29 +452,22 @@ fn a_ca_file_that_does_not_sign_the_registry_certificate_is_named_and_not_retrie
     let other = t.path().join("other-ca");
     std::fs::create_dir_all(&other).unwrap();
     let (wrong, _, _) = rin_tests::registry::make_ca(&other);
-    ok(
-        &Command::new(bin("rinbundle"))
-            .args(["keygen", "--out"])
-            .arg(t.path().join("k"))
-            .output()
-            .unwrap(),
-        "keygen",
-    );
-    let out = Command::new(bin("rinbundle"))
-        .arg("build")
-        .arg("--stack")
-        .arg(&stack)
-        .arg("--key")
-        .arg(t.path().join("k.key"))
-        .arg("--cache")
-        .arg(t.path().join("cache"))
-        .arg("-o")
-        .arg(t.path().join("b.tar.zst"))
-        .arg("--ca-file")
-        .arg(&wrong)
-        .args(["--progress", "json"])
-        .output()
-        .unwrap();
+    rin_tests::keygen_in(t.path());
+    let args = [
+        "--ca-file".to_string(),
+        wrong.display().to_string(),
+        "--progress".into(),
+        "json".into(),
+    ];
+    let out = build_command(
+        t.path(),
+        &stack,
+        "1700000000",
+        &t.path().join("b.tar.zst"),
+        &args,
+    )
+    .output()
+    .unwrap();
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
     // Refused at once, not tried again: no CA file will come in between.

@@ -7,7 +7,7 @@ use rin_builder::lock::Lock;
 use rin_tests::fixture::{FixtureImage, LayerFile, LayoutWriter};
 use rin_tests::net::CuttingProxy;
 use rin_tests::registry::{Options, Registry, docker_config};
-use rin_tests::{assert_only, bin, ok};
+use rin_tests::{assert_only, bin, events, ok};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -93,15 +93,6 @@ fn failed(out: &Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// JSON progress events of a run, by kind.
-fn events(out: &Output, kind: &str) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == kind)
-        .collect()
 }
 
 fn keygen(dir: &Path) -> PathBuf {

@@ -5,7 +5,7 @@
 
 use rin_builder::lock::Lock;
 use rin_tests::bin;
-use rin_tests::fixture::{FixtureImage, LayerFile, LayoutWriter, layer, noise};
+use rin_tests::fixture::{LayerFile, layer, noise};
 use rin_tests::net::FileServer;
 use rin_tests::registry::{Options, Registry, push_chart};
 use std::fs;
@@ -76,11 +76,7 @@ fn release(srv: &FileServer) -> Vec<u8> {
 fn charts_from_a_helm_repository_and_oci_k3s_from_a_release_page_and_the_image_check() {
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start(Options::default());
-    let layout = t.path().join("layout");
-    let mut w = LayoutWriter::new(&layout).unwrap();
-    w.image(&FixtureImage::small("app", &["amd64", "arm64"]))
-        .unwrap();
-    reg.push(&layout, "app", "test/app:1.0");
+    reg.push_small_app(t.path(), false);
     let app_repo = format!("{}/test/app", reg.addr);
 
     // A Helm repository: the chart's values name the image as registry/repository/tag parts.

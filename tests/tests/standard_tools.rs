@@ -7,7 +7,7 @@
 use rin_tests::bin;
 use rin_tests::containerd::Containerd;
 use rin_tests::craft::{self, build_stack};
-use rin_tests::fixture::{FixtureImage, LayoutWriter, write_stack};
+use rin_tests::fixture::write_stack;
 use rin_tests::registry::{Options, Registry};
 use std::fs;
 use std::process::{Command, Output};
@@ -234,12 +234,7 @@ fn sign_file_writes_a_signature_openssl_verifies_and_refuses_for_a_changed_file(
 fn an_image_with_docker_media_types_is_read_by_hand_and_imported_by_ctr() {
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start(Options::default());
-    let layout = t.path().join("layout");
-    let mut w = LayoutWriter::new(&layout).unwrap();
-    w.image(&FixtureImage::small("app", &["amd64", "arm64"]))
-        .unwrap();
-    reg.push_docker(&layout, "app", "test/app:1.0");
-    let reference = format!("{}/test/app:1.0", reg.addr);
+    let reference = reg.push_small_app(t.path(), true);
     let stack = t.path().join("stack");
     fs::create_dir_all(stack.join("manifests")).unwrap();
     fs::write(
