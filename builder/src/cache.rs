@@ -21,10 +21,7 @@ impl Cache {
     /// Open (creating it if needed) the cache at `root`.
     pub fn open(root: &Path) -> Result<Self> {
         let blobs = root.join("blobs").join("sha256");
-        fs::create_dir_all(&blobs).map_err(|source| BuildError::Cache {
-            path: blobs.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&blobs).map_err(|source| BuildError::cache(blobs.clone(), source))?;
         let layout = root.join("oci-layout");
         if !layout.exists() {
             write_atomic(&layout, rin_bundle::oci::LAYOUT_FILE.as_bytes())?;
@@ -83,10 +80,7 @@ impl Cache {
         let mut bytes = Vec::new();
         File::open(&p)
             .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
-            .map_err(|source| BuildError::Cache {
-                path: p.clone(),
-                source,
-            })?;
+            .map_err(|source| BuildError::cache(p.clone(), source))?;
         if rin_bundle::digest::sha256_hex(&bytes) != hex {
             // Damaged cache entry: drop it so it is fetched again.
             let _ = fs::remove_file(&p);
@@ -98,8 +92,6 @@ impl Cache {
 
 /// Write a small file completely or not at all (`rin_support::fs::write_atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    rin_support::fs::write_atomic(path, bytes, 0o644).map_err(|e| BuildError::Cache {
-        path: e.path,
-        source: e.source,
-    })
+    rin_support::fs::write_atomic(path, bytes, 0o644)
+        .map_err(|e| BuildError::cache(e.path, e.source))
 }

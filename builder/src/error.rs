@@ -89,6 +89,16 @@ pub enum BuildError {
 }
 
 impl BuildError {
+    /// An I/O failure on the cache's file `path`: [`BuildError::DiskFull`] when the disk (or
+    /// quota) is full, which no retry mends, else [`BuildError::Cache`].
+    pub fn cache(path: PathBuf, source: std::io::Error) -> BuildError {
+        if rin_support::fs::is_disk_full(&source) {
+            BuildError::DiskFull { path, source }
+        } else {
+            BuildError::Cache { path, source }
+        }
+    }
+
     pub fn hint(&self) -> Option<&'static str> {
         Some(match self {
             BuildError::Read { .. } => {

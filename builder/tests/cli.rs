@@ -69,6 +69,18 @@ fn usage_errors_exit_2_and_local_errors_exit_1_with_a_hint() {
         err.contains("is not a stack directory: it does not exist"),
         "{err}"
     );
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let out = rinbundle()
+        .args(["build", "--unsigned", "--stack"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not a stack directory: it is not a directory"),
+        "{err}"
+    );
     let out = rinbundle()
         .args(["build", "--stack"])
         .arg(tmp.path())

@@ -9,6 +9,6 @@ pub mod retry;
 pub mod text;
 pub mod units;
 
-pub use net::{is_certificate_error, is_loopback};
+pub use net::{DEFAULT_STALL, is_certificate_error, is_loopback};
 pub use text::printable;
 pub use units::human_bytes;

@@ -1,6 +1,10 @@
 //! The loopback rule: plain HTTP is allowed to these hosts without being asked for; and how a
 //! TLS failure about the server's certificate reads.
 
+/// The default of both binaries' `--stall-timeout`: how long a server may send nothing (no
+/// answer, no byte of a transfer) before the request is given up and tried again.
+pub const DEFAULT_STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A TLS failure about the server's certificate (rustls and OpenSSL wording): retrying does not
 /// help, a CA file does.
 pub fn is_certificate_error(text: &str) -> bool {

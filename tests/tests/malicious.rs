@@ -570,4 +570,12 @@ fn a_manifest_that_names_a_blob_the_bundle_lacks_or_does_not_parse_is_malformed(
             .contains("does not parse as an image manifest"),
         "{err}"
     );
+    // Larger than a manifest may be (4 MiB): refused before it is held in memory.
+    let big = vec![b' '; (rin_bundle::oci::MAX_DOCUMENT + 1) as usize];
+    let (bytes, pol) = one_image(&big, config, &[layer]);
+    let err = refused(&bytes, &pol);
+    assert!(
+        err.to_string().contains("over the 4194304-byte limit"),
+        "{err}"
+    );
 }

@@ -126,19 +126,7 @@ impl Downloader {
             });
         }
         let partial = cache.partial(hex);
-        let cache_err = |source: std::io::Error| {
-            if rin_support::fs::is_disk_full(&source) {
-                BuildError::DiskFull {
-                    path: partial.clone(),
-                    source,
-                }
-            } else {
-                BuildError::Cache {
-                    path: partial.clone(),
-                    source,
-                }
-            }
-        };
+        let cache_err = |source| BuildError::cache(partial.clone(), source);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -245,12 +233,10 @@ impl Downloader {
         F: FnMut(u64) -> Fut,
         Fut: Future<Output = std::result::Result<Body, Failure>>,
     {
+        // A full disk is final (no retry frees space); other cache I/O is tried again.
         let io = |e: std::io::Error| {
             if rin_support::fs::is_disk_full(&e) {
-                Failure::Fatal(BuildError::DiskFull {
-                    path: partial.to_path_buf(),
-                    source: e,
-                })
+                Failure::Fatal(BuildError::cache(partial.to_path_buf(), e))
             } else {
                 Failure::Transient(format!("cache file: {e}"))
             }

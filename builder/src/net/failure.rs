@@ -9,19 +9,7 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 pub(crate) fn classify(what: &str, e: OciDistributionError) -> Failure {
     use OciDistributionError as E;
     match e {
-        E::RequestError(e) => {
-            let text = format!("{e}: {}", source_chain(&e));
-            if is_certificate_error(&text) {
-                Failure::Fatal(BuildError::Certificate {
-                    what: what.into(),
-                    reason: text,
-                })
-            } else if is_stall(&e) {
-                Failure::Transient(format!("no answer: {STALLED}"))
-            } else {
-                Failure::Transient(text)
-            }
-        }
+        E::RequestError(e) => transport(what, &e),
         E::IoError(e) => Failure::Transient(e.to_string()),
         E::ServerError { code, message, .. } if code >= 500 || code == 429 || code == 408 => {
             Failure::Transient(format!("HTTP {code}: {}", message.trim()))
@@ -94,6 +82,22 @@ pub fn source_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     parts.join(": ")
+}
+
+/// A request that failed below HTTP (both clients, registries and plain downloads): a
+/// certificate no trusted CA vouches for is final; a timeout is a stall; the rest is tried again.
+pub(crate) fn transport(what: &str, e: &reqwest::Error) -> Failure {
+    let text = format!("{e}: {}", source_chain(e));
+    if is_certificate_error(&text) {
+        Failure::Fatal(BuildError::Certificate {
+            what: what.into(),
+            reason: text,
+        })
+    } else if is_stall(e) {
+        Failure::Transient(format!("no answer: {STALLED}"))
+    } else {
+        Failure::Transient(text)
+    }
 }
 
 /// What a timed-out request says: the server sent nothing for the stall timeout.

@@ -5,7 +5,7 @@
 use crate::cache::Cache;
 use crate::error::{BuildError, Result};
 use crate::net::download::{Body, Downloader, Failure};
-use crate::net::failure::{STALLED, is_certificate_error, is_stall, source_chain};
+
 use crate::net::registry::{RegistryOptions, is_loopback};
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;
@@ -100,17 +100,8 @@ fn status_failure(url: &str, status: StatusCode) -> Failure {
 }
 
 fn transport(e: reqwest::Error) -> Failure {
-    let text = format!("{e}: {}", source_chain(&e));
-    if is_certificate_error(&text) {
-        Failure::Fatal(BuildError::Certificate {
-            what: e.url().map(|u| u.to_string()).unwrap_or_default(),
-            reason: text,
-        })
-    } else if is_stall(&e) {
-        Failure::Transient(format!("no answer: {STALLED}"))
-    } else {
-        Failure::Transient(text)
-    }
+    let what = e.url().map(|u| u.to_string()).unwrap_or_default();
+    crate::net::failure::transport(&what, &e)
 }
 
 /// GET a small document into memory (at most [`MAX_SMALL`] bytes), with retries.

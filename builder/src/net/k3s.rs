@@ -150,17 +150,12 @@ pub async fn fetch(
         )
         .await?;
         let size = std::fs::metadata(&path)
-            .map_err(|source| BuildError::Cache {
-                path: path.clone(),
-                source,
-            })?
+            .map_err(|source| BuildError::cache(path.clone(), source))?
             .len();
         if name.starts_with("sha256sum-") {
             // The pinned checksum list must agree with the pinned files.
-            let text = std::fs::read_to_string(&path).map_err(|source| BuildError::Cache {
-                path: path.clone(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| BuildError::cache(path.clone(), source))?;
             let listed = parse_sums(&text);
             for f in lock.k3s.iter().filter(|f| f.version == *v) {
                 if let Some(h) = listed.get(&f.file)

@@ -48,8 +48,7 @@ pub struct RegistryOptions {
     pub stall: Option<std::time::Duration>,
 }
 
-/// The default of `--stall-timeout`.
-pub const DEFAULT_STALL: std::time::Duration = std::time::Duration::from_secs(120);
+pub use rin_support::DEFAULT_STALL;
 
 impl RegistryOptions {
     /// The stall timeout: [`RegistryOptions::stall`] or [`DEFAULT_STALL`].
@@ -272,7 +271,7 @@ impl Registries {
             });
         }
         let path = self.blob(net, cache, r, desc).await?.path;
-        let bytes = std::fs::read(&path).map_err(|source| BuildError::Cache { path, source })?;
+        let bytes = std::fs::read(&path).map_err(|source| BuildError::cache(path, source))?;
         let cp: ConfigPlatform = serde_json::from_slice(&bytes).map_err(|e| BuildError::Image {
             image: r.whole(),
             reason: format!("image config {}: {e}", desc.digest),

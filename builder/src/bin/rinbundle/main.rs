@@ -155,7 +155,7 @@ struct FetchArgs {
     attempts: u32,
     /// Give up a request whose server sends nothing for this long (no answer, no byte of a
     /// download) and try it again, resuming the download.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", default_value_t = rin_support::DEFAULT_STALL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: u64,
     /// Fetch the images of REGISTRY from MIRROR (HOST[:PORT]: a pull-through cache, Harbor
     /// proxy project or copy) under the same repository paths; the bundle keeps the images'
@@ -511,6 +511,22 @@ fn build(
         }
         BuildFailure::Task(why) => anyhow::anyhow!(why),
     })?;
+    // `sha256sum -c` reads FILE.sha256 (with --sha256).
+    let sums = match &built.sha256 {
+        Some(sha) => {
+            let name = args
+                .output
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            Some(write_beside(
+                &args.output,
+                "sha256",
+                format!("{sha}  {name}\n").as_bytes(),
+            )?)
+        }
+        None => None,
+    };
     if args.json {
         let not_carried: Vec<&str> = built
             .uses
@@ -518,18 +534,6 @@ fn build(
             .filter(|(_, ok)| !ok)
             .map(|(u, _)| u.reference.as_str())
             .collect();
-        if let Some(sha) = &built.sha256 {
-            let name = args
-                .output
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy();
-            write_beside(
-                &args.output,
-                "sha256",
-                format!("{sha}  {name}\n").as_bytes(),
-            )?;
-        }
         println!(
             "{}",
             serde_json::json!({
@@ -589,18 +593,8 @@ fn build(
             println!("signed by {s}");
         }
     }
-    match &built.sha256 {
-        Some(sha) => {
-            let name = args
-                .output
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy();
-            let sums = write_beside(
-                &args.output,
-                "sha256",
-                format!("{sha}  {name}\n").as_bytes(),
-            )?;
+    match (&built.sha256, sums) {
+        (Some(sha), Some(sums)) => {
             println!(
                 "{sha}  {} ({}), checksum in {}",
                 args.output.display(),
@@ -608,7 +602,7 @@ fn build(
                 sums.display()
             );
         }
-        None => println!(
+        _ => println!(
             "{} ({}), index sha256:{}",
             args.output.display(),
             human_bytes(built.size),

@@ -442,7 +442,7 @@ struct RegistryArgs {
     attempts: u32,
     /// Give up a request the registry answers nothing to, or an upload it takes no byte of,
     /// for this long; the request is tried again, the blob sent again in the next pass.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", default_value_t = rin_support::DEFAULT_STALL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: u64,
     /// Seed only this platform of multi-platform images (`arm64`, `linux/arm64`,
     /// `linux/arm/v7`); repeat for several. Default: every platform the bundle carries.

@@ -59,8 +59,7 @@ pub struct SeedOptions {
     pub stall: std::time::Duration,
 }
 
-/// The default of `--stall-timeout`.
-pub const DEFAULT_STALL: std::time::Duration = std::time::Duration::from_secs(120);
+pub use rin_support::DEFAULT_STALL;
 
 impl SeedOptions {
     pub fn new(registry: &str) -> Self {
