@@ -4,7 +4,7 @@
 //! layer's gate right behind its download.
 
 use crate::error::BuildError;
-use crate::net::fetch::{LockOutcome, prepare};
+use crate::net::fetch::{LockOutcome, NETWORK_STEPS, needs_network, prepare};
 use crate::net::session::FetchOptions;
 use crate::pack::{BuildOptions, Built, build_from};
 use crate::spec::Stack;
@@ -44,6 +44,11 @@ pub fn build(
     });
     if let Some(l) = &lock {
         locked(l);
+    }
+    if needs_network(stack) {
+        progress.step(NETWORK_STEPS, NETWORK_STEPS, "write");
+    } else {
+        progress.step(1, 1, "write");
     }
     let built = build_from(stack, opts, &fetched, progress.as_ref());
     if let Some(handle) = downloading {

@@ -42,7 +42,7 @@ pub enum BundleError {
     SignaturesTooLarge { size: u64, max: u64 },
     #[error("the bundle is unsigned: it carries no rinbundle.sig entry")]
     Unsigned,
-    #[error("the bundle's signatures were refused")]
+    #[error("it is not signed as this site requires")]
     Untrusted {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,

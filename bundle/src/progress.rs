@@ -11,7 +11,7 @@ pub trait Progress: Send + Sync {
     fn advance(&self, _bytes: u64) {}
     /// The phase ended.
     fn end(&self) {}
-    /// Step `n` of `of` of a pipeline starts (`rininstall apply`).
+    /// Step `n` of `of` of a command starts (`rininstall apply`, `rinbundle build`).
     fn step(&self, _n: usize, _of: usize, _name: &str) {}
     /// A line for the operator (a rollout's progress, what was skipped and why).
     fn say(&self, _line: &str) {}
@@ -23,8 +23,6 @@ pub trait Progress: Send + Sync {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event<'a> {
-    /// A step of the build starts (`resolve`, `fetch`, `pack`).
-    Step { name: &'a str },
     /// A download starts. `id` is unique within the run; `total` is the size when known.
     Start {
         id: u64,

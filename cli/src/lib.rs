@@ -476,7 +476,7 @@ pub fn verify_command(
     Ok(())
 }
 
-pub use rin_support::{human_bytes, is_loopback};
+pub use rin_support::{count, human_bytes, is_loopback};
 
 /// `completions SHELL`: a completion script for the shell, on stdout.
 #[derive(Args)]
@@ -521,6 +521,11 @@ pub fn man_pages(cmd: clap::Command, args: &ManArgs) -> anyhow::Result<()> {
 }
 
 /// How both binaries tell the operator a request is tried again.
+/// The line a step starts with on a terminal, in both binaries: `[3/7] site registry`.
+pub fn step_line(n: usize, of: usize, name: &str) -> String {
+    format!("[{n}/{of}] {name}")
+}
+
 pub fn retry_line(what: &str, attempt: u32, delay_ms: u64, error: &str) -> String {
     format!(
         "retrying {} in {:.1}s (attempt {attempt} failed: {})",
@@ -559,7 +564,7 @@ mod render_tests {
         let r = rendered(&untrusted, &none);
         assert_eq!(
             r.error,
-            "the bundle's signatures were refused: 1 of the required 2 trusted signatures (signed by: sha256:ab)"
+            "it is not signed as this site requires: 1 of the required 2 trusted signatures (signed by: sha256:ab)"
         );
         assert_eq!(r.code, exit::REFUSED);
         assert_eq!(

@@ -11,4 +11,4 @@ pub mod units;
 
 pub use net::{DEFAULT_STALL, is_certificate_error, is_loopback};
 pub use text::printable;
-pub use units::human_bytes;
+pub use units::{count, human_bytes};

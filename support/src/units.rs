@@ -17,6 +17,15 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.2} {}B", UNITS[unit])
 }
 
+/// `1 image`, `2 images`: a count and its noun (`noun` is the singular; the plural adds `s`).
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A size as people write it: `4294967295`, `700M`, `2G`, `512KiB` (binary units; `B` and `iB`
 /// are optional).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -41,6 +50,13 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_takes_the_plural_unless_one() {
+        assert_eq!(count(0, "image"), "0 images");
+        assert_eq!(count(1, "image"), "1 image");
+        assert_eq!(count(28, "file"), "28 files");
+    }
 
     #[test]
     fn sizes_are_read_in_binary_units() {

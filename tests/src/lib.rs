@@ -4,6 +4,7 @@
 pub mod containerd;
 pub mod craft;
 pub mod deb;
+pub mod demo;
 pub mod fixture;
 pub mod k8s;
 pub mod net;
@@ -152,8 +153,9 @@ pub fn build_signed_with(
     )
 }
 
-/// `rininstall apply BUNDLE --key KEY --root ROOT --arch amd64 --no-start` quietly, with `extra`
-/// arguments and no cluster of the environment (with --no-start the stack is not deployed).
+/// `rininstall apply BUNDLE --key KEY --root ROOT --arch amd64 --no-start` (its step lines and
+/// notes on stderr), with `extra` arguments and no cluster of the environment (with --no-start
+/// the stack is not deployed).
 pub fn apply_at_root(
     bundle: &Path,
     key: &Path,
@@ -167,7 +169,7 @@ pub fn apply_at_root(
         .arg(key)
         .arg("--root")
         .arg(root)
-        .args(["--arch", "amd64", "--no-start", "--progress", "none"])
+        .args(["--arch", "amd64", "--no-start"])
         .args(extra)
         .env_remove("KUBECONFIG");
     c

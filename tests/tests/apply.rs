@@ -9,14 +9,17 @@ use rin_bundle::Index;
 use rin_tests::containerd::Containerd;
 use rin_tests::fixture::{self, FixtureImage, LayerFile, noise};
 use rin_tests::registry::{Options, Registry};
-use rin_tests::{bin, build_signed, ok};
+use rin_tests::{bin, build_signed, ok, text};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const REGISTRY_IMAGE: &str = "docker.io/library/registry:2.8.3";
 
+/// Run `cmd`, which must succeed: what it said, stdout then stderr (a step's notes).
 fn run(cmd: &mut Command, what: &str) -> String {
-    ok(&cmd.output().unwrap(), what)
+    let out = cmd.output().unwrap();
+    ok(&out, what);
+    text(&out)
 }
 
 /// The test stack plus a runnable (busybox) `registry:2.8.3`, and `extra` images, with K3s's
@@ -136,6 +139,8 @@ kill %1
     assert_eq!(read("links").trim(), "lo");
 
     let first = read("first");
+    // Each file is a note of step 3 as it is written; the result on stdout counts them.
+    let notes = read("first.err");
     for f in [
         "usr/local/bin/k3s",
         "var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst",
@@ -144,10 +149,14 @@ kill %1
         "etc/rancher/k3s/config.yaml",
     ] {
         assert!(
-            first.contains(&format!("wrote {}", root.join(f).display())),
-            "{f}: {first}"
+            notes.contains(&format!(r#""text":"wrote {}""#, root.join(f).display())),
+            "{f}: {notes}"
         );
     }
+    assert!(
+        first.contains(&format!("wrote 5 files under {}", root.display())),
+        "{first}"
+    );
     assert!(first.contains("seeded 127.0.0.1:5000"), "{first}");
     // Recorded, and said to be not deployed (no cluster here).
     assert!(
@@ -207,7 +216,11 @@ kill %1
 
     // The second run found everything in place.
     let second = read("second");
-    assert!(!second.contains("wrote "), "{second}");
+    assert!(second.contains("wrote 0 files under"), "{second}");
+    assert!(
+        !read("second.err").contains(r#""text":"wrote "#),
+        "{second}"
+    );
     assert!(second.contains(" 0 blobs uploaded"), "{second}");
     assert!(second.contains(" 0 mounted"), "{second}");
     let dry = read("dry");

@@ -275,44 +275,7 @@ fn cli_builds_are_identical_with_source_date_epoch() {
 #[test]
 fn the_embedded_demo_stack_builds_for_two_arches_and_verifies() {
     let tmp = tempfile::tempdir().unwrap();
-    let demo = tmp.path().join("demo");
-    let src = rin_tests::repo_root().join("examples/demo");
-    copy_tree(&src, &demo);
-    let _ = fs::remove_dir_all(demo.join("build"));
-    let o = Command::new(env!("CARGO_BIN_EXE_rin-fixture"))
-        .args([
-            "image",
-            "--name",
-            "hello:0.1.0",
-            "--arch",
-            "amd64",
-            "--arch",
-            "arm64",
-            "--out",
-        ])
-        .arg(demo.join("build/hello"))
-        .arg("--rootfs")
-        .arg(demo.join("image"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    // The stand-ins run.sh makes: the registry image and K3s's files.
-    for args in [
-        vec!["busybox-image", "--name", "registry:2.8.3", "--out"],
-        vec!["k3s-stand-ins", "--out"],
-    ] {
-        let dir = if args[0] == "k3s-stand-ins" {
-            "build/k3s"
-        } else {
-            "build/registry"
-        };
-        let o = Command::new(env!("CARGO_BIN_EXE_rin-fixture"))
-            .args(&args)
-            .arg(demo.join(dir))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-    }
+    let demo = rin_tests::demo::prepare(tmp.path());
     let (key, public) = keygen(tmp.path(), "demo");
     let bundle = tmp.path().join("rin-demo.tar.zst");
     let mut c = cmd("rinbundle");
@@ -357,19 +320,6 @@ fn the_embedded_demo_stack_builds_for_two_arches_and_verifies() {
     );
     assert_eq!(index["k3s"]["version"], "v1.31.4+k3s1");
     assert!(tmp.path().join("staging/manifests/10-hello.yaml").is_file());
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -68,7 +68,9 @@ fn build_seed_and_apply_write_the_documented_events() {
     .unwrap();
     let kinds = validated_kinds(&out, "build");
     for want in [
-        "step",
+        "step:1/3",
+        "step:2/3",
+        "step:3/3",
         "start",
         "progress",
         "done",

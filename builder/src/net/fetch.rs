@@ -12,7 +12,7 @@ use crate::net::{charts, hostpkg, k3s};
 use crate::spec::Stack;
 use rin_bundle::Arch;
 use rin_bundle::oci::Descriptor;
-use rin_bundle::progress::{Event, Progress};
+use rin_bundle::progress::Progress;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -48,6 +48,12 @@ pub struct LockOutcome {
     pub changes: Vec<String>,
 }
 
+/// The steps of a build that needs the network: `resolve` (tags to digests, the lock), `fetch`
+/// (documents, charts, K3s files; image layers go on downloading through the next step) and
+/// `write` (each layer written as soon as its download lands). A build from local files alone
+/// has only `write`.
+pub const NETWORK_STEPS: usize = 3;
+
 /// Does the stack need the network at all (registry images, repository charts, K3s release)?
 pub fn needs_network(stack: &Stack) -> bool {
     let s = &stack.spec;
@@ -62,7 +68,6 @@ pub fn needs_network(stack: &Stack) -> bool {
 async fn resolve_into(s: &Session, stack: &Stack, arches: &[Arch], lock: &mut Lock) -> Result<()> {
     let spec = &stack.spec;
     lock.retain_for(spec);
-    s.net.event(Event::Step { name: "resolve" });
     for i in spec.images.iter().filter(|i| i.layout.is_none()) {
         if lock.image(&i.reference).is_none() {
             let l = s.regs.resolve(&s.net, &s.cache, &i.reference).await?;
@@ -99,6 +104,7 @@ pub async fn lock(
     let path = opts.lock_path(stack);
     let old = Lock::load(&path)?.unwrap_or_default();
     let s = session(stack, opts, reporter).await?;
+    s.net.reporter.step(1, 1, "resolve");
     let mut lock = if missing {
         old.clone()
     } else {
@@ -153,6 +159,7 @@ pub async fn prepare(
     }
     let old = old.unwrap_or_default();
     let s = session(stack, opts, reporter).await?;
+    s.net.reporter.step(1, NETWORK_STEPS, "resolve");
     let mut lock = old.clone();
     resolve_into(&s, stack, arches, &mut lock).await?;
     let changes = lock::changes(&old, &lock);
@@ -165,7 +172,7 @@ pub async fn prepare(
         lock.save(&path)?
     };
 
-    s.net.event(Event::Step { name: "fetch" });
+    s.net.reporter.step(2, NETWORK_STEPS, "fetch");
     let spec = &stack.spec;
     let mut fetched = Fetched {
         store: Some(s.cache.root().to_path_buf()),

@@ -140,6 +140,17 @@ impl Run<'_> {
         } else if host::ensure_import_cache(&opts.root)? {
             self.done.written.push(import_cache);
         }
+        // Each file under this step, as it is done (the summary at the end only counts them).
+        let verb = if opts.dry_run { "would write" } else { "wrote" };
+        for (verb, list) in [
+            (verb, &self.done.written),
+            ("unchanged", &self.done.unchanged),
+        ] {
+            for f in list {
+                self.report
+                    .say(&format!("{verb} {}", opts.root.join(f).display()));
+            }
+        }
         if !opts.no_start {
             let unit = opts.root.join(format!(
                 "etc/systemd/system/{}.service",

@@ -7,7 +7,7 @@ use rin_builder::{BuildError, BuildFailure, BuildOptions, FetchOptions, Stack};
 use rin_bundle::Arch;
 
 mod reporters;
-use rin_cli::{VerifyArgs, env, exit, human_bytes};
+use rin_cli::{VerifyArgs, count, env, exit, human_bytes};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -411,20 +411,24 @@ fn lock(
 }
 
 fn report_lock(out: &rin_builder::LockOutcome) {
+    // Each line is why the lock was out of date (the same words `--locked` refuses with).
+    if !out.changes.is_empty() {
+        println!("the lock was out of date:");
+    }
     for c in &out.changes {
-        println!("lock: {c}");
+        println!("  {c}");
     }
     println!(
-        "{} {}: {} images, {} charts, {} K3s files{}",
+        "{} {}: {}, {}, {}{}",
         if out.written { "wrote" } else { "unchanged" },
         out.path.display(),
-        out.lock.images.len(),
-        out.lock.charts.len(),
-        out.lock.k3s.len(),
+        count(out.lock.images.len(), "image"),
+        count(out.lock.charts.len(), "chart"),
+        count(out.lock.k3s.len(), "K3s file"),
         if out.lock.host_packages.is_empty() {
             String::new()
         } else {
-            format!(", {} host packages", out.lock.host_packages.len())
+            format!(", {}", count(out.lock.host_packages.len(), "host package"))
         }
     );
 }
@@ -555,24 +559,21 @@ fn build(
     }
     if !quiet {
         println!(
-            "built {} {} for {}: {} images and {} charts carried, {} files in all",
+            "built {} {} for {}: {} and {} carried, {} in all",
             built.index.stack.name,
             built.index.stack.version,
             rin_bundle::platform::list(&built.index.platforms),
-            built.index.images.len(),
-            built.index.charts.len(),
-            built.index.entries.len()
+            count(built.index.images.len(), "image"),
+            count(built.index.charts.len(), "chart"),
+            count(built.index.entries.len(), "file")
         );
         let missing: Vec<_> = built.uses.iter().filter(|(_, ok)| !ok).collect();
+        let used = count(built.uses.len(), "image");
         if missing.is_empty() {
-            println!(
-                "the stack's manifests and charts use {} images, all carried",
-                built.uses.len()
-            );
+            println!("the stack's manifests and charts use {used}, all carried");
         } else {
             println!(
-                "the stack's manifests and charts use {} images, {} of them NOT carried:",
-                built.uses.len(),
+                "the stack's manifests and charts use {used}, {} of them NOT carried:",
                 missing.len()
             );
         }

@@ -1,5 +1,6 @@
-//! How `rinbundle` shows progress: indicatif bars (one per download and one for the whole
-//! fetch, then one for packing), JSON lines on stderr (`--progress json`), or nothing.
+//! How `rinbundle` shows progress: `[n/N]` step lines and indicatif bars (one per download and
+//! one for the whole fetch, then one for writing), JSON lines on stderr (`--progress json`), or
+//! nothing.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
 use rin_builder::Event;
@@ -64,8 +65,7 @@ impl Bars {
 impl Progress for Bars {
     fn event(&self, e: &Event<'_>) {
         match e {
-            Event::Step { name } if *name == "fetch" => self.add(0, 0, "fetch".into()),
-            Event::Step { .. } | Event::Cached { .. } => {}
+            Event::Cached { .. } => {}
             Event::Start { id, what, total } => self.add(*id, total.unwrap_or(0), short(what)),
             Event::Progress { id, bytes } => {
                 if let Ok(bars) = self.bars.lock() {
@@ -92,6 +92,16 @@ impl Progress for Bars {
                     .multi
                     .println(rin_cli::retry_line(what, *attempt, *delay_ms, error));
             }
+        }
+    }
+
+    /// `[n/N] name` above the bars (on stderr even when it is no terminal, as `rininstall`'s);
+    /// the fetch step starts the bar of the whole fetch.
+    fn step(&self, n: usize, of: usize, name: &str) {
+        self.multi
+            .suspend(|| eprintln!("{}", rin_cli::step_line(n, of, name)));
+        if name == "fetch" {
+            self.add(0, 0, "fetch".into());
         }
     }
 

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use rin_bundle::{Arch, Platform};
-use rin_cli::{Bars, TrustArgs, VerifyArgs, exit, human_bytes};
+use rin_cli::{Bars, TrustArgs, VerifyArgs, count, exit, human_bytes};
 use rin_installer::InstallError;
 use rin_installer::apply::{self, ApplyOptions, RegistryMode};
 use rin_installer::cluster::manage::{self, Target};
@@ -770,13 +770,17 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
             }
         }
     }
-    let verb = if opts.dry_run { "would write" } else { "wrote" };
-    for w in &done.written {
-        println!("{verb} {}", opts.root.join(w).display());
-    }
-    for u in &done.unchanged {
-        println!("unchanged {}", opts.root.join(u).display());
-    }
+    // Each file was listed under step 3 as it was written; here, how many (--json lists them).
+    println!(
+        "{} {} under {}{}",
+        if opts.dry_run { "would write" } else { "wrote" },
+        count(done.written.len(), "file"),
+        opts.root.display(),
+        match done.unchanged.len() {
+            0 => String::new(),
+            n => format!(" ({n} already in place, unchanged)"),
+        }
+    );
     if done.installed_service {
         let what = if opts.dry_run { "would run" } else { "ran" };
         println!("{what} K3s's install.sh ({})", opts.role.exec());
@@ -794,8 +798,8 @@ fn apply_command(args: &ApplyArgs, quiet: bool) -> anyhow::Result<()> {
     if let Some(why) = done.plan_deferred {
         println!("not deployed by this run: {why}");
         println!(
-            "a run that deploys would apply {} objects:",
-            done.plan.len()
+            "a run that deploys would apply {}:",
+            count(done.plan.len(), "object")
         );
     }
     for o in &done.plan {

@@ -46,7 +46,7 @@ impl Progress for Lines {
         self.0.end();
     }
     fn step(&self, n: usize, of: usize, name: &str) {
-        eprintln!("[{n}/{of}] {name}");
+        eprintln!("{}", rin_cli::step_line(n, of, name));
     }
     fn say(&self, line: &str) {
         eprintln!("      {line}");
