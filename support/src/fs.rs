@@ -57,6 +57,7 @@ impl AtomicFile {
     pub fn create(dest: &Path, mode: u32) -> Result<AtomicFile, FileError> {
         let dir = parent(dest);
         fs::create_dir_all(dir).map_err(at(dir))?;
+        sweep_stale_once(dir);
         let tmp = partial_path(dest);
         let file = create_mode(&tmp, mode).map_err(at(&tmp))?;
         Ok(AtomicFile {
@@ -143,6 +144,54 @@ pub fn partial_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.{}.rin-partial", std::process::id()))
 }
 
+/// Remove the temporary files in `dir` that a process which is gone left behind (killed in the
+/// middle of writing, so its `Drop` never ran): `.NAME.PID.rin-partial` whose PID is not a
+/// running process. A K3s image archive is hundreds of MB; on a small disk a few of those would
+/// fail the next run's free-space check. One whose process runs (this one, another writer) is
+/// left alone; so is everything when `/proc` cannot tell. Best effort: what cannot be read or
+/// removed stays.
+pub fn sweep_stale(dir: &Path) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .filter(|f| f.starts_with('.'))
+            .and_then(|f| f.strip_suffix(".rin-partial"))
+            .and_then(|f| f.rsplit_once('.'))
+            .map(|(_, pid)| pid)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if !proc.join(pid).exists() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// [`sweep_stale`] the first time this process writes into `dir` (a cache directory of
+/// thousands of blobs is listed once, not once per file).
+fn sweep_stale_once(dir: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let first = SWEPT.lock().is_ok_and(|mut swept| {
+        let new = !swept.iter().any(|d| d == dir);
+        if new {
+            swept.push(dir.to_path_buf());
+        }
+        new
+    });
+    if first {
+        sweep_stale(dir);
+    }
+}
+
 /// Rename the synced file or directory `from` over `to`, then sync `to`'s directory.
 pub fn rename_synced(from: &Path, to: &Path) -> Result<(), FileError> {
     fs::rename(from, to).map_err(at(to))?;
@@ -205,6 +254,39 @@ mod tests {
         drop(f);
         assert!(!partial_path(&dest).exists());
         assert_eq!(fs::read(&dest).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_killed_writers_temporary_file_is_swept_and_a_running_ones_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("k3s-airgap-images-amd64.tar.zst");
+        // A PID above any pid_max (2^22): no such process. And a process that runs.
+        let gone = t
+            .path()
+            .join(".k3s-airgap-images-amd64.tar.zst.99999999.rin-partial");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let running = t.path().join(format!(
+            ".k3s-airgap-images-amd64.tar.zst.{}.rin-partial",
+            child.id()
+        ));
+        // Another file's leftover, and names that only look like one.
+        let other = t.path().join(".config.yaml.99999999.rin-partial");
+        let odd = t
+            .path()
+            .join(".k3s-airgap-images-amd64.tar.zst.12ab.rin-partial");
+        let visible = t.path().join("k3s.99999999.rin-partial");
+        for f in [&gone, &running, &other, &odd, &visible] {
+            fs::write(f, b"half").unwrap();
+        }
+        write_atomic(&dest, b"whole", 0o644).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!gone.exists() && !other.exists());
+        assert!(running.exists() && odd.exists() && visible.exists());
+        assert_eq!(fs::read(&dest).unwrap(), b"whole");
     }
 
     #[test]

@@ -692,3 +692,38 @@ fn apply_reads_the_bundle_once_and_a_late_refusal_leaves_no_image_and_no_host_fi
     );
     assert_seeded(&reg.addr, &index);
 }
+
+/// A run killed while writing leaves `.NAME.PID.rin-partial` files (its clean-up never ran):
+/// the next real run removes them before preflight counts free space; a dry run leaves them;
+/// one of a process that still runs is never touched.
+#[test]
+fn a_killed_runs_half_written_files_are_swept_by_the_next_run_but_not_by_a_dry_run() {
+    let t = tempfile::tempdir().unwrap();
+    let (bundle, key, _) = bundle(t.path(), &[]);
+    let root = t.path().join("root");
+    let images = root.join("var/lib/rancher/k3s/agent/images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+    // PIDs above any pid_max: processes that are gone.
+    let stale = [
+        images.join(".k3s-airgap-images-amd64.tar.zst.99999998.rin-partial"),
+        root.join("usr/local/bin/.k3s.99999999.rin-partial"),
+    ];
+    for f in &stale {
+        std::fs::write(f, vec![0u8; 1 << 20]).unwrap();
+    }
+    let mut alive = Command::new("sleep").arg("60").spawn().unwrap();
+    let running = images.join(format!(".rin-site-registry.tar.{}.rin-partial", alive.id()));
+    std::fs::write(&running, b"being written").unwrap();
+
+    run(&mut apply(&bundle, &key, &root, &["--dry-run"]), "dry run");
+    assert!(stale.iter().all(|f| f.exists()), "a dry run removed a file");
+    run(&mut apply(&bundle, &key, &root, &[]), "apply");
+    let _ = alive.kill();
+    let _ = alive.wait();
+    for f in &stale {
+        assert!(!f.exists(), "{} is left", f.display());
+    }
+    assert!(running.exists(), "a running writer's file was removed");
+    assert!(images.join("k3s-airgap-images-amd64.tar.zst").is_file());
+}

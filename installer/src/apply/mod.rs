@@ -257,6 +257,9 @@ pub fn apply(
     } else {
         Some(State::open(&opts.state_dir)?)
     };
+    if state.is_some() {
+        host::sweep_stale(&opts.root);
+    }
     let installed = state::read_release(&opts.state_dir)?;
 
     report.step(1, STEPS, "preflight");

@@ -38,6 +38,19 @@ pub const KUBECONFIG: &str = "etc/rancher/k3s/k3s.yaml";
 pub const REGISTRY_CA: &str = "etc/rancher/k3s/rin-registry-ca.pem";
 pub const REGISTRY_ARCHIVE: &str = "rin-site-registry.tar";
 
+/// Remove what a killed run left half-written in the directories apply writes K3s's files to
+/// (`rin_support::fs::sweep_stale`), so that preflight counts the space they held as free.
+pub fn sweep_stale(root: &Path) {
+    for dir in [
+        "usr/local/bin",
+        IMAGES_DIR,
+        "etc/rancher/k3s",
+        crate::cluster::helmchart::STATIC_DIR,
+    ] {
+        rin_support::fs::sweep_stale(&root.join(dir));
+    }
+}
+
 /// The K3s release entries a node of one architecture uses.
 #[derive(Debug, Clone, Default)]
 pub struct K3sEntries {
