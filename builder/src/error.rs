@@ -38,6 +38,8 @@ pub enum BuildError {
     K3s { version: String, reason: String },
     #[error("host packages for {target}: {reason}")]
     HostPackages { target: String, reason: String },
+    #[error("host packages {target}: {reason}")]
+    RepositorySignature { target: String, reason: String },
     #[error("two entries would have the path {path:?}")]
     PathClash { path: String },
     #[error("cache {path}")]
@@ -131,6 +133,9 @@ impl BuildError {
             }
             BuildError::HostPackages { .. } => {
                 "check the package names and the target's repo, suite and components in bundle.yaml (`apt-cache policy NAME` on a machine of that release shows where a package comes from)"
+            }
+            BuildError::RepositorySignature { .. } => {
+                "`signed_by:` must name the keyring that signs the repository (Debian's: /usr/share/keyrings/debian-archive-keyring.gpg from the debian-archive-keyring package); if it does, what the repository serves was altered or is a mirror caught mid-update: do not use it until it verifies"
             }
             BuildError::PathClash { .. } => "rename one of the files",
             BuildError::Cache { .. } => {

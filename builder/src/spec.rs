@@ -65,6 +65,12 @@ pub struct HostPackagesSpec {
     /// systemd units enabled and started once the packages are installed.
     #[serde(default)]
     pub services: Vec<String>,
+    /// The OpenPGP keyring (a file in the stack, armored or binary) whose keys sign the
+    /// repository's `InRelease`, as APT's `Signed-By`: the signature is checked, and every
+    /// package index against the checksums it signs. Without it the indexes are trusted as
+    /// served over HTTPS.
+    #[serde(default)]
+    pub signed_by: Option<String>,
 }
 
 fn default_format() -> String {
@@ -366,6 +372,13 @@ impl Stack {
                     h.repo
                 ));
             }
+            if let Some(k) = &h.signed_by
+                && !dir.join(k).is_file()
+            {
+                return bad(format!(
+                    "host_packages {t}: signed_by {k:?} is not a file in the stack: copy the repository's keyring into the stack (Debian's is /usr/share/keyrings/debian-archive-keyring.gpg)"
+                ));
+            }
             let word = |w: &str| !w.is_empty() && !w.contains(char::is_whitespace);
             if !word(&h.suite) || h.components.is_empty() || !h.components.iter().all(|c| word(c)) {
                 return bad(format!(
@@ -565,6 +578,10 @@ mod tests {
             (
                 target.replace("suite: bookworm", "suite: book worm"),
                 "give `suite:`",
+            ),
+            (
+                format!("{target}    signed_by: keys/absent.gpg\n"),
+                "signed_by \"keys/absent.gpg\" is not a file in the stack",
             ),
             (
                 "components:\n  longhorn:\n    host_packages: [open-iscsi]\n".to_string(),

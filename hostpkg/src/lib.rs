@@ -29,6 +29,8 @@ pub enum Error {
         field: &'static str,
         reason: String,
     },
+    #[error("the repository's Release file is not readable: {0}")]
+    Release(String),
     #[error("no package {wanted} in the repository for {arch}")]
     NotFound { wanted: String, arch: String },
     #[error("{package} depends on `{clause}`, which the repository does not have for {arch}")]
@@ -373,6 +375,43 @@ fn clause_text(clause: &[Relation]) -> String {
         .map(|r| r.to_string())
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// A repository's `Release` file (the text its `InRelease` signs): the sha256 and size of each
+/// index it lists, by path relative to the file's directory (`main/binary-arm64/Packages.gz`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Release {
+    pub sha256: BTreeMap<String, (String, u64)>,
+}
+
+impl Release {
+    /// Parse the `SHA256` field (`HASH SIZE PATH` per line) of a Release file.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let bad = |why: String| Error::Release(why);
+        let mut paragraphs = deb822_fast::Deb822::iter_paragraphs_from_reader(text.as_bytes());
+        let p = paragraphs
+            .next()
+            .ok_or_else(|| bad("it is empty".into()))?
+            .map_err(|e| bad(e.to_string()))?;
+        let field = p
+            .get("SHA256")
+            .ok_or_else(|| bad("it has no SHA256 field".into()))?;
+        let mut sha256 = BTreeMap::new();
+        for line in field.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let [hash, size, path] = parts[..] else {
+                return Err(bad(format!("SHA256 line {line:?} is not `HASH SIZE PATH`")));
+            };
+            let size = size
+                .parse()
+                .map_err(|_| bad(format!("SHA256 line {line:?}: {size:?} is not a size")))?;
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!("SHA256 line {line:?}: not a sha256")));
+            }
+            sha256.insert(path.to_string(), (hash.to_ascii_lowercase(), size));
+        }
+        Ok(Release { sha256 })
+    }
 }
 
 /// A repository's packages for one architecture (and `all`).

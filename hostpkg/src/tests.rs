@@ -238,3 +238,33 @@ fn what_nothing_meets_and_upgrades_that_would_break_the_node_are_unmet() {
     ];
     assert_eq!(planned(&ok_set, &have), (vec!["open-iscsi".into()], vec![]));
 }
+
+#[test]
+fn a_release_files_sha256_lines_are_read_and_a_malformed_one_refused() {
+    let a = "a".repeat(64);
+    let b = "B".repeat(64);
+    let text = format!(
+        "Origin: Debian\nSuite: stable\nMD5Sum:\n 00 1 main/binary-amd64/Packages\nSHA256:\n {a}     1234 main/binary-amd64/Packages.gz\n {b} 99 main/binary-arm64/Packages\nDescription: x\n"
+    );
+    let r = Release::parse(&text).unwrap();
+    assert_eq!(
+        r.sha256.get("main/binary-amd64/Packages.gz"),
+        Some(&(a.clone(), 1234))
+    );
+    assert_eq!(
+        r.sha256.get("main/binary-arm64/Packages"),
+        Some(&("b".repeat(64), 99))
+    );
+    assert_eq!(r.sha256.len(), 2);
+    for bad in [
+        "Origin: Debian\n".to_string(),
+        format!("SHA256:\n {a} x main/Packages\n"),
+        format!("SHA256:\n {a} 12\n"),
+        "SHA256:\n abc 12 main/Packages\n".to_string(),
+    ] {
+        assert!(
+            matches!(Release::parse(&bad), Err(Error::Release(_))),
+            "{bad}"
+        );
+    }
+}

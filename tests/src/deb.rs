@@ -153,3 +153,73 @@ pub fn installed(root: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A signing key made with GnuPG in a home directory of its own (`dir`), as a repository's
+/// archive key: `algo` is gpg's name for it (`rsa3072`, `ed25519`).
+pub struct ArchiveKey {
+    home: PathBuf,
+}
+
+impl ArchiveKey {
+    pub fn new(dir: &Path, algo: &str) -> ArchiveKey {
+        let home = dir.to_path_buf();
+        std::fs::create_dir_all(&home).expect("mkdir gnupg home");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let key = ArchiveKey { home };
+        key.gpg(&[
+            "--quick-gen-key",
+            "Rin Test Archive <archive@example.invalid>",
+            algo,
+            "sign",
+            "never",
+        ]);
+        key
+    }
+
+    fn gpg(&self, args: &[&str]) -> Vec<u8> {
+        let o = Command::new("gpg")
+            .arg("--homedir")
+            .arg(&self.home)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .output()
+            .expect("gpg (apt-get install gpg gpg-agent)");
+        assert!(o.status.success(), "gpg {args:?}: {}", crate::text(&o));
+        o.stdout
+    }
+
+    /// The public key, ASCII-armored: what a stack's `signed_by` names.
+    pub fn public(&self) -> Vec<u8> {
+        self.gpg(&["--armor", "--export"])
+    }
+
+    /// `dists/SUITE/InRelease` for `files` (the repository's files as [`repository`] returns
+    /// them): a Release listing the sha256 and size of each file under `dists/SUITE/`,
+    /// clear-signed.
+    pub fn in_release(&self, suite: &str, files: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
+        use sha2::Digest as _;
+        let dir = format!("dists/{suite}/");
+        let mut release = format!("Origin: rin-test\nSuite: {suite}\nSHA256:\n");
+        for (path, bytes) in files {
+            if let Some(rel) = path.strip_prefix(&dir) {
+                let sha = hex::encode(sha2::Sha256::digest(bytes));
+                release.push_str(&format!(" {sha} {} {rel}\n", bytes.len()));
+            }
+        }
+        let plain = self.home.join("Release");
+        std::fs::write(&plain, release).expect("write Release");
+        let signed = self.home.join("InRelease");
+        let _ = std::fs::remove_file(&signed);
+        self.gpg(&[
+            "--clearsign",
+            "--output",
+            &signed.to_string_lossy(),
+            &plain.to_string_lossy(),
+        ]);
+        (
+            format!("{dir}InRelease"),
+            std::fs::read(&signed).expect("read InRelease"),
+        )
+    }
+}

@@ -35,12 +35,15 @@ struct Site {
     srv: FileServer,
     dir: PathBuf,
     stack: PathBuf,
+    /// The repository's files, as served under `debian/`.
+    repo: Vec<(String, Vec<u8>)>,
 }
 
 fn site(dir: &Path) -> Site {
     let srv = FileServer::start();
-    for (path, bytes) in deb::repository(&dir.join("repo"), "bookworm", &["amd64"], &debs()) {
-        srv.put(&format!("debian/{path}"), bytes);
+    let repo = deb::repository(&dir.join("repo"), "bookworm", &["amd64"], &debs());
+    for (path, bytes) in &repo {
+        srv.put(&format!("debian/{path}"), bytes.clone());
     }
     // With the site registry's image, as a first server's bundle has it.
     let registry = fixture::busybox_image("registry:2.8.3", &["amd64", "arm64"]);
@@ -60,6 +63,7 @@ fn site(dir: &Path) -> Site {
         srv,
         dir: dir.to_path_buf(),
         stack,
+        repo,
     }
 }
 
@@ -362,6 +366,79 @@ fn a_package_the_repository_lacks_fails_the_build_naming_it() {
         "{msg}"
     );
     assert!(!s.dir.join("b.tar.zst").exists());
+}
+
+/// With `signed_by`, the repository's InRelease must be signed by a key of that keyring (an RSA
+/// key, as Debian's archive keys are), and each index must match the checksums it signs: a
+/// signature by another key, and an index changed after signing, fail the lock naming why; and
+/// nothing is locked.
+#[test]
+fn a_signed_repository_is_held_to_the_keyring_signed_by_names() {
+    let t = tempfile::tempdir().unwrap();
+    let s = site(t.path());
+    let archive = deb::ArchiveKey::new(&t.path().join("gnupg-archive"), "rsa3072");
+    let other = deb::ArchiveKey::new(&t.path().join("gnupg-other"), "ed25519");
+    let (path, in_release) = archive.in_release("bookworm", &s.repo);
+    s.srv.put(&format!("debian/{path}"), in_release);
+    std::fs::create_dir_all(s.stack.join("keys")).unwrap();
+    let keyring = s.stack.join("keys/archive.asc");
+    std::fs::write(&keyring, archive.public()).unwrap();
+    let spec = s.stack.join("bundle.yaml");
+    let yaml = std::fs::read_to_string(&spec).unwrap().replace(
+        "suite: bookworm\n",
+        "suite: bookworm\n    signed_by: keys/archive.asc\n",
+    );
+    std::fs::write(&spec, yaml).unwrap();
+    let lock_file = s.stack.join("images.lock");
+    let lock = || {
+        let _ = std::fs::remove_file(&lock_file);
+        Command::new(bin("rinbundle"))
+            .args(["lock", "--arch", "amd64", "--stack"])
+            .arg(&s.stack)
+            .arg("--cache")
+            .arg(s.dir.join("cache"))
+            .output()
+            .unwrap()
+    };
+
+    let out = lock();
+    assert!(out.status.success(), "{}", text(&out));
+    let locked = std::fs::read_to_string(&lock_file).unwrap();
+    assert!(locked.contains("rin-tool"), "{locked}");
+
+    // The keyring of another key.
+    std::fs::write(&keyring, other.public()).unwrap();
+    let out = lock();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("dists/bookworm/InRelease: none of its 1 signature(s) is a good signature by a key of the keyring (keyring keys/archive.asc)")
+            && said.contains("hint: `signed_by:` must name the keyring"),
+        "{said}"
+    );
+    assert!(!lock_file.exists());
+
+    // The right keyring, but an index other than the one signed.
+    std::fs::write(&keyring, archive.public()).unwrap();
+    let changed = deb::repository(
+        &t.path().join("repo2"),
+        "bookworm",
+        &["amd64"],
+        &[Deb::new("rin-tool", "6.6.6", "amd64")],
+    );
+    let (index, bytes) = changed
+        .iter()
+        .find(|(p, _)| p.ends_with("Packages.gz"))
+        .unwrap();
+    s.srv.put(&format!("debian/{index}"), bytes.clone());
+    let out = lock();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("Packages.gz: sha256 ") && said.contains("but the signed InRelease says"),
+        "{said}"
+    );
+    assert!(!lock_file.exists());
 }
 
 /// An RHEL-family target from local `.rpm` files (made by `rpmbuild`): carried for every

@@ -454,18 +454,6 @@ fn stand_in_chart(name: &str, version: &str, image: &str) -> Vec<u8> {
     .0
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// Stand-ins for everything `stack` pulls, served under its own names: every image (one
 /// registry behind `--registry-mirror` for each registry the stack names), every chart (a Helm
 /// repository on `srv`, or the registry for `oci://`), and the K3s release (on `srv`). Returns the
@@ -602,8 +590,15 @@ fn serve_stand_ins(
             .collect();
         let dir = format!("apt/{}", h.target);
         let tmp = layout.with_file_name(format!("apt-{}", h.target));
-        for (path, bytes) in rin_tests::deb::repository(&tmp, &h.suite, &["amd64", "arm64"], &debs)
-        {
+        let files = rin_tests::deb::repository(&tmp, &h.suite, &["amd64", "arm64"], &debs);
+        // Signed by a key of the test's own in place of the archive's, when the stack checks.
+        if let Some(keyring) = &h.signed_by {
+            let key = rin_tests::deb::ArchiveKey::new(&tmp.join("gnupg"), "ed25519");
+            let (path, in_release) = key.in_release(&h.suite, &files);
+            srv.put(&format!("{dir}/{path}"), in_release);
+            std::fs::write(stack.resolve(keyring), key.public()).unwrap();
+        }
+        for (path, bytes) in files {
             srv.put(&format!("{dir}/{path}"), bytes);
         }
         args.push("--url-mirror".into());
@@ -642,7 +637,7 @@ fn every_stack_builds_for_both_architectures_and_its_plan_has_every_object() {
         let name = src.file_name().unwrap().to_string_lossy().to_string();
         // A copy, so the lock (and anything else the build writes) stays out of the repository.
         let repo = t.path().join(&name);
-        copy_dir(&src, &repo.join("stack"));
+        rin_tests::demo::copy_tree(&src, &repo.join("stack"));
         let dir = repo.join("stack");
         let l = load(&dir);
         let mirrors = serve_stand_ins(
@@ -1182,7 +1177,7 @@ fn the_raspberry_pi_site_runs_vinylvault_on_four_arm64_nodes() {
     let reg = Registry::start(Options::default());
     let srv = FileServer::start();
     let dir = t.path().join("vinylvault");
-    copy_dir(&repo_root().join("examples/vinylvault"), &dir);
+    rin_tests::demo::copy_tree(&repo_root().join("examples/vinylvault"), &dir);
     let l = load(&dir);
     let mirrors = serve_stand_ins(&l.stack, &reg, &srv, &t.path().join("layout"));
     let bundle = t.path().join("vinylvault.tar.zst");

@@ -87,7 +87,7 @@ async fn resolve_into(s: &Session, stack: &Stack, arches: &[Arch], lock: &mut Lo
     {
         k3s::resolve(s, k, arches, lock).await?;
     }
-    hostpkg::resolve(s, spec, arches, lock).await?;
+    hostpkg::resolve(s, stack, arches, lock).await?;
     lock.sort();
     Ok(())
 }

@@ -3,19 +3,23 @@
 //! the dependencies a minimal install lacks (`rin_hostpkg`), the result pinned in the lock; then
 //! each pinned `.deb` fetched into the cache against its sha256.
 //!
-//! The index is fetched over HTTPS (or plain HTTP to loopback and `--insecure-registry` hosts)
-//! and trusted as served when the lock is made; the repository's signed `Release` file is not
-//! checked. From then on the lock's sha256 is what every build holds a package to.
+//! The index is fetched over HTTPS (or plain HTTP to loopback and `--insecure-registry` hosts).
+//! With `signed_by:` (a keyring in the stack, as APT's `Signed-By`), the repository's
+//! `InRelease` must carry a good signature by one of its keys (rpgp checks it), and every index
+//! must have the sha256 and size that signed text lists, as APT holds a repository to; without
+//! it the indexes are trusted as served. From then on the lock's sha256 is what every build
+//! holds a package to.
 
 use crate::error::{BuildError, Result};
 use crate::fetched::FetchedPackage;
 use crate::lock::{Lock, LockedPackage};
 use crate::net::http;
 use crate::net::session::Session;
-use crate::spec::{HostPackagesSpec, StackSpec};
+use crate::spec::{HostPackagesSpec, Stack, StackSpec};
 use rin_bundle::Arch;
-use rin_hostpkg::{Repository, Request};
+use rin_hostpkg::{Release, Repository, Request};
 use std::collections::BTreeSet;
+use std::path::Path;
 
 fn err(target: &str, reason: String) -> BuildError {
     BuildError::HostPackages {
@@ -59,32 +63,124 @@ fn root(h: &HostPackagesSpec) -> String {
     format!("{}/", h.repo.trim_end_matches('/'))
 }
 
+/// The directory of the repository's `InRelease`, relative to its root: `dists/SUITE/`, or a
+/// flat repository's `SUITE`.
+fn release_dir(h: &HostPackagesSpec) -> String {
+    if h.suite.ends_with('/') {
+        h.suite.trim_start_matches("./").to_string()
+    } else {
+        format!("dists/{}/", h.suite)
+    }
+}
+
+/// The repository's `InRelease`, its signature checked against the keyring `signed_by` names:
+/// the checksums of the indexes it signs.
+async fn signed_release(s: &Session, stack_dir: &Path, h: &HostPackagesSpec) -> Result<Release> {
+    let Some(keyring) = &h.signed_by else {
+        return Ok(Release::default());
+    };
+    let keyring_path = stack_dir.join(keyring);
+    let keys = std::fs::read(&keyring_path).map_err(|e| BuildError::Spec {
+        path: keyring_path.clone(),
+        reason: format!("cannot read the keyring signed_by names: {e}"),
+    })?;
+    let url = format!("{}{}InRelease", root(h), release_dir(h));
+    let body = http::get_small(&s.net, &s.http, &http::check_scheme(&url, &s.opts)?).await?;
+    let refused = |reason: String| BuildError::RepositorySignature {
+        target: h.target.clone(),
+        reason: format!("{url}: {reason}"),
+    };
+    let text = String::from_utf8(body).map_err(|_| refused("it is not text".into()))?;
+    let signed = verify_clearsigned(&text, &keys)
+        .map_err(|why| refused(format!("{why} (keyring {keyring})")))?;
+    Release::parse(&signed).map_err(|e| refused(e.to_string()))
+}
+
+/// The text of a cleartext-signed message (`InRelease`) that a key of `keyring` (OpenPGP
+/// public keys, armored or binary, primary keys and subkeys) made a good signature of, with
+/// `\n` line ends; or why not.
+pub fn verify_clearsigned(message: &str, keyring: &[u8]) -> std::result::Result<String, String> {
+    use pgp::composed::{CleartextSignedMessage, Deserializable, SignedPublicKey};
+    let (keys, _) = SignedPublicKey::from_reader_many(keyring)
+        .map_err(|e| format!("the keyring is not OpenPGP public keys: {e}"))?;
+    let keys: Vec<SignedPublicKey> = keys
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("the keyring is not OpenPGP public keys: {e}"))?;
+    if keys.is_empty() {
+        return Err("the keyring holds no key".into());
+    }
+    let (msg, _) = CleartextSignedMessage::from_string(message)
+        .map_err(|e| format!("it is not a cleartext-signed OpenPGP message: {e}"))?;
+    let good = keys.iter().any(|k| {
+        msg.verify(k).is_ok() || k.public_subkeys.iter().any(|sub| msg.verify(sub).is_ok())
+    });
+    if !good {
+        return Err(format!(
+            "none of its {} signature(s) is a good signature by a key of the keyring",
+            msg.signatures().len()
+        ));
+    }
+    Ok(msg.signed_text().replace("\r\n", "\n"))
+}
+
 /// Read the target's package index for `arch`: `dists/SUITE/COMPONENT/binary-ARCH/Packages.gz`
 /// for each component (or `Packages`, uncompressed, when that is all the repository has), or a
-/// flat repository's `SUITE/Packages.gz`.
-async fn repository(s: &Session, h: &HostPackagesSpec, arch: &str) -> Result<Repository> {
+/// flat repository's `SUITE/Packages.gz`; each checked against the signed `release` when the
+/// target names a keyring.
+async fn repository(
+    s: &Session,
+    h: &HostPackagesSpec,
+    release: &Release,
+    arch: &str,
+) -> Result<Repository> {
+    // Each index's directory, relative to the InRelease's.
     let mut dirs = Vec::new();
     if h.suite.ends_with('/') {
-        dirs.push(h.suite.trim_start_matches("./").to_string());
+        dirs.push(String::new());
     } else {
         for c in &h.components {
-            dirs.push(format!("dists/{}/{c}/binary-{arch}/", h.suite));
+            dirs.push(format!("{c}/binary-{arch}/"));
         }
     }
     // Each index as fetched (compressed when it is `.gz`), read by one streaming pass: the
     // decompressed text (tens of MiB for Debian's main) is never held whole.
     let mut bodies = Vec::new();
     for dir in dirs {
-        let base = format!("{}{dir}", root(h));
+        let base = format!("{}{}{dir}", root(h), release_dir(h));
         let gz = http::check_scheme(&format!("{base}Packages.gz"), &s.opts)?;
-        bodies.push(match http::get_small(&s.net, &s.http, &gz).await {
+        let (gzip, body) = match http::get_small(&s.net, &s.http, &gz).await {
             Ok(b) => (true, b),
             Err(BuildError::NotFound { .. }) => {
                 let plain = http::check_scheme(&format!("{base}Packages"), &s.opts)?;
                 (false, http::get_small(&s.net, &s.http, &plain).await?)
             }
             Err(e) => return Err(e),
-        });
+        };
+        if h.signed_by.is_some() {
+            let name = format!("{dir}Packages{}", if gzip { ".gz" } else { "" });
+            let got = (rin_bundle::digest::sha256_hex(&body), body.len() as u64);
+            match release.sha256.get(&name) {
+                Some(want) if *want == got => {}
+                Some((sha, size)) => {
+                    return Err(BuildError::RepositorySignature {
+                        target: h.target.clone(),
+                        reason: format!(
+                            "{base}{}: sha256 {} and {} bytes, but the signed InRelease says {sha} and {size}",
+                            name.rsplit('/').next().unwrap_or(&name),
+                            got.0,
+                            got.1
+                        ),
+                    });
+                }
+                None => {
+                    return Err(BuildError::RepositorySignature {
+                        target: h.target.clone(),
+                        reason: format!("the signed InRelease lists no {name}"),
+                    });
+                }
+            }
+        }
+        bodies.push((gzip, body));
     }
     let mut reader: Box<dyn std::io::Read + '_> = Box::new(std::io::empty());
     for (gzip, body) in &bodies {
@@ -104,14 +200,17 @@ async fn repository(s: &Session, h: &HostPackagesSpec, arch: &str) -> Result<Rep
 /// Bring the lock's host packages up to date: a target and architecture whose locked set does
 /// not answer the stack's requests is resolved again, keeping the locked versions that still
 /// fit.
-pub async fn resolve(
-    s: &Session,
-    spec: &StackSpec,
-    arches: &[Arch],
-    lock: &mut Lock,
-) -> Result<()> {
+pub async fn resolve(s: &Session, stack: &Stack, arches: &[Arch], lock: &mut Lock) -> Result<()> {
+    let spec = &stack.spec;
     for h in spec.host_packages.iter().filter(|h| !h.is_rpm()) {
         let requests = requests(spec, h)?;
+        // Read (and its signature checked) once, when the lock needs the repository at all.
+        let stale = |a: &Arch| !requests.is_empty() && !current(lock, h, a, &requests);
+        let release = if arches.iter().any(stale) {
+            signed_release(s, &stack.dir, h).await?
+        } else {
+            Release::default()
+        };
         for arch in arches {
             if requests.is_empty() {
                 lock.host_packages
@@ -122,7 +221,7 @@ pub async fn resolve(
                 continue;
             }
             let deb_arch = rin_bundle::host::deb_arch(arch);
-            let repo = repository(s, h, deb_arch).await?;
+            let repo = repository(s, h, &release, deb_arch).await?;
             let locked: Vec<(String, String)> = lock
                 .host_set(&h.target, arch)
                 .map(|p| (p.name.clone(), p.version.clone()))
@@ -189,4 +288,52 @@ pub async fn fetch(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verify_clearsigned;
+
+    const IN_RELEASE: &str = include_str!("../../tests/data/debian-bookworm-security-InRelease");
+    const KEYRING: &[u8] = include_bytes!("../../../manifests/keys/debian-archive-keyring.gpg");
+    /// Debian 12's release key alone, which does not sign the security archive.
+    const RELEASE_KEY: &[u8] =
+        include_bytes!("../../tests/data/debian-archive-bookworm-stable.gpg");
+
+    /// Debian's own InRelease (bookworm-security, as APT fetched it) against the
+    /// debian-archive-keyring package's binary keyring: good, and its checksums read; the same
+    /// text altered, or another Debian key alone, refused.
+    #[test]
+    fn debians_signed_release_verifies_with_its_keyring_and_nothing_else_does() {
+        let text = verify_clearsigned(IN_RELEASE, KEYRING).unwrap();
+        assert!(text.starts_with("Origin: Debian\n"), "{}", &text[..40]);
+        let release = rin_hostpkg::Release::parse(&text).unwrap();
+        // The security archive lists no Packages.gz (only Packages and .xz).
+        let (sha, size) = release.sha256.get("main/binary-amd64/Packages").unwrap();
+        assert_eq!(sha.len(), 64);
+        assert!(*size > 0);
+
+        let altered = IN_RELEASE.replacen("Codename: bookworm-security", "Codename: bookworm", 1);
+        assert!(altered.len() < IN_RELEASE.len(), "the text was not altered");
+        let why = verify_clearsigned(&altered, KEYRING).unwrap_err();
+        assert!(
+            why.contains("is a good signature by a key of the keyring"),
+            "{why}"
+        );
+        let why = verify_clearsigned(IN_RELEASE, RELEASE_KEY).unwrap_err();
+        assert!(
+            why.contains("is a good signature by a key of the keyring"),
+            "{why}"
+        );
+        let why = verify_clearsigned(IN_RELEASE, b"not a key").unwrap_err();
+        assert!(
+            why.contains("not OpenPGP public keys") || why.contains("no key"),
+            "{why}"
+        );
+        let why = verify_clearsigned("Origin: Debian\n", KEYRING).unwrap_err();
+        assert!(
+            why.contains("not a cleartext-signed OpenPGP message"),
+            "{why}"
+        );
+    }
 }
