@@ -15,7 +15,7 @@ jobs=${2:-1}
 shift $(( $# > 2 ? 2 : $# ))
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(index reader tar header stack lock oci documents host)
+  targets=(index reader tar header stack lock oci documents host release)
 fi
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -s none >/dev/null
