@@ -382,6 +382,8 @@ fn clause_text(clause: &[Relation]) -> String {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Release {
     pub sha256: BTreeMap<String, (String, u64)>,
+    /// The `Valid-Until` field as written (`Sat, 12 Dec 2026 03:33:28 UTC`), when there is one.
+    pub valid_until: Option<String>,
 }
 
 impl Release {
@@ -410,7 +412,10 @@ impl Release {
             }
             sha256.insert(path.to_string(), (hash.to_ascii_lowercase(), size));
         }
-        Ok(Release { sha256 })
+        Ok(Release {
+            sha256,
+            valid_until: p.get("Valid-Until").map(|v| v.trim().to_string()),
+        })
     }
 }
 

@@ -244,7 +244,7 @@ fn a_release_files_sha256_lines_are_read_and_a_malformed_one_refused() {
     let a = "a".repeat(64);
     let b = "B".repeat(64);
     let text = format!(
-        "Origin: Debian\nSuite: stable\nMD5Sum:\n 00 1 main/binary-amd64/Packages\nSHA256:\n {a}     1234 main/binary-amd64/Packages.gz\n {b} 99 main/binary-arm64/Packages\nDescription: x\n"
+        "Origin: Debian\nSuite: stable\nValid-Until: Sat, 12 Dec 2026 03:33:28 UTC\nMD5Sum:\n 00 1 main/binary-amd64/Packages\nSHA256:\n {a}     1234 main/binary-amd64/Packages.gz\n {b} 99 main/binary-arm64/Packages\nDescription: x\n"
     );
     let r = Release::parse(&text).unwrap();
     assert_eq!(
@@ -256,6 +256,10 @@ fn a_release_files_sha256_lines_are_read_and_a_malformed_one_refused() {
         Some(&("b".repeat(64), 99))
     );
     assert_eq!(r.sha256.len(), 2);
+    assert_eq!(
+        r.valid_until.as_deref(),
+        Some("Sat, 12 Dec 2026 03:33:28 UTC")
+    );
     for bad in [
         "Origin: Debian\n".to_string(),
         format!("SHA256:\n {a} x main/Packages\n"),

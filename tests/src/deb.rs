@@ -198,9 +198,19 @@ impl ArchiveKey {
     /// them): a Release listing the sha256 and size of each file under `dists/SUITE/`,
     /// clear-signed.
     pub fn in_release(&self, suite: &str, files: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
+        self.in_release_with(suite, files, "")
+    }
+
+    /// [`in_release`](Self::in_release) with more `fields` in the Release (`Valid-Until: ...\n`).
+    pub fn in_release_with(
+        &self,
+        suite: &str,
+        files: &[(String, Vec<u8>)],
+        fields: &str,
+    ) -> (String, Vec<u8>) {
         use sha2::Digest as _;
         let dir = format!("dists/{suite}/");
-        let mut release = format!("Origin: rin-test\nSuite: {suite}\nSHA256:\n");
+        let mut release = format!("Origin: rin-test\nSuite: {suite}\n{fields}SHA256:\n");
         for (path, bytes) in files {
             if let Some(rel) = path.strip_prefix(&dir) {
                 let sha = hex::encode(sha2::Sha256::digest(bytes));

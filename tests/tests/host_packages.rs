@@ -369,9 +369,9 @@ fn a_package_the_repository_lacks_fails_the_build_naming_it() {
 }
 
 /// With `signed_by`, the repository's InRelease must be signed by a key of that keyring (an RSA
-/// key, as Debian's archive keys are), and each index must match the checksums it signs: a
-/// signature by another key, and an index changed after signing, fail the lock naming why; and
-/// nothing is locked.
+/// key, as Debian's archive keys are), be within its Valid-Until, and each index must match the
+/// checksums it signs: a signature by another key, an expired InRelease, and an index changed
+/// after signing fail the lock naming why; and nothing is locked.
 #[test]
 fn a_signed_repository_is_held_to_the_keyring_signed_by_names() {
     let t = tempfile::tempdir().unwrap();
@@ -418,8 +418,32 @@ fn a_signed_repository_is_held_to_the_keyring_signed_by_names() {
     );
     assert!(!lock_file.exists());
 
-    // The right keyring, but an index other than the one signed.
+    // The right keyring, but a Release whose Valid-Until has passed (an old one replayed).
     std::fs::write(&keyring, archive.public()).unwrap();
+    let (_, old) = archive.in_release_with(
+        "bookworm",
+        &s.repo,
+        "Valid-Until: Sat, 01 Jan 2000 00:00:00 UTC\n",
+    );
+    s.srv.put(&format!("debian/{path}"), old);
+    let out = lock();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("its signature was valid until Sat, 01 Jan 2000 00:00:00 UTC"),
+        "{said}"
+    );
+    assert!(!lock_file.exists());
+    let (_, current) = archive.in_release_with(
+        "bookworm",
+        &s.repo,
+        "Valid-Until: Fri, 31 Dec 2099 00:00:00 UTC\n",
+    );
+    s.srv.put(&format!("debian/{path}"), current);
+    let out = lock();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // An index other than the one signed.
     let changed = deb::repository(
         &t.path().join("repo2"),
         "bookworm",

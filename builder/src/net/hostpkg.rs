@@ -93,7 +93,49 @@ async fn signed_release(s: &Session, stack_dir: &Path, h: &HostPackagesSpec) -> 
     let text = String::from_utf8(body).map_err(|_| refused("it is not text".into()))?;
     let signed = verify_clearsigned(&text, &keys)
         .map_err(|why| refused(format!("{why} (keyring {keyring})")))?;
-    Release::parse(&signed).map_err(|e| refused(e.to_string()))
+    let release = Release::parse(&signed).map_err(|e| refused(e.to_string()))?;
+    if let Some(v) = &release.valid_until {
+        still_valid(v, std::time::SystemTime::now()).map_err(refused)?;
+    }
+    Ok(release)
+}
+
+/// Whether a Release's `Valid-Until` (`Sat, 12 Dec 2026 03:33:28 UTC`, RFC 2822 as APT writes
+/// it) is after `now`: a mirror serving an old signed Release (a replay, or a mirror that
+/// stopped updating) is refused, as APT refuses it.
+pub fn still_valid(
+    valid_until: &str,
+    now: std::time::SystemTime,
+) -> std::result::Result<(), String> {
+    let unreadable = || format!("its Valid-Until {valid_until:?} is not a date APT writes");
+    let words: Vec<&str> = valid_until.split_whitespace().collect();
+    // [weekday,] day month year hh:mm:ss zone
+    let words = match words.first() {
+        Some(w) if w.ends_with(',') => &words[1..],
+        _ => &words[..],
+    };
+    let [day, month, year, time, zone] = words[..] else {
+        return Err(unreadable());
+    };
+    if !matches!(zone, "UTC" | "GMT" | "UT" | "Z" | "+0000") {
+        return Err(unreadable());
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS
+        .iter()
+        .position(|m| *m == month)
+        .ok_or_else(unreadable)?;
+    let day: u32 = day.parse().map_err(|_| unreadable())?;
+    let rfc3339 = format!("{year}-{:02}-{day:02}T{time}Z", month + 1);
+    let until = humantime::parse_rfc3339(&rfc3339).map_err(|_| unreadable())?;
+    if now > until {
+        return Err(format!(
+            "its signature was valid until {valid_until}: the mirror serves an old InRelease (or this machine's clock is wrong); use an up-to-date mirror"
+        ));
+    }
+    Ok(())
 }
 
 /// The text of a cleartext-signed message (`InRelease`) that a key of `keyring` (OpenPGP
@@ -335,5 +377,33 @@ mod tests {
             why.contains("not a cleartext-signed OpenPGP message"),
             "{why}"
         );
+    }
+
+    /// Valid-Until as Debian writes it: before it, valid; after it, refused; what is not such a
+    /// date, refused as unreadable.
+    #[test]
+    fn valid_until_is_read_as_apt_writes_it_and_a_past_one_refused() {
+        use std::time::{Duration, UNIX_EPOCH};
+        // Sat, 12 Dec 2026 03:33:28 UTC is 1797046408 seconds after the epoch.
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        let v = "Sat, 12 Dec 2026 03:33:28 UTC";
+        assert_eq!(super::still_valid(v, at(1_797_046_408)), Ok(()));
+        let why = super::still_valid(v, at(1_797_046_409)).unwrap_err();
+        assert!(
+            why.contains("valid until Sat, 12 Dec 2026 03:33:28 UTC"),
+            "{why}"
+        );
+        assert_eq!(
+            super::still_valid("12 Dec 2026 03:33:28 +0000", at(0)),
+            Ok(())
+        );
+        for bad in [
+            "tomorrow",
+            "Sat, 12 Dez 2026 03:33:28 UTC",
+            "Sat, 12 Dec 2026 03:33:28 CET",
+        ] {
+            let why = super::still_valid(bad, at(0)).unwrap_err();
+            assert!(why.contains("is not a date APT writes"), "{bad}: {why}");
+        }
     }
 }
