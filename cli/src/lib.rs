@@ -86,12 +86,7 @@ pub fn render(
     err: &anyhow::Error,
     extra_hint: &dyn Fn(&(dyn StdError + 'static)) -> Option<String>,
 ) -> u8 {
-    let r = rendered(err, extra_hint);
-    eprintln!("error: {}", r.error);
-    if let Some(h) = &r.hint {
-        eprintln!("hint: {h}");
-    }
-    r.code
+    render_as(err, extra_hint, false)
 }
 
 /// [`render`], and with `json` also the same as one JSON object on stdout, for a script that
@@ -101,15 +96,18 @@ pub fn render_as(
     extra_hint: &dyn Fn(&(dyn StdError + 'static)) -> Option<String>,
     json: bool,
 ) -> u8 {
-    let code = render(err, extra_hint);
+    let r = rendered(err, extra_hint);
+    eprintln!("error: {}", r.error);
+    if let Some(h) = &r.hint {
+        eprintln!("hint: {h}");
+    }
     if json {
-        let r = rendered(err, extra_hint);
         println!(
             "{}",
             serde_json::json!({"error": r.error, "hint": r.hint, "exit_code": r.code})
         );
     }
-    code
+    r.code
 }
 
 /// The text and exit code of [`render`]. The line is every message of the cause chain joined
@@ -520,12 +518,12 @@ pub fn man_pages(cmd: clap::Command, args: &ManArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How both binaries tell the operator a request is tried again.
 /// The line a step starts with on a terminal, in both binaries: `[3/7] site registry`.
 pub fn step_line(n: usize, of: usize, name: &str) -> String {
     format!("[{n}/{of}] {name}")
 }
 
+/// How both binaries tell the operator a request is tried again.
 pub fn retry_line(what: &str, attempt: u32, delay_ms: u64, error: &str) -> String {
     format!(
         "retrying {} in {:.1}s (attempt {attempt} failed: {})",

@@ -379,7 +379,7 @@ fn clause_text(clause: &[Relation]) -> String {
 
 /// A repository's `Release` file (the text its `InRelease` signs): the sha256 and size of each
 /// index it lists, by path relative to the file's directory (`main/binary-arm64/Packages.gz`).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Release {
     pub sha256: BTreeMap<String, (String, u64)>,
     /// The `Valid-Until` field as written (`Sat, 12 Dec 2026 03:33:28 UTC`), when there is one.

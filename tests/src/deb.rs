@@ -189,6 +189,19 @@ impl ArchiveKey {
         o.stdout
     }
 
+    /// Add a signing subkey (`algo`), which gpg then signs with rather than the primary key.
+    pub fn add_signing_subkey(&self, algo: &str) {
+        let listed =
+            String::from_utf8_lossy(&self.gpg(&["--list-keys", "--with-colons"])).into_owned();
+        let fpr = listed
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|l| l.split(':').find(|f| !f.is_empty()))
+            .expect("the primary key's fingerprint")
+            .to_string();
+        self.gpg(&["--quick-add-key", &fpr, algo, "sign", "never"]);
+    }
+
     /// The public key, ASCII-armored: what a stack's `signed_by` names.
     pub fn public(&self) -> Vec<u8> {
         self.gpg(&["--armor", "--export"])

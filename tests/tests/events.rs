@@ -109,18 +109,14 @@ fn build_seed_and_apply_write_the_documented_events() {
     assert_eq!(v["from_index_alone"], true, "{v}");
     assert_eq!(v["seeded"]["uploaded"], 0, "{v}");
 
-    let out = Command::new(bin("rininstall"))
-        .arg("apply")
-        .arg(&bundle)
-        .arg("--key")
-        .arg(&key)
-        .arg("--root")
-        .arg(t.path().join("node"))
-        .args(["--arch", "amd64", "--no-start", "--registry", &site.addr])
-        .args(["--progress", "json", "--json"])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
+    let out = rin_tests::apply_at_root(
+        &bundle,
+        &key,
+        &t.path().join("node"),
+        &["--registry", &site.addr, "--progress", "json", "--json"],
+    )
+    .output()
+    .unwrap();
     let result: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("apply --json: {e}: {}", text(&out)));
     assert_eq!(result["recorded"]["stack"], "demo", "{result}");

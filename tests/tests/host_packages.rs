@@ -369,9 +369,10 @@ fn a_package_the_repository_lacks_fails_the_build_naming_it() {
 }
 
 /// With `signed_by`, the repository's InRelease must be signed by a key of that keyring (an RSA
-/// key, as Debian's archive keys are), be within its Valid-Until, and each index must match the
-/// checksums it signs: a signature by another key, an expired InRelease, and an index changed
-/// after signing fail the lock naming why; and nothing is locked.
+/// key, as Debian's archive keys are, or its signing subkey), be within its Valid-Until, and
+/// list each index with the checksums it has: a signature by another key, an expired InRelease,
+/// one that does not list the index, and an index changed after signing fail the lock naming
+/// why; and nothing is locked.
 #[test]
 fn a_signed_repository_is_held_to_the_keyring_signed_by_names() {
     let t = tempfile::tempdir().unwrap();
@@ -439,6 +440,21 @@ fn a_signed_repository_is_held_to_the_keyring_signed_by_names() {
         "Valid-Until: Fri, 31 Dec 2099 00:00:00 UTC\n",
     );
     s.srv.put(&format!("debian/{path}"), current);
+    let out = lock();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A Release that does not list the index at all.
+    let (_, bare) = archive.in_release("bookworm", &[]);
+    s.srv.put(&format!("debian/{path}"), bare);
+    refused(&["the signed InRelease lists no main/binary-amd64/Packages.gz"]);
+
+    // Signed by a subkey of the keyring's key (gpg signs with the newest signing subkey).
+    archive.add_signing_subkey("ed25519");
+    let (_, by_subkey) = archive.in_release("bookworm", &s.repo);
+    s.srv.put(&format!("debian/{path}"), by_subkey.clone());
+    std::fs::write(&keyring, other.public()).unwrap();
+    refused(&["none of its 1 signature(s) is a good signature"]);
+    std::fs::write(&keyring, archive.public()).unwrap();
     let out = lock();
     assert!(out.status.success(), "{}", text(&out));
 

@@ -74,10 +74,14 @@ fn release_dir(h: &HostPackagesSpec) -> String {
 }
 
 /// The repository's `InRelease`, its signature checked against the keyring `signed_by` names:
-/// the checksums of the indexes it signs.
-async fn signed_release(s: &Session, stack_dir: &Path, h: &HostPackagesSpec) -> Result<Release> {
+/// the checksums of the indexes it signs (None: the target names no keyring).
+async fn signed_release(
+    s: &Session,
+    stack_dir: &Path,
+    h: &HostPackagesSpec,
+) -> Result<Option<Release>> {
     let Some(keyring) = &h.signed_by else {
-        return Ok(Release::default());
+        return Ok(None);
     };
     let keyring_path = stack_dir.join(keyring);
     let keys = std::fs::read(&keyring_path).map_err(|e| BuildError::Spec {
@@ -97,7 +101,7 @@ async fn signed_release(s: &Session, stack_dir: &Path, h: &HostPackagesSpec) -> 
     if let Some(v) = &release.valid_until {
         still_valid(v, std::time::SystemTime::now()).map_err(refused)?;
     }
-    Ok(release)
+    Ok(Some(release))
 }
 
 /// Whether a Release's `Valid-Until` (`Sat, 12 Dec 2026 03:33:28 UTC`, RFC 2822 as APT writes
@@ -167,12 +171,12 @@ pub fn verify_clearsigned(message: &str, keyring: &[u8]) -> std::result::Result<
 
 /// Read the target's package index for `arch`: `dists/SUITE/COMPONENT/binary-ARCH/Packages.gz`
 /// for each component (or `Packages`, uncompressed, when that is all the repository has), or a
-/// flat repository's `SUITE/Packages.gz`; each checked against the signed `release` when the
-/// target names a keyring.
+/// flat repository's `SUITE/Packages.gz`; each checked against the signed `release`, when there
+/// is one.
 async fn repository(
     s: &Session,
     h: &HostPackagesSpec,
-    release: &Release,
+    release: Option<&Release>,
     arch: &str,
 ) -> Result<Repository> {
     // Each index's directory, relative to the InRelease's.
@@ -198,7 +202,7 @@ async fn repository(
             }
             Err(e) => return Err(e),
         };
-        if h.signed_by.is_some() {
+        if let Some(release) = release {
             let name = format!("{dir}Packages{}", if gzip { ".gz" } else { "" });
             let got = (rin_bundle::digest::sha256_hex(&body), body.len() as u64);
             match release.sha256.get(&name) {
@@ -251,7 +255,7 @@ pub async fn resolve(s: &Session, stack: &Stack, arches: &[Arch], lock: &mut Loc
         let release = if arches.iter().any(stale) {
             signed_release(s, &stack.dir, h).await?
         } else {
-            Release::default()
+            None
         };
         for arch in arches {
             if requests.is_empty() {
@@ -263,7 +267,7 @@ pub async fn resolve(s: &Session, stack: &Stack, arches: &[Arch], lock: &mut Loc
                 continue;
             }
             let deb_arch = rin_bundle::host::deb_arch(arch);
-            let repo = repository(s, h, &release, deb_arch).await?;
+            let repo = repository(s, h, release.as_ref(), deb_arch).await?;
             let locked: Vec<(String, String)> = lock
                 .host_set(&h.target, arch)
                 .map(|p| (p.name.clone(), p.version.clone()))

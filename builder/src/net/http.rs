@@ -5,7 +5,6 @@
 use crate::cache::Cache;
 use crate::error::{BuildError, Result};
 use crate::net::download::{Body, Downloader, Failure};
-
 use crate::net::registry::{RegistryOptions, is_loopback};
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;

@@ -48,7 +48,7 @@ pub struct RegistryOptions {
     pub stall: Option<std::time::Duration>,
 }
 
-pub use rin_support::DEFAULT_STALL;
+use rin_support::DEFAULT_STALL;
 
 impl RegistryOptions {
     /// The stall timeout: [`RegistryOptions::stall`] or [`DEFAULT_STALL`].

@@ -41,11 +41,12 @@ pub const REGISTRY_ARCHIVE: &str = "rin-site-registry.tar";
 /// Remove what a killed run left half-written in the directories apply writes K3s's files to
 /// (`rin_support::fs::sweep_stale`), so that preflight counts the space they held as free.
 pub fn sweep_stale(root: &Path) {
+    let parent = |f: &'static str| Path::new(f).parent().unwrap_or(Path::new(""));
     for dir in [
-        "usr/local/bin",
-        IMAGES_DIR,
-        "etc/rancher/k3s",
-        crate::cluster::helmchart::STATIC_DIR,
+        parent(K3S_BIN),
+        Path::new(IMAGES_DIR),
+        parent(CONFIG_YAML),
+        Path::new(crate::cluster::helmchart::STATIC_DIR),
     ] {
         rin_support::fs::sweep_stale(&root.join(dir));
     }

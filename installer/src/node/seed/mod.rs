@@ -59,7 +59,7 @@ pub struct SeedOptions {
     pub stall: std::time::Duration,
 }
 
-pub use rin_support::DEFAULT_STALL;
+use rin_support::DEFAULT_STALL;
 
 impl SeedOptions {
     pub fn new(registry: &str) -> Self {
